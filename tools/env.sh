@@ -1,0 +1,15 @@
+# shellcheck shell=bash
+# Environment shared by every lab, demo and test command. Source it; it changes nothing.
+VMC_ROOT=${VMC_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+VMC_WORK=${VMC_WORK:-$VMC_ROOT/.work}
+VMC_VENV=$VMC_WORK/venv
+VMC_COLLECTIONS=$VMC_WORK/collections
+export VMC_ROOT VMC_WORK VMC_VENV VMC_COLLECTIONS
+export PATH="$VMC_VENV/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$VMC_COLLECTIONS"
+export ANSIBLE_CONFIG="$VMC_ROOT/ansible.cfg"
+# The lab's podman: runc, cgroupfs and explicit ulimits (see lab/README.md for why).
+export CONTAINERS_CONF="$VMC_ROOT/lab/containers.conf"
+export CONTAINERS_STORAGE_CONF="$VMC_ROOT/lab/storage.conf"
+export PYTHONPATH="$VMC_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
