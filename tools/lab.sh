@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The built-in demo lab outside Molecule (same create/destroy playbooks as the scenarios).
+#   tools/lab.sh up     start hv1, hv2 and client (kept when already running)
+#   tools/lab.sh down   remove every container, network and volume of the lab
+# The inventory is written to .work/lab/vmc-demo/inventory.yml (ansible.cfg points there).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+case ${1:-} in
+  up) bash tools/bootstrap.sh lab ;;
+  down) ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
+# shellcheck source=tools/env.sh
+. tools/env.sh
+[ -x "$VMC_VENV/bin/ansible-playbook" ] || { echo "no venv yet: run tools/bootstrap.sh" >&2; exit 1; }
+if [ "$1" = up ]; then
+  ansible-playbook molecule/shared/create.yml -e @lab/demo.yml
+else
+  ansible-playbook molecule/shared/destroy.yml -e @lab/demo.yml
+fi

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# All tests of vmconsole.secure, in the order a reviewer would read them:
+#   lint -> ansible-test sanity -> unit -> integration (real QEMU, Xvfb, remote-viewer)
+#   -> every Molecule scenario (real podman labs, independent scenarios in parallel).
+# Every stage runs even when an earlier one failed; the exit status is non-zero when
+# anything failed, and the last line counts tests in pytest's "N passed, N failed" form
+# (pytest tests counted one by one; lint, sanity and each scenario count as one test).
+#
+# Usage: tools/test.sh [stage...]   stages: lint sanity unit integration molecule
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+bash tools/bootstrap.sh test || exit 1
+# shellcheck source=tools/env.sh
+. tools/env.sh
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(lint sanity unit integration molecule)
+out=$VMC_WORK/test
+rm -rf "$out"; mkdir -p "$out"
+passed=0 failed=0 skipped=0
+failures=()
+
+note() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+count_one() {  # name rc
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$1"); fi
+}
+count_junit() {  # name rc junit.xml
+  local p f s
+  if read -r p f s < <(python3 - "$3" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    sys.exit(1)
+suites = [root] if root.tag == "testsuite" else list(root)
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+k = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - k, f, k)
+PY
+  ); then
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+    [ "$f" = 0 ] && [ "$2" = 0 ] && return
+    [ "$f" = 0 ] && failed=$((failed + 1))  # pytest failed without a failing test (collection error)
+    failures+=("$1")
+  else
+    count_one "$1" 1
+  fi
+}
+timed() {  # name command...
+  local name=$1 start rc; shift
+  start=$(date +%s)
+  "$@"; rc=$?
+  echo "-- $name: rc=$rc in $(( $(date +%s) - start )) s"
+  return $rc
+}
+
+for stage in "${stages[@]}"; do
+  case $stage in
+  lint)
+    note "ansible-lint (profile production)"
+    timed ansible-lint ansible-lint --nocolor; count_one ansible-lint $?
+    ;;
+  sanity)
+    note "ansible-test sanity --local"
+    # ansible-test wants the collection under ansible_collections/<ns>/<name>: a copy of
+    # the files git knows (tracked or new, not ignored).
+    mkdir -p ~/.ansible/test/cache
+    [ -f ~/.ansible/test/cache/get_pip_24_2.py ] || cp tools/get_pip_standin.py ~/.ansible/test/cache/get_pip_24_2.py
+    sdir=$VMC_WORK/ansible-test/ansible_collections/vmconsole/secure
+    rm -rf "$sdir"; mkdir -p "$sdir"
+    git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ "$sdir/"
+    # The copy lies inside this (ignored) .work folder: a repository of its own lets
+    # ansible-test list its files with git instead of seeing an ignored path.
+    (cd "$sdir" && git init -q && git add -A)
+    (cd "$sdir" && timed ansible-test-sanity ansible-test sanity --local --python 3.11 --color no)
+    count_one ansible-test-sanity $?
+    ;;
+  unit)
+    note "unit tests (pytest tests/unit)"
+    timed unit pytest -q -p no:cacheprovider tests/unit --junitxml="$out/unit.xml"
+    count_junit unit $? "$out/unit.xml"
+    ;;
+  integration)
+    note "integration tests (pytest tests/integration: real QEMU, Xvfb, remote-viewer)"
+    timed integration pytest -q -p no:cacheprovider tests/integration --junitxml="$out/integration.xml"
+    count_junit integration $? "$out/integration.xml"
+    ;;
+  molecule)
+    note "molecule scenarios (in parallel, one process each)"
+    # Build the shared base image once before the scenarios race for it.
+    lab/build-image.sh >/dev/null || { count_one lab-image 1; continue; }
+    scenarios=()
+    for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
+    declare -A pids=()
+    for s in "${scenarios[@]}"; do
+      ( start=$(date +%s); molecule test -s "$s" >"$out/molecule-$s.log" 2>&1; rc=$?
+        echo "-- molecule $s: rc=$rc in $(( $(date +%s) - start )) s" >>"$out/molecule-$s.log"; exit $rc ) &
+      pids[$s]=$!
+    done
+    for s in "${scenarios[@]}"; do
+      wait "${pids[$s]}"; rc=$?
+      tail -n 1 "$out/molecule-$s.log"
+      if [ $rc != 0 ]; then
+        echo "---- molecule $s failed; the end of its log ($out/molecule-$s.log):"
+        grep -v '^\s*$' "$out/molecule-$s.log" | tail -n 60
+      fi
+      count_one "molecule-$s" $rc
+    done
+    ;;
+  *) echo "unknown stage: $stage (lint sanity unit integration molecule)"; exit 2 ;;
+  esac
+done
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed stages: ${failures[*]}"
+echo "summary: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
