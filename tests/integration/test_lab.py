@@ -1,0 +1,103 @@
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab's create/destroy playbooks against real podman: failures leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CREATE = ROOT / "molecule" / "shared" / "create.yml"
+DESTROY = ROOT / "molecule" / "shared" / "destroy.yml"
+
+pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+
+
+def lab_spec(tmp_path, name, platforms, n):
+    spec = {
+        "lab_name": name,
+        "lab_networks": {"cluster": {"subnet": f"10.89.{n}.0/24"}, "public": {"subnet": f"10.90.{n}.0/24"}},
+        "lab_platforms": platforms,
+    }
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def playbook(playbook_path, spec, work):
+    env = dict(os.environ, VMC_WORK=str(work), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        ["ansible-playbook", str(playbook_path), "-e", f"@{spec}"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+def podman_lines(*args):
+    out = subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def leftovers(name):
+    label = f"label=vmconsole.lab={name}"
+    return (podman_lines("ps", "--all", "--quiet", "--filter", label)
+            + podman_lines("network", "ls", "--quiet", "--filter", label))
+
+
+@pytest.fixture
+def lab_name(request):
+    """A unique lab name; whatever the test leaves is removed afterwards by label."""
+    name = "vmc-t-" + request.node.name.replace("_", "")[4:16].lower()
+    yield name
+    for cid in podman_lines("ps", "--all", "--quiet", "--filter", f"label=vmconsole.lab={name}"):
+        subprocess.run(["podman", "rm", "--force", "--time", "2", cid], capture_output=True, check=False)
+    for net in podman_lines("network", "ls", "--quiet", "--filter", f"label=vmconsole.lab={name}"):
+        subprocess.run(["podman", "network", "rm", "--force", net], capture_output=True, check=False)
+
+
+def test_create_fails_when_a_host_does_not_boot_and_removes_everything(tmp_path, lab_name):
+    spec = lab_spec(tmp_path, lab_name, [
+        {"name": "hv1", "groups": ["hypervisors"], "addresses": {"cluster": "10.89.201.11"}},
+        {"name": "hv2", "groups": ["hypervisors"], "addresses": {"cluster": "10.89.201.12"},
+         "command": ["/bin/false"]},
+    ], 201)
+    result = playbook(CREATE, spec, tmp_path)
+    assert result.returncode != 0
+    assert "did not come up" in result.stdout
+    assert "Host hv2 did not boot" in result.stdout
+    assert leftovers(lab_name) == []
+
+
+def test_a_stale_lab_is_refused_and_destroy_leaves_nothing(tmp_path, lab_name):
+    spec = lab_spec(tmp_path, lab_name, [
+        {"name": "hv1", "groups": ["hypervisors"], "addresses": {"cluster": "10.89.202.11", "public": "10.90.202.11"}},
+        {"name": "client", "groups": ["clients"], "addresses": {"public": "10.90.202.21"}},
+    ], 202)
+    first = playbook(CREATE, spec, tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:]
+    inventory = yaml.safe_load((tmp_path / "lab" / lab_name / "inventory.yml").read_text())
+    hv1 = inventory["all"]["children"]["hypervisors"]["hosts"]["hv1"]
+    assert hv1["ansible_host"] == f"{lab_name}-hv1"
+    assert hv1["vmconsole_cluster_address"] == "10.89.202.11"
+    # The client resolves hv1 to hv1's address on the network they share.
+    hosts = subprocess.run(["podman", "exec", f"{lab_name}-client", "getent", "hosts", "hv1"],
+                           capture_output=True, text=True, check=True).stdout
+    assert hosts.split()[0] == "10.90.202.11"
+
+    again = playbook(CREATE, spec, tmp_path)
+    assert again.returncode != 0
+    assert f"A lab named {lab_name} from an earlier run exists" in again.stdout
+    running = podman_lines("ps", "--filter", f"label=vmconsole.lab={lab_name}", "--format", "{{.Names}}")
+    assert sorted(running) == [f"{lab_name}-client", f"{lab_name}-hv1"], "a refused create must not touch the lab"
+
+    gone = playbook(DESTROY, spec, tmp_path)
+    assert gone.returncode == 0, gone.stdout[-3000:]
+    assert leftovers(lab_name) == []
+    assert not (tmp_path / "lab" / lab_name).exists()
+    assert playbook(DESTROY, spec, tmp_path).returncode == 0, "destroying an absent lab is not an error"
