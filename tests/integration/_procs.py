@@ -1,0 +1,403 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Real processes for the integration tests: a test PKI, QEMU VMs and Xvfb.
+
+Every process is started in a session (and so a process group) of its own and is
+stopped by that group's id only: nothing here looks processes up by name. The pytest
+fixtures in ``conftest.py`` wrap these helpers so that teardown always runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import types
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPClient, QMPError
+
+QEMU_BINARY = "qemu-system-x86_64"
+PKI_CA_CN = "vmconsole test CA"
+PKI_SERVER_ATTRS = (("C", "XX"), ("O", "vmconsole test"), ("CN", "vmc-test-node"))
+VNC_BASE_PORT = 5900
+VNC_DISPLAYS = 1000  # VNC ports 5900-6899
+# What QEMU 7.2 logs when a SPICE or VNC port it was given is taken.
+PORT_TAKEN_MARKERS = ("Failed to open SPICE sockets", "Address already in use")
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """Poll ``predicate()`` until it returns a true value (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def _port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(start=None, end=None):
+    """A TCP port on 127.0.0.1 that nobody listens on right now.
+
+    Without a range the kernel picks one. With ``start``/``end`` (inclusive) the first free
+    port in that range is returned, e.g. ``free_port(5900, 6899)`` for a VNC display.
+    """
+    if start is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    end = start + 1000 if end is None else end
+    for port in range(start, end + 1):
+        if _port_free(port):
+            return port
+    raise RuntimeError("no free TCP port in %s-%s" % (start, end))
+
+
+def free_vnc_port():
+    """A free port in 5900-6899 (VNC display 0-999), scanning from a random display so
+    that tests running in parallel rarely pick the same one."""
+    offset = random.randrange(VNC_DISPLAYS)
+    for i in range(VNC_DISPLAYS):
+        port = VNC_BASE_PORT + (offset + i) % VNC_DISPLAYS
+        if _port_free(port):
+            return port
+    raise RuntimeError("no free VNC port in %d-%d" % (VNC_BASE_PORT, VNC_BASE_PORT + VNC_DISPLAYS - 1))
+
+
+def short_tmpdir(prefix):
+    """A private folder under /tmp: UNIX socket paths must stay below 108 bytes."""
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def start_process(argv, log_path, **kwargs):
+    """Start ``argv`` in a new session with stdout+stderr to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, **kwargs)
+
+
+def stop_process(proc, term_timeout=5.0):
+    """Stop a process started by :func:`start_process`: SIGTERM, then SIGKILL, to its group only."""
+    for sig, wait in ((signal.SIGTERM, term_timeout), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)  # the group this module created: pgid == pid (new session)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    # Reap stray children of the group (none expected) without waiting on them.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return proc.returncode
+
+
+def read_log(path, limit=8000):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return "(no log: %s)" % exc
+    return data[-limit:].decode("utf-8", "replace")
+
+
+# --- PKI -------------------------------------------------------------------------------------
+
+def _subject_string(pem, attrs):
+    """The subject as spice-gtk compares it, from _subject.py when it exists."""
+    try:
+        from ansible_collections.vmconsole.secure.plugins.module_utils._subject import subject_from_pem
+    except ImportError:
+        return ",".join("%s=%s" % (k, v.replace("\\", "\\\\").replace(",", "\\,")) for k, v in attrs)
+    return subject_from_pem(pem)
+
+
+def _write(path, data, mode):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def make_pki(directory):
+    """A test CA with a server and a client certificate, laid out for QEMU.
+
+    ``directory`` holds ``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``,
+    ``client-cert.pem`` and ``client-key.pem``: usable as SPICE ``x509-dir`` and as the
+    ``dir`` of a ``tls-creds-x509`` object on either end (migration). The CA key is kept
+    apart, in ``<directory>/ca/ca-key.pem``. Private keys are mode 0600.
+
+    Returns a namespace: ``dir``, ``ca_file``, ``ca_pem``, ``ca_key_file``,
+    ``server_cert_file``, ``server_cert_pem``, ``server_key_file``, ``client_cert_file``,
+    ``client_key_file``, ``subject`` (server, as spice-gtk compares it), ``cn``, and the
+    cryptography objects ``ca_key``/``ca_cert`` plus ``issue(attrs, client=False)`` -> (cert PEM,
+    key PEM) for tests that need more certificates from the same CA.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    oids = {"C": NameOID.COUNTRY_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+            "CN": NameOID.COMMON_NAME}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30)
+
+    def new_key():
+        # RSA 2048 like a typical site CA: spice-server, spice-gtk and GnuTLS all accept it.
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def key_usage(cert_sign):
+        return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=not cert_sign,
+                             data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
+                             crl_sign=cert_sign, encipher_only=False, decipher_only=False)
+
+    def builder(subject, issuer, public_key):
+        return (x509.CertificateBuilder()
+                .subject_name(subject).issuer_name(issuer).public_key(public_key)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(not_before).not_valid_after(not_after))
+
+    ca_key = new_key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PKI_CA_CN)])
+    ca_cert = (
+        builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def issue(attrs, client=False):
+        """A certificate for ``attrs`` (pairs like ("CN", "x"), in RDN order) signed by the CA."""
+        key = new_key()
+        cn = dict(attrs)["CN"]
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        cert = (
+            builder(x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs]), ca_name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(key_usage(cert_sign=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption()).decode("ascii")
+        return cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem
+
+    server_cert_pem, server_key_pem = issue(PKI_SERVER_ATTRS)
+    client_cert_pem, client_key_pem = issue(PKI_SERVER_ATTRS, client=True)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    ca_key_pem = ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()).decode("ascii")
+
+    ca_dir = os.path.join(directory, "ca")
+    os.makedirs(ca_dir, mode=0o700, exist_ok=True)
+    files = {
+        "ca-cert.pem": (ca_pem, 0o644), "server-cert.pem": (server_cert_pem, 0o644),
+        "server-key.pem": (server_key_pem, 0o600), "client-cert.pem": (client_cert_pem, 0o644),
+        "client-key.pem": (client_key_pem, 0o600), "ca/ca-key.pem": (ca_key_pem, 0o600),
+    }
+    for name, (data, mode) in files.items():
+        _write(os.path.join(directory, name), data.encode("ascii"), mode)
+
+    def path(name):
+        return os.path.join(directory, name)
+
+    return types.SimpleNamespace(
+        dir=directory,
+        ca_file=path("ca-cert.pem"), ca_pem=ca_pem, ca_key_file=path("ca/ca-key.pem"),
+        server_cert_file=path("server-cert.pem"), server_cert_pem=server_cert_pem,
+        server_key_file=path("server-key.pem"),
+        client_cert_file=path("client-cert.pem"), client_key_file=path("client-key.pem"),
+        subject=_subject_string(server_cert_pem, PKI_SERVER_ATTRS), cn=dict(PKI_SERVER_ATTRS)["CN"],
+        ca_key=ca_key, ca_cert=ca_cert, issue=issue,
+    )
+
+
+# --- QEMU ------------------------------------------------------------------------------------
+
+class QemuVM:
+    """A QEMU process with a QMP socket and (optionally) SPICE and VNC on 127.0.0.1.
+
+    Attributes: ``name``, ``qmp_path``, ``tls_port``, ``plain_port``, ``vnc_port``, ``pid``,
+    ``log_path``, ``argv``, ``proc``. Ports are picked free just before the start; if another
+    process takes one in between, QEMU fails to bind and the start is retried with new ports.
+    """
+
+    start_attempts = 3
+
+    def __init__(self, name, workdir, pki_dir=None, spice=True, tls=True, plain_port=False, vnc=False,
+                 vnc_password=True, extra_args=(), start_timeout=20.0):
+        if spice and not tls and not plain_port:
+            raise ValueError("spice=True needs tls=True or plain_port=True")
+        if spice and tls and pki_dir is None:
+            raise ValueError("tls=True needs a pki_dir")
+        self.name = name
+        self.workdir = workdir
+        self.qmp_path = os.path.join(workdir, name + ".qmp")
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.proc = None
+        self._options = dict(pki_dir=pki_dir, spice=spice, tls=tls, plain_port=plain_port, vnc=vnc,
+                             vnc_password=vnc_password, extra_args=tuple(extra_args))
+        for attempt in range(1, self.start_attempts + 1):
+            self.argv = self._argv(**self._options)
+            try:
+                self._start(start_timeout)
+                return
+            except _PortTaken:
+                if attempt == self.start_attempts:
+                    raise RuntimeError("QEMU VM %s: ports taken %d times in a row\n%s"
+                                       % (name, attempt, self.log())) from None
+
+    def _argv(self, pki_dir, spice, tls, plain_port, vnc, vnc_password, extra_args):
+        self.tls_port = self.plain_port = self.vnc_port = None
+        argv = [QEMU_BINARY, "-accel", "kvm", "-accel", "tcg", "-machine", "pc", "-m", "64",
+                "-nodefaults", "-vga", "qxl", "-display", "none", "-serial", "none", "-no-user-config",
+                "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
+        if spice:
+            # No password and no disable-ticketing: ticketing is on and nobody gets in
+            # until a ticket is set over QMP.
+            opts = ["addr=127.0.0.1"]
+            if tls:
+                self.tls_port = free_port()
+                opts += ["tls-port=%d" % self.tls_port, "x509-dir=%s" % pki_dir, "tls-channel=default"]
+            if plain_port:
+                self.plain_port = free_port()
+                opts.append("port=%d" % self.plain_port)
+            opts.append("seamless-migration=on")
+            argv += ["-spice", ",".join(opts)]
+        if vnc:
+            self.vnc_port = free_vnc_port()
+            display = "127.0.0.1:%d" % (self.vnc_port - VNC_BASE_PORT)
+            argv += ["-vnc", display + (",password=on" if vnc_password else "")]
+        return argv + list(extra_args)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def log(self):
+        return read_log(self.log_path)
+
+    def _start(self, timeout):
+        with open(self.log_path, "ab") as log:
+            log.write(("+ %s\n" % " ".join(self.argv)).encode())
+        self.proc = start_process(self.argv, self.log_path)
+        try:
+            wait_until(self._qmp_answers, timeout, what="the QMP socket of VM %s" % self.name)
+        except Exception as exc:
+            self.stop()
+            log = self.log()
+            this_attempt = log.rsplit("\n+ ", 1)[-1]
+            if any(marker in this_attempt for marker in PORT_TAKEN_MARKERS):
+                raise _PortTaken() from None
+            raise RuntimeError("QEMU VM %s did not come up (%s)\ncommand: %s\nlog:\n%s"
+                               % (self.name, exc, " ".join(self.argv), log)) from None
+
+    def _qmp_answers(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("QEMU exited with status %s" % self.proc.returncode)
+        if not os.path.exists(self.qmp_path):
+            return False
+        try:
+            with QMPClient(self.qmp_path, timeout=2.0) as qmp:
+                qmp.execute("query-status")
+        except QMPError:
+            return False
+        return True
+
+    def qmp(self, timeout=10.0):
+        """A connected QMPClient; the caller closes it (``with vm.qmp() as qmp:``).
+
+        QEMU serves one QMP client at a time: close it before a module or another
+        client talks to the same VM, or they time out waiting for the greeting.
+        """
+        client = QMPClient(self.qmp_path, timeout=timeout)
+        client.connect()
+        return client
+
+    def stop(self, timeout=10.0):
+        """QMP ``quit``, then SIGTERM/SIGKILL to the process group; safe to call twice."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            with QMPClient(self.qmp_path, timeout=2.0) as qmp:
+                qmp.execute("quit")
+            self.proc.wait(timeout)
+        except (QMPError, OSError, subprocess.TimeoutExpired):
+            pass
+        stop_process(self.proc)
+
+
+class _PortTaken(Exception):
+    """QEMU could not bind a port picked for it (another process took it meanwhile)."""
+
+
+# --- Xvfb ------------------------------------------------------------------------------------
+
+class Xvfb:
+    """An X server for remote-viewer: ``display`` is e.g. ``":57"``."""
+
+    def __init__(self, workdir, first=50, last=199, start_timeout=15.0):
+        self.proc = None
+        self.display = None
+        self.log_path = os.path.join(workdir, "xvfb.log")
+        for number in range(first, last + 1):
+            if os.path.exists("/tmp/.X%d-lock" % number) or os.path.exists("/tmp/.X11-unix/X%d" % number):
+                continue
+            proc = start_process(["Xvfb", ":%d" % number, "-nolisten", "tcp", "-screen", "0", "1024x768x24"],
+                                 self.log_path)
+            sock = "/tmp/.X11-unix/X%d" % number
+            try:
+                wait_until(lambda: os.path.exists(sock) or proc.poll() is not None, start_timeout,
+                           what="Xvfb socket %s" % sock)
+            except TimeoutError:
+                stop_process(proc)
+                raise RuntimeError("Xvfb :%d did not start:\n%s" % (number, read_log(self.log_path)))
+            if proc.poll() is None:
+                self.proc, self.display = proc, ":%d" % number
+                return
+            # Lost a race for that display number to another X server: try the next one.
+        raise RuntimeError("no free X display in :%d-:%d\n%s" % (first, last, read_log(self.log_path)))
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+def have_qemu():
+    return shutil.which(QEMU_BINARY) is not None
