@@ -1,0 +1,114 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Controller half of console_ticket: makes the ticket, runs the module, writes the .vv.
+
+The ticket is created here and handed to the module as its ``no_log`` option
+``password``, so the module's output never contains it. It leaves this plugin only
+in the ``.vv`` file (mode 0600) and, with ``return_secret: true``, in a result marked
+``_ansible_no_log`` (``register`` gets it, callbacks print a censored result).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import PROTOCOLS, new_ticket
+from ansible_collections.vmconsole.secure.plugins.module_utils._vv import render_vv
+
+
+def check_dest(dest):
+    """Absolute form of ``dest``; ValueError unless a file can be created there."""
+    path = os.path.abspath(os.path.expanduser(dest))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ValueError("dest %s is a folder: give the file's path, e.g. %s" % (path, os.path.join(path, "VM.vv")))
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise ValueError("dest: %s is not a folder on the controller" % folder)
+        raise ValueError("dest: the folder %s does not exist on the controller; create it first" % folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError("dest: the folder %s is not writable on the controller (permission denied)" % folder)
+    return path
+
+
+def write_private(path, text):
+    """Write ``text`` to ``path`` with mode 0600 from the first byte on, replacing it atomically."""
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        task_vars = task_vars or {}
+        args = dict(self._task.args)
+
+        try:
+            return_secret = boolean(args.get("return_secret", False), strict=True)
+        except TypeError as exc:
+            return dict(result, failed=True, msg="return_secret: %s" % exc)
+        dest = args.get("dest")
+        if dest is not None:
+            try:
+                dest = args["dest"] = check_dest(to_text(dest))
+            except ValueError as exc:
+                return dict(result, failed=True, msg=str(exc))
+
+        ticket = args.get("password")
+        if isinstance(ticket, int) and not isinstance(ticket, bool):
+            ticket = str(ticket)   # YAML reads a digits-only VNC password as a number
+        if ticket is None:
+            if not dest and not return_secret:
+                return dict(result, failed=True,
+                            msg="the ticket would reach nobody: set dest (to write a .vv), return_secret=true, or password")
+            protocol = args.get("protocol", "spice")
+            if protocol in PROTOCOLS:   # otherwise the module reports the bad protocol
+                ticket = new_ticket(protocol)
+        if ticket is not None:
+            args["password"] = ticket
+        if not args.get("console_host"):
+            args["console_host"] = self._task.delegate_to or task_vars.get("inventory_hostname")
+
+        result.update(self._execute_module(module_name="vmconsole.secure.console_ticket", module_args=args,
+                                           task_vars=task_vars))
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        if result.get("failed") or result.get("skipped"):
+            return result
+
+        vv = result.pop("vv")   # the module's hand-over to this plugin: what the .vv holds besides the ticket
+        result["dest"] = dest
+        if dest and not self._task.check_mode:
+            try:
+                write_private(dest, render_vv(password=ticket, **vv))
+            except (OSError, ValueError) as exc:
+                return dict(result, failed=True, msg="the ticket is set on the VM, but writing dest %s failed: %s "
+                                                     "(the ticket expires unused)" % (dest, exc))
+        if return_secret:
+            result["ticket"] = ticket
+            result["_ansible_no_log"] = True
+        return result

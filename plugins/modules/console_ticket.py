@@ -1,0 +1,456 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: console_ticket
+short_description: Issue a short-lived SPICE or VNC console ticket and write a .vv file for remote-viewer
+version_added: 0.1.0
+description:
+  - Sets a one-time password (a I(ticket)) on a running VM's SPICE or VNC console over QMP, with QMP
+    C(set_password), and makes it expire after O(ttl) seconds with C(expire_password). Both are always
+    sent, because C(set_password) keeps whatever expiry an earlier ticket had.
+  - On the controller, writes a virt-viewer connection file (C(.vv)) to O(dest) that C(remote-viewer FILE.vv)
+    opens. For SPICE the file pins the CA certificate (C(ca=)) and the server certificate subject
+    (C(host-subject=)), so the console host name in C(host=) need not match the certificate, and makes
+    every channel use TLS (C(secure-channels=all)). The file is written with mode C(0600) and asks
+    remote-viewer to delete it after reading it.
+  - A web service that hands out C(.vv) files serves them with the MIME type C(application/x-virt-viewer),
+    which browsers pass to remote-viewer.
+  - The ticket is never shown. Unless O(return_secret=true) it is not part of the result either. It is
+    random (40 letters and digits for SPICE, 8 for VNC) unless O(password) gives one.
+  - Everything is checked before anything is sent to the VM (options, the files, whether the VM has that
+    console and ticketing, whether O(dest) can be written), so a failed task leaves the VM's current
+    ticket as it was.
+  - The QMP socket is root-only, so the task usually needs C(become=true).
+author:
+  - vmconsole.secure developers (@vmconsole)
+extends_documentation_fragment:
+  - vmconsole.secure.qmp
+  - vmconsole.secure.attributes
+  - vmconsole.secure.attributes.ACTIONGROUP_QMP
+attributes:
+  action:
+    description: Has an action plugin that runs on the controller, creates the ticket and writes O(dest) there.
+    support: full
+  check_mode:
+    support: full
+    details:
+      - In check mode the options, files and the VM's console are checked (QMP queries only), no ticket is
+        set and no file is written; the task reports a change.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - A ticket cannot be read back from QEMU, and every run issues a new one (which replaces the old one),
+        so the module always reports a change.
+options:
+  protocol:
+    description:
+      - Which console of the VM the ticket is for.
+    type: str
+    choices: [spice, vnc]
+    default: spice
+  password:
+    description:
+      - The ticket to set, instead of a random one.
+      - Letters and digits only (C([A-Za-z0-9])); for SPICE 1 to 59 characters, for VNC 1 to 8 (VNC
+        authentication uses only 8).
+      - It must not occur inside the other values the module returns (console host, certificate subject,
+        ...), because Ansible would mask it there; a random ticket never does.
+    type: str
+  ttl:
+    description:
+      - Seconds until the ticket expires, a whole number from 1 to 86400.
+      - A client must open the console within this time; an open connection stays open after it.
+    type: raw
+    default: 30
+  connected:
+    description:
+      - What happens to a client that is connected when the new ticket is set. SPICE only; for VNC only
+        V(keep) is allowed.
+      - V(keep) leaves it connected; V(disconnect) drops it; V(fail) fails the task and sets no ticket.
+    type: str
+    choices: [keep, disconnect, fail]
+    default: keep
+  console_host:
+    description:
+      - Host name or address that the C(.vv) file tells remote-viewer to connect to (C(host=)).
+      - With a O(proxy), the proxy resolves this name, so it is the cluster node's name as the proxy knows it.
+      - Default is the inventory name of the host the task runs on (or is delegated to).
+    type: str
+  proxy:
+    description:
+      - Public URL of the HTTP CONNECT proxy that remote-viewer tunnels through, for example
+        V(http://hv1.example.org:3128). SPICE only.
+    type: str
+  ca_file:
+    description:
+      - CA certificate (PEM) on the managed node that signed the SPICE server certificate; written to the
+        C(.vv) as C(ca=). SPICE only.
+    type: path
+    default: /etc/pki/libvirt-spice/ca-cert.pem
+  server_cert_file:
+    description:
+      - SPICE server certificate (PEM) on the managed node; its subject becomes the C(.vv) C(host-subject=).
+      - Not read when O(host_subject) is given. SPICE only.
+    type: path
+    default: /etc/pki/libvirt-spice/server-cert.pem
+  host_subject:
+    description:
+      - Certificate subject remote-viewer requires of the SPICE server, in spice-gtk's form
+        (C(C=XX,O=Example,CN=hv1), in the certificate's order, C(,) and C(\\) escaped with C(\\)).
+      - Default is the subject of O(server_cert_file). SPICE only.
+    type: str
+  title:
+    description:
+      - Window title remote-viewer shows.
+    type: str
+  dest:
+    description:
+      - Path on the B(controller) where the C(.vv) file is written, with mode C(0600), replacing an existing
+        file atomically. A relative path is relative to the current directory of C(ansible-playbook).
+      - The folder must exist. Omit to write no file.
+      - At least one of O(dest), O(return_secret=true) and O(password) is needed, or the ticket would reach
+        nobody.
+    type: path
+  return_secret:
+    description:
+      - Return the ticket as RV(ticket), for a later task (for example one that hands the C(.vv) to a web
+        service). The whole result is then marked C(no_log), so no callback prints it, while C(register)
+        still gets it.
+    type: bool
+    default: false
+notes:
+  - The ticket goes to the managed node as a C(no_log) module option and is masked in the module's
+    invocation and output.
+seealso:
+  - name: remote-viewer connection file
+    description: The C(.vv) keys, in the CONNECTION FILE section of remote-viewer(1).
+    link: https://gitlab.com/virt-viewer/virt-viewer/-/blob/master/docs/remote-viewer.pod
+  - name: QEMU QMP set_password and expire_password
+    description: The QMP commands this module sends.
+    link: https://www.qemu.org/docs/master/interop/qemu-qmp-ref.html
+"""
+
+EXAMPLES = r"""
+- name: Let a person open web1's console for 30 seconds
+  vmconsole.secure.console_ticket:
+    vm: web1
+    dest: "{{ playbook_dir }}/web1.vv"
+  become: true
+  register: console
+
+- name: Tell them until when the file works
+  ansible.builtin.debug:
+    msg: "{{ console.dest }} opens the console until {{ '%H:%M:%S' | strftime(console.expires) }}"
+
+- name: Through the cluster's proxy, taking the console from whoever has it
+  vmconsole.secure.console_ticket:
+    vm: web1
+    proxy: http://hv1.example.org:3128
+    connected: disconnect
+    ttl: 60
+    title: web1 (production)
+    dest: /srv/consoles/web1.vv
+  become: true
+
+- name: A VNC ticket for a web service that builds its own .vv
+  vmconsole.secure.console_ticket:
+    vm: legacy1
+    protocol: vnc
+    return_secret: true
+  become: true
+  register: vnc_ticket  # vnc_ticket.ticket holds it; no callback prints this result
+"""
+
+RETURN = r"""
+protocol:
+  description: The console the ticket is for.
+  returned: success
+  type: str
+  sample: spice
+ttl:
+  description: Lifetime of the ticket in seconds.
+  returned: success
+  type: int
+  sample: 30
+expires:
+  description:
+    - When the ticket expires, in whole seconds since the epoch (QEMU's own resolution).
+    - In check mode, when it would expire.
+  returned: success
+  type: int
+  sample: 1767225630
+tls_port:
+  description: The VM's SPICE TLS port on the console host, or null if SPICE has none (and for VNC).
+  returned: success
+  type: int
+  sample: 61001
+port:
+  description: The VM's plain SPICE port, or its VNC port; null if there is none.
+  returned: success
+  type: int
+  sample: 5901
+console_host:
+  description: The host name written to the C(.vv) as C(host=).
+  returned: success
+  type: str
+  sample: hv1.example.org
+host_subject:
+  description: The server certificate subject written to the C(.vv) as C(host-subject=); null for VNC.
+  returned: success
+  type: str
+  sample: C=XX,O=Example,CN=hv1.example.org
+dest:
+  description: Absolute path of the C(.vv) file on the controller; null without O(dest). Not written in check mode.
+  returned: success
+  type: str
+  sample: /home/alice/web1.vv
+ticket:
+  description: The ticket. The result that holds it is marked C(no_log).
+  returned: success, when O(return_secret=true)
+  type: str
+"""
+
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPCommandError, QMPError
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
+    QMP_ARGUMENT_SPEC,
+    QMP_MUTUALLY_EXCLUSIVE,
+    QMP_REQUIRED_ONE_OF,
+    fail_qmp,
+    open_qmp,
+    qmp_socket_path,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject, subject_from_pem
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_ticket, validate_ticket, validate_ttl
+from ansible_collections.vmconsole.secure.plugins.module_utils._vv import check_proxy_url, render_vv
+
+
+class OptionError(Exception):
+    """An option (or a file it names) is unusable; the text says which and why."""
+
+
+def check_options(params):
+    """Validate everything that needs no QEMU; returns the ttl as int."""
+    protocol = params["protocol"]
+    try:
+        ttl = validate_ttl(params["ttl"])
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    if params["password"] is None:
+        raise OptionError("password is missing: the console_ticket action plugin generates the ticket on the controller, "
+                          "so run this module as vmconsole.secure.console_ticket through Ansible")
+    try:
+        validate_ticket(protocol, params["password"])
+    except ValueError as exc:
+        raise OptionError("password: %s" % exc) from None
+    if protocol == "vnc":
+        for option in ("proxy", "host_subject"):
+            if params[option] is not None:
+                raise OptionError("%s is SPICE-only: remote-viewer cannot use it for a VNC console" % option)
+        if params["connected"] != "keep":
+            raise OptionError("connected=%s is SPICE-only: QEMU refuses it for VNC, use connected=keep with protocol=vnc"
+                              % params["connected"])
+    if params["proxy"] is not None:
+        try:
+            check_proxy_url(params["proxy"])
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+    if params["host_subject"] is not None:
+        try:
+            parse_subject(params["host_subject"])
+        except ValueError as exc:
+            raise OptionError("host_subject: %s" % exc) from None
+    try:
+        qmp_socket_path(params)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    return ttl
+
+
+def read_pem(option, path):
+    """The text of the PEM certificate file named by ``option``; OptionError says why not."""
+    try:
+        with open(path, "r", encoding="ascii") as f:
+            pem = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError("%s %s cannot be read: %s" % (option, path, getattr(exc, "strerror", None) or exc)) from None
+    try:
+        subject = subject_from_pem(pem)
+    except ValueError as exc:
+        raise OptionError("%s %s is not a PEM certificate: %s" % (option, path, exc)) from None
+    return pem, subject
+
+
+def tls_settings(params):
+    """(ca_pem, host_subject) for a SPICE .vv."""
+    ca_pem = read_pem("ca_file", params["ca_file"])[0]
+    host_subject = params["host_subject"]
+    if host_subject is None:
+        host_subject = read_pem("server_cert_file", params["server_cert_file"])[1]
+    return ca_pem, host_subject
+
+
+def spice_console(qmp, connected):
+    """(tls_port, port) of the VM's SPICE server, after checking it can use a ticket."""
+    try:
+        info = qmp.execute("query-spice")
+    except QMPCommandError as exc:
+        if exc.error_class == "CommandNotFound":
+            raise OptionError("QEMU has no SPICE: this QEMU binary was built without it (protocol=spice)") from None
+        raise
+    if not info.get("enabled"):
+        raise OptionError("QEMU has no SPICE: the VM was started without -spice (protocol=spice)")
+    if info.get("auth") != "spice":
+        raise OptionError("SPICE of this VM does not use tickets (auth=%s, started with disable-ticketing?): "
+                          "a ticket would not protect its console" % info.get("auth"))
+    channels = info.get("channels") or []
+    if connected == "fail" and channels:
+        raise OptionError("connected=fail: a SPICE client is connected (%d channels), no ticket was set" % len(channels))
+    return info.get("tls-port"), info.get("port")
+
+
+def vnc_console(qmp):
+    """The TCP port of the VM's VNC server, after checking it uses VNC password authentication."""
+    try:
+        info = qmp.execute("query-vnc")
+    except QMPCommandError as exc:
+        if exc.error_class == "CommandNotFound":
+            raise OptionError("QEMU has no VNC: this QEMU binary was built without it (protocol=vnc)") from None
+        raise
+    if not info.get("enabled"):
+        raise OptionError("QEMU has no VNC: the VM was started without -vnc (protocol=vnc)")
+    if info.get("auth") == "none":
+        raise OptionError("VNC of this VM has no password authentication (start it with -vnc ...,password=on): "
+                          "a ticket would not protect its console")
+    try:
+        return int(info.get("service"))
+    except (TypeError, ValueError):
+        raise OptionError("VNC of this VM does not listen on a TCP port (%s): remote-viewer cannot reach it"
+                          % info.get("family")) from None
+
+
+# Where each returned value comes from, for the message when it contains the ticket.
+_RETURNED_FROM = dict(protocol="protocol", host="console_host", proxy="proxy", ca_pem="the CA certificate in ca_file",
+                      host_subject="host_subject (or server_cert_file)", title="title")
+
+
+def masked_somewhere(password, result):
+    """Where a returned value contains the ticket (Ansible's no_log masking would garble it there), or None."""
+    values = dict(result["vv"], protocol=result["protocol"])
+    for name, value in values.items():
+        if isinstance(value, str) and password in value:
+            return _RETURNED_FROM[name]
+    return None
+
+
+def set_ticket(qmp, protocol, password, ttl, connected):
+    """set_password, then expire_password; returns the expiry (epoch seconds)."""
+    arguments = dict(protocol=protocol, password=password)
+    if protocol == "spice":
+        arguments["connected"] = connected
+    qmp.execute("set_password", arguments)
+    expires = int(time.time()) + ttl
+    try:
+        qmp.execute("expire_password", dict(protocol=protocol, time="+%d" % ttl))
+    except QMPError:
+        # The ticket is set without our expiry: replace it with one nobody knows.
+        try:
+            qmp.execute("set_password", dict(arguments, password=new_ticket(protocol)))
+        except QMPError:
+            pass
+        raise
+    return expires
+
+
+def main():
+    argument_spec = dict(QMP_ARGUMENT_SPEC)
+    argument_spec.update(
+        protocol=dict(type="str", choices=["spice", "vnc"], default="spice"),
+        password=dict(type="str", no_log=True),
+        ttl=dict(type="raw", default=30),
+        connected=dict(type="str", choices=["keep", "disconnect", "fail"], default="keep"),
+        console_host=dict(type="str"),
+        proxy=dict(type="str"),
+        ca_file=dict(type="path", default="/etc/pki/libvirt-spice/ca-cert.pem"),
+        server_cert_file=dict(type="path", default="/etc/pki/libvirt-spice/server-cert.pem"),
+        host_subject=dict(type="str"),
+        title=dict(type="str"),
+        dest=dict(type="path"),
+        return_secret=dict(type="bool", default=False, no_log=False),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE,
+        required_one_of=QMP_REQUIRED_ONE_OF,
+        supports_check_mode=True,
+    )
+    params = module.params
+    protocol = params["protocol"]
+    password = params["password"]
+    try:
+        ttl = check_options(params)
+        ca_pem, host_subject = tls_settings(params) if protocol == "spice" else (None, None)
+    except OptionError as exc:
+        module.fail_json(msg=str(exc))
+
+    with open_qmp(module) as qmp:
+        try:
+            if protocol == "spice":
+                tls_port, port = spice_console(qmp, params["connected"])
+            else:
+                tls_port, port = None, vnc_console(qmp)
+            result = dict(
+                changed=True,
+                protocol=protocol,
+                ttl=ttl,
+                expires=int(time.time()) + ttl,
+                tls_port=tls_port,
+                port=port,
+                console_host=params["console_host"] or socket.gethostname(),
+                host_subject=host_subject,
+            )
+            # What the .vv holds besides the ticket; the action plugin renders it and drops this key.
+            result["vv"] = dict(
+                protocol=protocol,
+                host=result["console_host"],
+                # With TLS the file offers only the TLS port: every channel is secure anyway.
+                tls_port=tls_port,
+                port=port if tls_port is None else None,
+                proxy=params["proxy"],
+                ca_pem=ca_pem,
+                host_subject=host_subject,
+                title=params["title"],
+            )
+            try:
+                render_vv(password=password, **result["vv"])
+            except ValueError as exc:
+                raise OptionError("cannot write a .vv with these options: %s" % exc) from None
+            clash = masked_somewhere(password, result)
+            if clash:
+                raise OptionError("password: it occurs in %s, which the module returns and Ansible's no_log masking "
+                                  "would garble; choose another, or let the module generate one" % clash)
+            if protocol == "spice" and tls_port is None:
+                module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
+            if not module.check_mode:
+                result["expires"] = set_ticket(qmp, protocol, password, ttl, params["connected"])
+        except OptionError as exc:
+            module.fail_json(msg=str(exc))
+        except QMPError as exc:
+            fail_qmp(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
