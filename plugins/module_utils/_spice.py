@@ -6,7 +6,7 @@
 """SPICE link protocol client and the non-disruptive ticket probe.
 
 Private to the collection. Stdlib plus ``cryptography`` (RSA-OAEP for the ticket); check
-``HAS_CRYPTOGRAPHY`` and report ``CRYPTOGRAPHY_IMPORT_ERROR`` with ``missing_required_lib``.
+``HAS_CRYPTOGRAPHY`` (from ``_crypto``) before use.
 
 The link handshake, per channel (spice-protocol ``spice/protocol.h``, little endian)::
 
@@ -31,22 +31,16 @@ import socket
 import ssl
 import struct
 import time
-import traceback
 from urllib.parse import urlsplit
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import (
     parse_subject, subject_from_der, subject_matches,
 )
 
-try:
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
-except ImportError:
-    HAS_CRYPTOGRAPHY = False
-    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_CRYPTOGRAPHY = True
-    CRYPTOGRAPHY_IMPORT_ERROR = None
+from ansible_collections.vmconsole.secure.plugins.module_utils._crypto import (
+    HAS_CRYPTOGRAPHY,
+    rsa_oaep_sha1_encrypt,
+)
 
 # spice/protocol.h, spice/enums.h
 SPICE_MAGIC = b"REDQ"
@@ -132,9 +126,7 @@ def _has_cap(words, bit):
 
 def encrypt_ticket(pub_key_der, ticket):
     """RSA-OAEP (SHA-1, MGF1-SHA-1) of ``ticket + "\\0"`` with the key from a link reply."""
-    key = serialization.load_der_public_key(bytes(pub_key_der))
-    return key.encrypt(ticket.encode("utf-8") + b"\0",
-                       padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+    return rsa_oaep_sha1_encrypt(pub_key_der, ticket.encode("utf-8") + b"\0")
 
 
 def proxy_from_url(url):

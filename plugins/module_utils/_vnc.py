@@ -6,7 +6,7 @@
 """RFB (VNC) authentication probe.
 
 Private to the collection. Stdlib plus ``cryptography`` (DES for VNC authentication); check
-``HAS_CRYPTOGRAPHY`` and report ``CRYPTOGRAPHY_IMPORT_ERROR`` with ``missing_required_lib``.
+``HAS_CRYPTOGRAPHY`` (from ``_crypto``) before use.
 
 The probe stops right after the SecurityResult and never sends ClientInit, so QEMU never
 applies its share policy to it: a connected viewer is not disturbed (RFC 6143, 7.3.1).
@@ -21,20 +21,11 @@ import re
 import socket
 import struct
 import time
-import traceback
 
-try:
-    try:
-        from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES   # cryptography >= 43
-    except ImportError:
-        from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
-except ImportError:
-    HAS_CRYPTOGRAPHY = False
-    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_CRYPTOGRAPHY = True
-    CRYPTOGRAPHY_IMPORT_ERROR = None
+from ansible_collections.vmconsole.secure.plugins.module_utils._crypto import (
+    HAS_CRYPTOGRAPHY,
+    des_ecb_encrypt,
+)
 
 SECURITY_INVALID, SECURITY_NONE, SECURITY_VNC_AUTH, SECURITY_VENCRYPT = 0, 1, 2, 19
 SECURITY_TYPE_NAMES = {
@@ -60,9 +51,7 @@ class VNCError(Exception):
 def vnc_des_response(password, challenge):
     """The 16-byte answer to a VNC authentication challenge (DES-ECB, mirrored-bit key)."""
     key = password.encode("utf-8")[:VNC_PASSWORD_BYTES].ljust(VNC_PASSWORD_BYTES, b"\0").translate(_MIRROR)
-    # 3DES with K1 = K2 = K3 is single DES; cryptography has no plain DES.
-    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
-    return encryptor.update(bytes(challenge)) + encryptor.finalize()
+    return des_ecb_encrypt(key, challenge)
 
 
 def _type_names(types):

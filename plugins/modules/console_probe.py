@@ -206,15 +206,12 @@ subject:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._crypto import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
-    HAS_CRYPTOGRAPHY,
     PROBE_STATUSES,
     proxy_from_url,
     spice_link_probe,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._vnc import CRYPTOGRAPHY_IMPORT_ERROR as DES_IMPORT_ERROR
-from ansible_collections.vmconsole.secure.plugins.module_utils._vnc import HAS_CRYPTOGRAPHY as HAS_DES
 from ansible_collections.vmconsole.secure.plugins.module_utils._vnc import vnc_auth_probe
 
 
@@ -271,9 +268,8 @@ def main():
         mutually_exclusive=[("ca_file", "ca_pem")],
         supports_check_mode=True,
     )
-    for available, import_error in ((HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR), (HAS_DES, DES_IMPORT_ERROR)):
-        if not available:
-            module.fail_json(msg=missing_required_lib("cryptography"), exception=import_error)
+    if not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
 
     try:
         result = probe(module.params)
