@@ -79,6 +79,7 @@ def test_expired_ticket_is_refused(qemu_vm, pki):
     set_ticket(qemu_vm, "spice", TICKET, expire="+1")
     assert probe(qemu_vm, pki)["status"] == "accepted"
     # QEMU counts expiry in whole seconds: the ticket dies within 2 s; allow 5.
+
     def refused_probe():
         result = probe(qemu_vm, pki)
         return result if result["status"] != "accepted" else None
