@@ -9,12 +9,18 @@ The ticket is created here and handed to the module as its ``no_log`` option
 ``password``, so the module's output never contains it. It leaves this plugin only
 in the ``.vv`` file (mode 0600) and, with ``return_secret: true``, in a result marked
 ``_ansible_no_log`` (``register`` gets it, callbacks print a censored result).
+
+With ``proxy_user`` the module mints the proxy token on the node (the cluster key lives
+there) and hands it over inside ``vv.proxy`` (the proxy URL with credentials). This plugin
+drops ``vv`` from every result, so the token too leaves only in the ``.vv`` file and, with
+``return_secret: true``, as ``proxy_token`` in the ``no_log`` result.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from urllib.parse import urlsplit
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -97,10 +103,10 @@ class ActionModule(ActionBase):
         result.update(self._execute_module(module_name="vmconsole.secure.console_ticket", module_args=args,
                                            task_vars=task_vars))
         self._remove_tmp_path(self._connection._shell.tmpdir)
-        if result.get("failed") or result.get("skipped"):
+        vv = result.pop("vv", None)   # the module's hand-over to this plugin: what the .vv holds besides the ticket
+        if result.get("failed") or result.get("skipped") or vv is None:
             return result
 
-        vv = result.pop("vv")   # the module's hand-over to this plugin: what the .vv holds besides the ticket
         result["dest"] = dest
         if dest and not self._task.check_mode:
             try:
@@ -110,5 +116,7 @@ class ActionModule(ActionBase):
                                                      "(the ticket expires unused)" % (dest, exc))
         if return_secret:
             result["ticket"] = ticket
+            if result.get("proxy_username") and vv.get("proxy"):
+                result["proxy_token"] = urlsplit(vv["proxy"]).password
             result["_ansible_no_log"] = True
         return result

@@ -3,18 +3,31 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Console tickets: the one-time passwords QEMU checks when a SPICE or VNC client links.
+"""Console tickets and proxy tokens.
 
-Private to the collection. Stdlib only (runs on managed hosts and on the controller).
+Tickets are the one-time passwords QEMU checks when a SPICE or VNC client links. Proxy
+tokens are the signed HTTP proxy credentials squid's helpers check before a CONNECT.
 
-Error texts never contain the ticket itself: they say which rule it broke.
+Private to the collection. Stdlib only and no Ansible imports: it runs on managed hosts, on
+the controller, and as a plain module next to the squid helpers of the connect_proxy role.
+
+Error texts never contain a ticket, a token or a key: they say which rule was broken.
 """
 
 from __future__ import annotations
 
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import os
 import re
 import secrets
 import string
+import struct
+import tempfile
+import time
 
 PROTOCOLS = ("spice", "vnc")
 
@@ -65,24 +78,426 @@ def validate_ttl(value):
     as they arrive from YAML, `-a k=v` and `-e`. Refuses booleans (`true` is not a
     duration), fractions (QEMU expires in whole seconds), other strings, 0 and negatives.
     """
+    return _whole_seconds("ttl", value, TTL_MIN, TTL_MAX, " (QEMU expires in whole seconds)")
+
+
+def _whole_seconds(name, value, low, high, why=""):
+    """`value` as an int of seconds in low..high, or ValueError naming option `name`."""
     if isinstance(value, bool):
-        raise ValueError("ttl must be a number of seconds, got a boolean (%r)" % value)
+        raise ValueError("%s must be a number of seconds, got a boolean (%r)" % (name, value))
     if isinstance(value, float):
         if not value.is_integer():
-            raise ValueError("ttl must be a whole number of seconds (QEMU expires in whole seconds), got %r" % value)
+            raise ValueError("%s must be a whole number of seconds%s, got %r" % (name, why, value))
         value = int(value)
     elif isinstance(value, str):
         if not _INTEGER_TEXT.match(value.strip()):
-            raise ValueError("ttl must be a whole number of seconds, got %r (not an integer)" % value)
+            raise ValueError("%s must be a whole number of seconds, got %r (not an integer)" % (name, value))
         value = int(value.strip())
     elif not isinstance(value, int):
-        raise ValueError("ttl must be a whole number of seconds, got %s" % type(value).__name__)
-    if not TTL_MIN <= value <= TTL_MAX:
-        raise ValueError("ttl must be between %d and %d seconds, got %d" % (TTL_MIN, TTL_MAX, value))
+        raise ValueError("%s must be a whole number of seconds, got %s" % (name, type(value).__name__))
+    if not low <= value <= high:
+        raise ValueError("%s must be between %d and %d seconds, got %d" % (name, low, high, value))
     return value
 
 
-# Proxy tokens -------------------------------------------------------------------------
-# The HMAC-SHA256 proxy token (user, VM, node, expiry; `[A-Za-z0-9_-]` only, because
-# remote-viewer neither decodes percent escapes nor allows ':' in a proxy password)
-# belongs here, next to the tickets, when the connect_proxy role needs it.
+# --- Proxy tokens ----------------------------------------------------------------------------
+#
+# The HTTP proxy credentials of a .vv: `proxy=http://USERNAME:TOKEN@node:3128`. spice-gtk
+# sends them on every channel it opens and again on every reconnection (seamless migration),
+# and squid's helpers (roles/connect_proxy/files/) check them with the code below, from a
+# copy of this file installed next to them: one token format, one implementation.
+#
+# USERNAME = enc(user) "__" enc(vm). Not a secret (squid's access log shows it): it says who
+#   and which VM. enc() keeps [A-Za-z0-9-] and writes every other UTF-8 byte as "_" and two
+#   upper-case hex digits ("alice@example.org" -> "alice_40example_2Eorg", "web1.prod" ->
+#   "web1_2Eprod"). An escape always puts a hex digit after "_", so "__" occurs only as the
+#   separator and each (user, VM) pair has exactly one username.
+# TOKEN = "v1_" KEY_ID "_" ISSUED "_" EXPIRES "_" MAC, at most 87 characters:
+#   KEY_ID [A-Za-z0-9]{1,16} names the cluster key; ISSUED and EXPIRES are decimal epoch
+#   seconds; MAC is unpadded base64url (43 characters) of HMAC-SHA256 with that key over
+#   TOKEN_CONTEXT and then each of (version, key id, user, VM, issued, expires) as a 4-byte
+#   big-endian length and its UTF-8 bytes. The token is bound to the username's user and VM:
+#   the same token under another username (another VM) is a bad signature.
+
+TOKEN_VERSION = "v1"
+TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
+TOKEN_MAX_LENGTH = 200
+TOKEN_TTL_DEFAULT = 28800          # 8 h: a whole console session, migrations included
+TOKEN_TTL_MIN = 60
+TOKEN_TTL_MAX = 7 * 86400
+TOKEN_CLOCK_SKEW = 60              # seconds a token's issue time may lie ahead of the checker's clock
+TOKEN_CONTEXT = b"vmconsole.secure proxy token"
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}")         # used with fullmatch: "$" accepts a final "\n"
+KEY_MIN_BYTES = 32
+PROXY_USER_MAX = 64                # characters of a user name
+PROXY_USERNAME_MAX = 128           # characters of the encoded proxy username
+VM_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+# verify_proxy_token() statuses
+TOKEN_OK = "ok"
+TOKEN_EXPIRED = "expired"
+TOKEN_BAD_SIGNATURE = "bad_signature"
+TOKEN_MALFORMED = "malformed"
+TOKEN_UNKNOWN_KEY = "unknown_key"
+TOKEN_NOT_YET_VALID = "not_yet_valid"
+TOKEN_REVOKED = "revoked"
+TOKEN_STATUSES = (TOKEN_OK, TOKEN_EXPIRED, TOKEN_BAD_SIGNATURE, TOKEN_MALFORMED, TOKEN_UNKNOWN_KEY,
+                  TOKEN_NOT_YET_VALID, TOKEN_REVOKED)
+
+_USERNAME_PART = r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+"
+_USERNAME = re.compile(r"(%s)__(%s)" % (_USERNAME_PART, _USERNAME_PART))
+_TOKEN = re.compile(r"v1_([A-Za-z0-9]{1,16})_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_([A-Za-z0-9_-]{43})")
+_PLAIN_BYTES = frozenset((string.ascii_letters + string.digits + "-").encode("ascii"))
+
+
+class ProxyKeys(collections.namedtuple("ProxyKeys", "current keys")):
+    """The cluster's token keys: ``current`` (key id used to mint) and ``keys`` ({key id: bytes}).
+
+    During a rotation both the old and the new key are in ``keys``: tokens of either verify.
+    """
+
+
+class ProxyToken(collections.namedtuple("ProxyToken", "username token user vm key_id issued expires")):
+    """A minted token: ``username`` and ``token`` are the proxy credentials; times in epoch seconds."""
+
+
+class TokenCheck(collections.namedtuple("TokenCheck", "status user vm key_id issued expires")):
+    """What :func:`verify_proxy_token` found. ``status`` is one of TOKEN_STATUSES.
+
+    ``user``/``vm`` come from the username when it parses, ``key_id``/``issued``/``expires``
+    from the token when it parses (None otherwise); only ``ok`` means they were proven.
+    """
+
+    @property
+    def ok(self):
+        return self.status == TOKEN_OK
+
+
+def _encode_name(text):
+    return "".join(chr(b) if b in _PLAIN_BYTES else "_%02X" % b for b in text.encode("utf-8"))
+
+
+def _decode(text):
+    """Inverse of _encode_name for a string that matched _USERNAME_PART; None unless canonical UTF-8."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "_":
+            out.append(int(text[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(text[i]))
+            i += 1
+    try:
+        decoded = bytes(out).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return decoded if _encode_name(decoded) == text else None
+
+
+def check_proxy_user(user):
+    """Raise ValueError (naming ``proxy_user``) unless ``user`` can go into a proxy username."""
+    if not isinstance(user, str) or not user:
+        raise ValueError("proxy_user must be a non-empty string")
+    if len(user) > PROXY_USER_MAX:
+        raise ValueError("proxy_user must be at most %d characters, got %d" % (PROXY_USER_MAX, len(user)))
+    if not user.isprintable():
+        raise ValueError("proxy_user must not contain control characters or line breaks")
+
+
+def check_vm_name(vm):
+    """Raise ValueError unless ``vm`` is a VM name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64 characters)."""
+    if not isinstance(vm, str) or not VM_NAME_PATTERN.fullmatch(vm):
+        raise ValueError("vm %r is not a valid VM name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64 characters)" % (vm,))
+
+
+def proxy_username(user, vm):
+    """The proxy username for ``user`` opening ``vm``'s console; ValueError says why not."""
+    check_proxy_user(user)
+    check_vm_name(vm)
+    username = "%s__%s" % (_encode_name(user), _encode_name(vm))
+    if len(username) > PROXY_USERNAME_MAX:
+        raise ValueError("proxy_user and vm make a proxy username of %d characters, more than %d: use a shorter "
+                         "user name" % (len(username), PROXY_USERNAME_MAX))
+    return username
+
+
+def parse_proxy_username(username):
+    """``(user, vm)`` of a proxy username, or None when it is not one. Never raises."""
+    try:
+        if not isinstance(username, str) or len(username) > PROXY_USERNAME_MAX:
+            return None
+        match = _USERNAME.fullmatch(username)
+        if not match:
+            return None
+        user, vm = _decode(match.group(1)), _decode(match.group(2))
+        if user is None or vm is None:
+            return None
+        check_proxy_user(user)
+        check_vm_name(vm)
+        return user, vm
+    except Exception:    # pylint: disable=broad-except  # a checker answers, it never raises
+        return None
+
+
+def _mac(key, key_id, user, vm, issued, expires):
+    message = bytearray(TOKEN_CONTEXT)
+    for field in (TOKEN_VERSION, key_id, user, vm, str(issued), str(expires)):
+        data = field.encode("utf-8")
+        message += struct.pack(">I", len(data)) + data
+    digest = hmac.new(key, bytes(message), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def validate_token_ttl(value):
+    """The token lifetime in whole seconds (60..604800) or ValueError naming ``proxy_token_ttl``."""
+    return _whole_seconds("proxy_token_ttl", value, TOKEN_TTL_MIN, TOKEN_TTL_MAX)
+
+
+def mint_proxy_token(keys, user, vm, *, ttl=TOKEN_TTL_DEFAULT, now=None, key_id=None):
+    """A new :class:`ProxyToken` for ``user`` and ``vm``, signed with ``keys.current`` (or ``key_id``).
+
+    Raises ValueError (never echoing a key) for a bad user, VM, lifetime or key id.
+    """
+    username = proxy_username(user, vm)
+    ttl = validate_token_ttl(ttl)
+    if not isinstance(keys, ProxyKeys):
+        raise ValueError("keys must be a ProxyKeys (see load_proxy_keys)")
+    key_id = keys.current if key_id is None else key_id
+    if key_id not in keys.keys:
+        raise ValueError("key id %r is not among the proxy token keys" % (key_id,))
+    issued = int(time.time() if now is None else now)
+    expires = issued + ttl
+    token = "%s_%s_%d_%d_%s" % (TOKEN_VERSION, key_id, issued, expires,
+                                _mac(keys.keys[key_id], key_id, user, vm, issued, expires))
+    return ProxyToken(username, token, user, vm, key_id, issued, expires)
+
+
+def verify_proxy_token(keys, username, token, *, now=None, revocations=None, skew=TOKEN_CLOCK_SKEW):
+    """Check the proxy credentials ``username``/``token``; returns a :class:`TokenCheck`. Never raises.
+
+    ``keys``: a ProxyKeys or {key id: bytes}, every key accepted (rotation overlap).
+    ``revocations``: as from :func:`parse_revocations`; a token of a revoked user or VM issued at
+    or before the revocation is ``revoked``. The signature is checked (in constant time) before
+    times, so a forged token learns nothing but ``bad_signature``.
+    """
+    user = vm = key_id = issued = expires = None
+    try:
+        names = parse_proxy_username(username)
+        if names is not None:
+            user, vm = names
+        match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+        if match:
+            key_id, issued, expires = match.group(1), int(match.group(2)), int(match.group(3))
+        if names is None or match is None or not 0 < expires - issued <= TOKEN_TTL_MAX:
+            return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires)
+        table = keys.keys if isinstance(keys, ProxyKeys) else keys
+        key = table.get(key_id)
+        if not isinstance(key, bytes):
+            return TokenCheck(TOKEN_UNKNOWN_KEY, user, vm, key_id, issued, expires)
+        expected = _mac(key, key_id, user, vm, issued, expires)
+        if not hmac.compare_digest(expected, match.group(4)):
+            return TokenCheck(TOKEN_BAD_SIGNATURE, user, vm, key_id, issued, expires)
+        now = time.time() if now is None else now
+        if issued > now + skew:
+            status = TOKEN_NOT_YET_VALID
+        elif now >= expires:
+            status = TOKEN_EXPIRED
+        elif revocations and _revoked(revocations, user, vm, issued):
+            status = TOKEN_REVOKED
+        else:
+            status = TOKEN_OK
+        return TokenCheck(status, user, vm, key_id, issued, expires)
+    except Exception:    # pylint: disable=broad-except  # garbage of any kind is "malformed"
+        return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires)
+
+
+# --- Keys and revocations: JSON files on the nodes ------------------------------------------
+#
+# Keys (/etc/vmconsole/proxy-keys.json, 0640 root:proxy), the same on every node of a cluster:
+#   {"current": "k2", "keys": {"k2": "<base64url of >= 32 random bytes>", "k1": "..."}}
+#   Tokens are minted with "current"; every key listed verifies. Rotation: add the new key
+#   everywhere, then make it current, then drop the old one after TOKEN_TTL (default 8 h).
+# Revocations (optional): {"users": {"alice": 1767225630}, "vms": {"web1": 1767225630}}:
+#   tokens of that user (or for that VM) issued at or before that epoch second are refused.
+
+def new_proxy_key():
+    """A fresh key for the keys file: 32 random bytes, unpadded base64url."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_MIN_BYTES)).decode("ascii").rstrip("=")
+
+
+def _b64_key(key_id, text):
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", text):
+        raise ValueError("key %s is not base64url text" % key_id)
+    raw = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    if len(raw) < KEY_MIN_BYTES:
+        raise ValueError("key %s has %d bytes, at least %d are needed" % (key_id, len(raw), KEY_MIN_BYTES))
+    return raw
+
+
+def parse_proxy_keys(text):
+    """:class:`ProxyKeys` from the keys file's JSON text; ValueError says what is wrong (never a key)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), dict) or not data["keys"]:
+        raise ValueError('expected {"current": KEY_ID, "keys": {KEY_ID: KEY, ...}} with at least one key')
+    keys = {}
+    for key_id, text_key in data["keys"].items():
+        if not (isinstance(key_id, str) and KEY_ID_PATTERN.fullmatch(key_id)):
+            raise ValueError("key id %r must be 1 to 16 letters and digits" % (key_id,))
+        try:
+            keys[key_id] = _b64_key(key_id, text_key)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(str(exc) if isinstance(exc, ValueError) and str(exc).startswith("key ")
+                             else "key %s is not base64url text" % key_id) from None
+    current = data.get("current")
+    if current not in keys:
+        raise ValueError("current must name one of the keys (%s)" % ", ".join(sorted(keys)))
+    return ProxyKeys(current, keys)
+
+
+def load_proxy_keys(path):
+    """:class:`ProxyKeys` from the keys file at ``path``; ValueError names the file and the reason."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read(1 << 20)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError("proxy token keys %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
+    try:
+        return parse_proxy_keys(text)
+    except ValueError as exc:
+        raise ValueError("proxy token keys %s: %s" % (path, exc)) from None
+
+
+def parse_revocations(text):
+    """{"users": {user: epoch}, "vms": {vm: epoch}} from JSON text; ValueError when it is not that."""
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError('expected {"users": {USER: EPOCH}, "vms": {VM: EPOCH}}')
+    result = {}
+    for kind in ("users", "vms"):
+        table = data.get(kind, {})
+        if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in table.items()):
+            raise ValueError("%s must map names to epoch seconds" % kind)
+        result[kind] = dict(table)
+    return result
+
+
+def load_revocations(path):
+    """Revocations from ``path``; a missing file is an empty list. ValueError for anything else wrong."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read(16 << 20)
+    except FileNotFoundError:
+        return {"users": {}, "vms": {}}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError("revocations %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
+    try:
+        return parse_revocations(text)
+    except ValueError as exc:
+        raise ValueError("revocations %s: %s" % (path, exc)) from None
+
+
+def _revoked(revocations, user, vm, issued):
+    for kind, name in (("users", user), ("vms", vm)):
+        since = revocations.get(kind, {}).get(name)
+        if since is not None and issued <= since:
+            return True
+    return False
+
+
+# --- Writing revocations (vmconsole.secure.console_session) ---------------------------------
+#
+# An entry {name: SINCE} refuses the tokens of that user (or for that VM) issued at or before SINCE.
+# Such a token expires at the latest TOKEN_TTL_MAX seconds after SINCE (verify_proxy_token refuses a
+# longer lifetime as malformed), so from SINCE + TOKEN_TTL_MAX on the entry refuses nothing that
+# is not expired anyway and can go: the file holds at most one entry per name, for at most a week.
+
+REVOCATION_KINDS = ("users", "vms")
+
+
+def revocation_expired(since, now=None):
+    """True when every token an entry ``since`` could refuse has expired on its own."""
+    return since + TOKEN_TTL_MAX <= int(time.time() if now is None else now)
+
+
+def add_revocation(revocations, kind, name, since, now=None):
+    """Refuse the tokens of ``name`` (a user, or a VM: ``kind`` "users" or "vms") issued at or before ``since``.
+
+    Changes ``revocations`` (as from :func:`parse_revocations`) in place; returns True when it
+    refuses more than before. An entry never moves back in time, and a ``since`` so old that the
+    tokens it would refuse have all expired adds nothing.
+    """
+    if kind not in REVOCATION_KINDS:
+        raise ValueError("kind must be one of %s, got %r" % (", ".join(REVOCATION_KINDS), kind))
+    if isinstance(since, bool) or not isinstance(since, int):
+        raise ValueError("since must be epoch seconds (an int)")
+    if kind == "users":
+        check_proxy_user(name)
+    else:
+        check_vm_name(name)
+    table = revocations.setdefault(kind, {})
+    if revocation_expired(since, now) or table.get(name, since - 1) >= since:
+        return False
+    table[name] = since
+    return True
+
+
+def prune_revocations(revocations, now=None):
+    """Drop the entries that refuse nothing any more (see :func:`revocation_expired`), in place.
+
+    Returns the dropped entries as {"users": {...}, "vms": {...}}.
+    """
+    dropped = {}
+    for kind in REVOCATION_KINDS:
+        table = revocations.setdefault(kind, {})
+        dropped[kind] = {name: since for name, since in table.items() if revocation_expired(since, now)}
+        for name in dropped[kind]:
+            del table[name]
+    return dropped
+
+
+def dump_revocations(revocations):
+    """The revocations file's text: stable (sorted, one entry a line) so that diffs stay readable."""
+    data = {kind: dict(sorted(revocations.get(kind, {}).items())) for kind in REVOCATION_KINDS}
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_revocations(path, text, *, mode=0o640, uid=0, gid=0):
+    """Replace the file ``path`` with ``text`` atomically, with ``mode`` and owner from the first byte on.
+
+    The temporary file sits next to ``path`` (same file system) and is synced before the rename, so
+    a reader (squid's helper) sees the old list or the new one, never a part. OSError on failure.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)   # 0600, ours
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchown(f.fileno(), uid, gid)
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)

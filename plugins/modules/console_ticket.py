@@ -26,6 +26,20 @@ description:
   - Everything is checked before anything is sent to the VM (options, the files, whether the VM has that
     console and ticketing, whether O(dest) can be written), so a failed task leaves the VM's current
     ticket as it was.
+  - With O(proxy_user), the C(.vv) also carries a I(proxy token) for the cluster's CONNECT proxy (role
+    C(vmconsole.secure.connect_proxy)). The C(proxy=) URL becomes C(http://USERNAME:TOKEN@host:port), where
+    USERNAME names the person and the VM (it is not secret, squid logs it) and TOKEN is an HMAC-SHA256 signature
+    over user, VM, issue time and expiry with the cluster key from O(proxy_token_key_file). squid's helpers let
+    that token open only this VM's console, wherever the VM runs.
+  - B(Lifetime rule.) The SPICE ticket only has to outlive the start of remote-viewer (O(ttl), default 30 s),
+    because QEMU checks it once per connection. The proxy token must outlive the whole session (O(proxy_token_ttl),
+    default 8 h), because spice-gtk sends the same proxy credentials again for every channel it opens later
+    (USB redirection, a display added by the guest) and for every reconnection, above all the one to the
+    target node during seamless migration. A token that expires during a session lets the open channels run
+    but fails the next one. Cut a session early with C(vmconsole.secure.console_session) (revocation).
+  - Each issuance is appended to O(audit_log) on the node as one JSON line (when, node, VM, protocol, ticket
+    expiry, proxy user and username, token key id and expiry, the account that ran the task). It never holds a
+    ticket or a token.
   - The QMP socket is root-only, so the task usually needs C(become=true).
 author:
   - vmconsole.secure developers (@vmconsole)
@@ -87,8 +101,39 @@ options:
   proxy:
     description:
       - Public URL of the HTTP CONNECT proxy that remote-viewer tunnels through, for example
-        V(http://hv1.example.org:3128). SPICE only.
+        V(http://hv1.example.org:3128) (port 3128 when none is given). SPICE only.
+      - With O(proxy_user) it must not hold credentials, because the module puts the proxy username and token there.
     type: str
+  proxy_user:
+    description:
+      - The person the console is for. Makes the module mint a proxy token for this person and O(vm) and put
+        it into the C(.vv) as the O(proxy) credentials. Needs O(proxy) and O(vm) (not O(socket)); SPICE only.
+      - At most 64 printable characters, e.g. V(alice) or V(alice@example.org). It appears in the proxy
+        username (C(alice_40example_2Eorg__web1) for V(alice@example.org) and VM V(web1)) and in the logs.
+    type: str
+  proxy_token_key_file:
+    description:
+      - Keys file of the cluster's proxy tokens on the managed node, as the connect_proxy role installs it,
+        a JSON object with C(keys) (key id to base64url key, two during a rotation) and C(current) (the id of
+        the key that signs new tokens).
+      - Read only with O(proxy_user).
+    type: path
+    default: /etc/vmconsole/proxy-keys.json
+  proxy_token_ttl:
+    description:
+      - Seconds the proxy token stays valid, a whole number from 60 to 604800. It must cover the whole console
+        session including migrations (see the lifetime rule above); the default is 8 hours.
+      - Used only with O(proxy_user).
+    type: raw
+    default: 28800
+  audit_log:
+    description:
+      - File on the managed node where each issuance is appended as one JSON line (mode C(0640), its folder
+        created with mode C(0750)). Checked before anything is sent to the VM; if the line cannot be written the
+        task fails and hands nothing out.
+      - The connect_proxy role rotates the default file. An empty string turns the log off.
+    type: path
+    default: /var/log/vmconsole/tickets.log
   ca_file:
     description:
       - CA certificate (PEM) on the managed node that signed the SPICE server certificate; written to the
@@ -119,6 +164,17 @@ options:
       - At least one of O(dest), O(return_secret=true) and O(password) is needed, or the ticket would reach
         nobody.
     type: path
+  ticket_file:
+    description:
+      - File on the managed node where a SPICE ticket is kept after it is set, so that a live migration can give the
+        connected client's ticket to the target (C(vmconsole.secure.spice_migrate)); a migrating client links to the
+        target with the ticket it linked with. JSON with the ticket and its expiry, root only (mode C(0600)), replaced
+        atomically; never logged or returned. Checked before anything is sent to the VM.
+      - Default C(<vm>.ticket) next to the QMP socket (C(/run/vmconsole/web1.ticket)). An empty string keeps no file.
+      - C(playbooks/migrate.yml) reads it on the source, sets the ticket on the target with a short expiry, writes it
+        there (so a later migration back works) and removes it from the source.
+      - SPICE only; nothing is kept for VNC (a VNC client cannot follow a migration).
+    type: path
   return_secret:
     description:
       - Return the ticket as RV(ticket), for a later task (for example one that hands the C(.vv) to a web
@@ -133,6 +189,9 @@ seealso:
   - name: remote-viewer connection file
     description: The C(.vv) keys, in the CONNECTION FILE section of remote-viewer(1).
     link: https://gitlab.com/virt-viewer/virt-viewer/-/blob/master/docs/remote-viewer.pod
+  - name: The connect_proxy role
+    description: The squid proxy and the helpers that check proxy tokens.
+    link: https://github.com/vmconsole/secure/tree/main/roles/connect_proxy
   - name: QEMU QMP set_password and expire_password
     description: The QMP commands this module sends.
     link: https://www.qemu.org/docs/master/interop/qemu-qmp-ref.html
@@ -158,6 +217,14 @@ EXAMPLES = r"""
     ttl: 60
     title: web1 (production)
     dest: /srv/consoles/web1.vv
+  become: true
+
+- name: For alice, through the proxy of the node that runs web1, with a proxy token valid for 8 hours
+  vmconsole.secure.console_ticket:
+    vm: web1
+    proxy: http://hv1.example.org:3128
+    proxy_user: alice
+    dest: "{{ playbook_dir }}/web1.vv"
   become: true
 
 - name: A VNC ticket for a web service that builds its own .vv
@@ -212,17 +279,50 @@ dest:
   returned: success
   type: str
   sample: /home/alice/web1.vv
+ticket_file:
+  description: The file on the managed node that keeps the SPICE ticket for a migration; null when none is kept.
+  returned: success
+  type: str
+  sample: /run/vmconsole/web1.ticket
 ticket:
   description: The ticket. The result that holds it is marked C(no_log).
   returned: success, when O(return_secret=true)
   type: str
+proxy_username:
+  description: The proxy username in the C(.vv) (names user and VM; not a secret, squid logs it).
+  returned: success, with O(proxy_user)
+  type: str
+  sample: alice__web1
+proxy_token_expires:
+  description: When the proxy token expires, in seconds since the epoch.
+  returned: success, with O(proxy_user)
+  type: int
+  sample: 1767254400
+proxy_token_key_id:
+  description: Id of the cluster key that signed the proxy token.
+  returned: success, with O(proxy_user)
+  type: str
+  sample: k2026a
+proxy_token:
+  description: The proxy token (the proxy password). The result that holds it is marked C(no_log).
+  returned: success, with O(proxy_user) and O(return_secret=true)
+  type: str
 """
 
+import getpass
+import json
+import os
 import socket
 import time
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import (
+    check_ticket_file_writable,
+    default_ticket_file,
+    write_ticket_file,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPCommandError, QMPError
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
     QMP_ARGUMENT_SPEC,
@@ -233,8 +333,16 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module impor
     qmp_socket_path,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject, subject_from_pem
-from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_ticket, validate_ticket, validate_ttl
-from ansible_collections.vmconsole.secure.plugins.module_utils._vv import check_proxy_url, render_vv
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    load_proxy_keys,
+    mint_proxy_token,
+    new_ticket,
+    proxy_username,
+    validate_ticket,
+    validate_token_ttl,
+    validate_ttl,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._vv import check_proxy_url, proxy_url, render_vv
 
 
 class OptionError(Exception):
@@ -267,6 +375,8 @@ def check_options(params):
             check_proxy_url(params["proxy"])
         except ValueError as exc:
             raise OptionError(str(exc)) from None
+    if params["proxy_user"] is not None:
+        check_proxy_token_options(params)
     if params["host_subject"] is not None:
         try:
             parse_subject(params["host_subject"])
@@ -277,6 +387,142 @@ def check_options(params):
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     return ttl
+
+
+def check_proxy_token_options(params):
+    """The options a proxy token needs, before anything is read or sent."""
+    if params["protocol"] != "spice":
+        raise OptionError("proxy_user is SPICE-only: remote-viewer uses a proxy for SPICE consoles only")
+    if params["proxy"] is None:
+        raise OptionError("proxy_user needs proxy (the URL of the CONNECT proxy the token is for)")
+    parts = urlsplit(params["proxy"])
+    if parts.username is not None or parts.password is not None:
+        raise OptionError("proxy must not hold credentials with proxy_user: the module puts the proxy username and "
+                          "token there")
+    if params["vm"] is None:
+        raise OptionError("proxy_user needs vm (the token names the VM), not socket")
+    try:
+        proxy_username(params["proxy_user"], params["vm"])
+        validate_token_ttl(params["proxy_token_ttl"])
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def read_proxy_keys(params):
+    """The cluster's proxy token keys, or None without proxy_user."""
+    if params["proxy_user"] is None:
+        return None
+    try:
+        return load_proxy_keys(params["proxy_token_key_file"])
+    except ValueError as exc:
+        raise OptionError("proxy_token_key_file: %s" % exc) from None
+
+
+def token_proxy_url(params, keys):
+    """(the proxy URL with a fresh token as credentials, the minted ProxyToken)."""
+    parts = urlsplit(params["proxy"])
+    token = mint_proxy_token(keys, params["proxy_user"], params["vm"], ttl=params["proxy_token_ttl"])
+    return proxy_url(parts.hostname, parts.port or 3128, token.username, token.token), token
+
+
+def ticket_file_path(params):
+    """Where the SPICE ticket is kept for a migration, or None (VNC, or ticket_file='')."""
+    if params["protocol"] != "spice" or params["ticket_file"] == "":
+        return None
+    return params["ticket_file"] or default_ticket_file(qmp_socket_path(params))
+
+
+def check_ticket_file(path):
+    if path is None:
+        return
+    try:
+        check_ticket_file_writable(path)
+    except OSError as exc:
+        raise OptionError("ticket_file %s cannot be written: %s" % (path, exc.strerror or exc)) from None
+
+
+def keep_ticket(path, password, expires):
+    """Write the ticket file after the ticket was set; OptionError when that fails."""
+    if path is None:
+        return
+    try:
+        write_ticket_file(path, password, expires)
+    except OSError as exc:
+        raise OptionError("ticket_file %s cannot be written: %s; the ticket is set but not handed out"
+                          % (path, exc.strerror or exc)) from None
+
+
+class AuditLog:
+    """The issuance log: opened (and its folder made) before anything is sent, written after success."""
+
+    def __init__(self, path, check_mode):
+        self.path, self.fd = path, None
+        if not path:
+            return
+        try:
+            if check_mode:
+                self._check_writable()
+            else:
+                folder = os.path.dirname(path)
+                if folder and not os.path.isdir(folder):
+                    os.makedirs(folder, mode=0o750)
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
+
+    def _check_writable(self):
+        """Check mode: would opening it for appending (making its folders) work?"""
+        path = self.path
+        if os.path.exists(path):
+            if os.path.isdir(path) or not os.access(path, os.W_OK):
+                raise OSError(13, "Permission denied" if not os.path.isdir(path) else "Is a directory")
+            return
+        folder = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise OSError(13, "Permission denied (%s)" % folder)
+
+    def write(self, record):
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise OptionError("audit_log %s cannot be written: %s; the ticket is set but not handed out"
+                              % (self.path, exc.strerror or exc)) from None
+        finally:
+            self.close()
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def audit_record(params, result):
+    """One issuance for the audit log: who, which VM, when, until when. Never a ticket or a token."""
+    try:
+        account = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        account = str(os.getuid())
+    now = time.time()
+    return dict(
+        event="console_ticket",
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        epoch=int(now),
+        node=socket.gethostname(),
+        vm=params["vm"],
+        socket=None if params["vm"] else params["socket"],
+        protocol=result["protocol"],
+        connected=params["connected"] if result["protocol"] == "spice" else None,
+        ticket_expires=result["expires"],
+        proxy_user=params["proxy_user"],
+        proxy_username=result.get("proxy_username"),
+        proxy_token_key_id=result.get("proxy_token_key_id"),
+        proxy_token_expires=result.get("proxy_token_expires"),
+        run_by=account,
+    )
 
 
 def read_pem(option, path):
@@ -343,12 +589,13 @@ def vnc_console(qmp):
 
 # Where each returned value comes from, for the message when it contains the ticket.
 _RETURNED_FROM = dict(protocol="protocol", host="console_host", proxy="proxy", ca_pem="the CA certificate in ca_file",
-                      host_subject="host_subject (or server_cert_file)", title="title")
+                      host_subject="host_subject (or server_cert_file)", title="title",
+                      proxy_username="the proxy username (proxy_user and vm)")
 
 
 def masked_somewhere(password, result):
     """Where a returned value contains the ticket (Ansible's no_log masking would garble it there), or None."""
-    values = dict(result["vv"], protocol=result["protocol"])
+    values = dict(result["vv"], protocol=result["protocol"], proxy_username=result.get("proxy_username"))
     for name, value in values.items():
         if isinstance(value, str) and password in value:
             return _RETURNED_FROM[name]
@@ -387,6 +634,11 @@ def main():
         server_cert_file=dict(type="path", default="/etc/pki/libvirt-spice/server-cert.pem"),
         host_subject=dict(type="str"),
         title=dict(type="str"),
+        proxy_user=dict(type="str"),
+        proxy_token_key_file=dict(type="path", default="/etc/vmconsole/proxy-keys.json", no_log=False),
+        proxy_token_ttl=dict(type="raw", default=28800, no_log=False),
+        audit_log=dict(type="path", default="/var/log/vmconsole/tickets.log"),
+        ticket_file=dict(type="path", no_log=False),
         dest=dict(type="path"),
         return_secret=dict(type="bool", default=False, no_log=False),
     )
@@ -402,9 +654,13 @@ def main():
     try:
         ttl = check_options(params)
         ca_pem, host_subject = tls_settings(params) if protocol == "spice" else (None, None)
+        keys = read_proxy_keys(params)
+        kept = ticket_file_path(params)
+        check_ticket_file(kept)
     except OptionError as exc:
         module.fail_json(msg=str(exc))
 
+    audit = None
     with open_qmp(module) as qmp:
         try:
             if protocol == "spice":
@@ -420,7 +676,14 @@ def main():
                 port=port,
                 console_host=params["console_host"] or socket.gethostname(),
                 host_subject=host_subject,
+                ticket_file=kept,
             )
+            proxy = params["proxy"]
+            if keys is not None:
+                # The token leaves the node only inside "vv", which the action plugin drops.
+                proxy, token = token_proxy_url(params, keys)
+                result.update(proxy_username=token.username, proxy_token_expires=token.expires,
+                              proxy_token_key_id=token.key_id)
             # What the .vv holds besides the ticket; the action plugin renders it and drops this key.
             result["vv"] = dict(
                 protocol=protocol,
@@ -428,7 +691,7 @@ def main():
                 # With TLS the file offers only the TLS port: every channel is secure anyway.
                 tls_port=tls_port,
                 port=port if tls_port is None else None,
-                proxy=params["proxy"],
+                proxy=proxy,
                 ca_pem=ca_pem,
                 host_subject=host_subject,
                 title=params["title"],
@@ -443,12 +706,18 @@ def main():
                                   "would garble; choose another, or let the module generate one" % clash)
             if protocol == "spice" and tls_port is None:
                 module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
+            audit = AuditLog(params["audit_log"], module.check_mode)   # after the queries, before any change
             if not module.check_mode:
                 result["expires"] = set_ticket(qmp, protocol, password, ttl, params["connected"])
+                keep_ticket(kept, password, result["expires"])
+                audit.write(audit_record(params, result))
         except OptionError as exc:
             module.fail_json(msg=str(exc))
         except QMPError as exc:
             fail_qmp(module, exc)
+        finally:
+            if audit is not None:
+                audit.close()
     module.exit_json(**result)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import random
 import shutil
@@ -401,3 +402,201 @@ class Xvfb:
 
 def have_qemu():
     return shutil.which(QEMU_BINARY) is not None
+
+
+# --- squid with the connect_proxy helpers ----------------------------------------------------
+
+SQUID_BINARY = "/usr/sbin/squid"
+SQUID_USER = "proxy"
+COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROXY_HELPER = os.path.join(COLLECTION_ROOT, "roles", "connect_proxy", "files", "vmconsole_proxy_helper.py")
+TICKETS_CODE = os.path.join(COLLECTION_ROOT, "plugins", "module_utils", "_tickets.py")
+CONSOLE_PORT_RANGES = ((61000, 61999), (5900, 5999), (62000, 62999))
+
+
+def have_squid():
+    return os.access(SQUID_BINARY, os.X_OK)
+
+
+def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes=(), revocations_file=None,
+               port_ranges=CONSOLE_PORT_RANGES, python="/usr/bin/python3"):
+    """squid.conf of a CONNECT-only console proxy: token auth, VM-bound destinations, loopback only."""
+    spaced = " ".join("%d-%d" % r for r in port_ranges)
+    commas = ",".join("%d-%d" % r for r in port_ranges)
+    node_args = "".join(" --node %s" % n for n in nodes)
+    revoked = " --revocations %s" % revocations_file if revocations_file else ""
+    return "\n".join([
+        "# vmconsole.secure test proxy (reference for roles/connect_proxy)",
+        "http_port 127.0.0.1:%d" % port,
+        "pid_filename %s/squid.pid" % workdir,
+        "cache_log %s/logs/cache.log" % workdir,
+        "coredump_dir %s/logs" % workdir,
+        "cache_effective_user %s" % SQUID_USER,
+        "shutdown_lifetime 1 seconds",
+        "pinger_enable off",
+        "cache deny all",
+        "cache_mem 8 MB",
+        "hosts_file %s/hosts" % workdir,
+        # Who (token username = user + VM, decoded by the ACL helper into %ea), from where, to where,
+        # status, bytes each way, duration (ms).
+        "logformat vmconsole %{%Y-%m-%dT%H:%M:%S}tl %>a:%>p %un %ea %rm %ru %>Hs %>st %<st %tr",
+        "access_log stdio:%s/logs/access.log vmconsole" % workdir,
+        "auth_param basic program %s %s auth --keys %s%s --concurrency" % (python, helper, keys_file, revoked),
+        "auth_param basic children 4 startup=1 idle=1 concurrency=8",
+        "auth_param basic realm vmconsole",
+        "auth_param basic credentialsttl 10 seconds",
+        "auth_param basic casesensitive on",
+        "external_acl_type vmconsole_dest ttl=5 negative_ttl=5 children-max=4 children-startup=1 concurrency=8 "
+        "%%LOGIN %%DST %%PORT %s %s acl --facts %s --self %s%s --console-ports %s --concurrency"
+        % (python, helper, facts_file, self_name, node_args, commas),
+        "acl CONNECT method CONNECT",
+        "acl console_ports port %s" % spaced,
+        "acl cluster_nodes dstdomain -n %s" % " ".join((self_name,) + tuple(nodes)),
+        "acl token proxy_auth REQUIRED",
+        "acl console_dest external vmconsole_dest",
+        "http_access deny !CONNECT",
+        "http_access deny !console_ports",
+        "http_access deny !cluster_nodes",
+        "http_access deny !token",
+        "http_access allow console_dest",
+        "http_access deny all",
+        "",
+    ])
+
+
+class Squid:
+    """squid -N with the collection's helpers installed as the role installs them, in ``workdir``.
+
+    Runs as root and drops to ``proxy`` (cache_effective_user), like Debian's squid. Attributes:
+    ``port``, ``keys_file``, ``facts_file``, ``revocations_file``, ``helper_dir``, ``conf``,
+    ``access_log``, ``cache_log``, ``proc``. ``write_facts(vms)`` replaces the VM map.
+    """
+
+    def __init__(self, workdir, keys_text, *, self_name, nodes=(), vms=None, start_timeout=20.0):
+        self.workdir = workdir
+        os.chmod(workdir, 0o755)                              # squid's helpers run as proxy
+        self.helper_dir = os.path.join(workdir, "helpers")
+        os.makedirs(self.helper_dir, mode=0o755)
+        for source in (PROXY_HELPER, TICKETS_CODE):           # what the role installs, root-owned 0644/0755
+            shutil.copy(source, self.helper_dir)
+        self.helper = os.path.join(self.helper_dir, os.path.basename(PROXY_HELPER))
+        os.chmod(self.helper, 0o755)
+        logs = os.path.join(workdir, "logs")
+        os.makedirs(logs)
+        proxy_ids = _proxy_ids()
+        os.chown(logs, *proxy_ids)
+        self.keys_file = os.path.join(workdir, "proxy-keys.json")
+        _write(self.keys_file, keys_text.encode("utf-8"), 0o640)
+        os.chown(self.keys_file, 0, proxy_ids[1])
+        self.facts_file = os.path.join(workdir, "vmconsole_vms.fact")
+        self.write_facts(vms or {})
+        self.revocations_file = os.path.join(workdir, "proxy-revoked.json")
+        with open(os.path.join(workdir, "hosts"), "w") as f:
+            f.write("127.0.0.1 %s\n" % self_name)
+        self.access_log = os.path.join(logs, "access.log")
+        self.cache_log = os.path.join(logs, "cache.log")
+        self.conf = os.path.join(workdir, "squid.conf")
+        self.proc = None
+        for attempt in range(3):
+            self.port = free_port()
+            with open(self.conf, "w") as f:
+                f.write(squid_conf(workdir=workdir, port=self.port, helper=self.helper, keys_file=self.keys_file,
+                                   facts_file=self.facts_file, self_name=self_name, nodes=nodes,
+                                   revocations_file=self.revocations_file))
+            check = subprocess.run([SQUID_BINARY, "-k", "parse", "-f", self.conf], capture_output=True, text=True,
+                                   check=False)
+            if check.returncode != 0:
+                raise RuntimeError("squid -k parse refused %s:\n%s" % (self.conf, check.stderr[-4000:]))
+            self.proc = start_process([SQUID_BINARY, "-N", "-f", self.conf], os.path.join(workdir, "squid.out"))
+            try:
+                wait_until(self._listening, start_timeout, what="squid on 127.0.0.1:%d" % self.port)
+                return
+            except (TimeoutError, RuntimeError):
+                self.stop()
+                if "Address already in use" not in read_log(self.cache_log):
+                    raise RuntimeError("squid did not start:\n%s" % read_log(self.cache_log)) from None
+        raise RuntimeError("squid: port taken 3 times in a row")
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("squid exited with status %s" % self.proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def write_facts(self, vms):
+        """The node's VM map as qemu_vm publishes it ({"vms": {name: {...}}}), replaced atomically."""
+        tmp = self.facts_file + ".tmp"
+        _write(tmp, json.dumps({"vms": vms}).encode("utf-8"), 0o644)
+        os.replace(tmp, self.facts_file)
+
+    def write_revocations(self, data):
+        tmp = self.revocations_file + ".tmp"
+        _write(tmp, json.dumps(data).encode("utf-8"), 0o640)
+        os.chown(tmp, 0, _proxy_ids()[1])
+        os.replace(tmp, self.revocations_file)
+
+    def helper_pids(self, mode):
+        """PIDs of squid's helper processes in ``mode`` (auth or acl): children of this squid only."""
+        pids = []
+        for pid in _children(self.proc.pid):
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if self.helper.encode() in argv and mode.encode() in argv:
+                pids.append(pid)
+        return pids
+
+    def log(self):
+        return read_log(self.cache_log)
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, term_timeout=10.0)
+
+
+def _proxy_ids():
+    import pwd
+    entry = pwd.getpwnam(SQUID_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _children(pid):
+    """Direct children of ``pid``, from /proc (no process lookup by name)."""
+    children = []
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                children.extend(int(p) for p in f.read().split())
+    except OSError:
+        pass
+    return children
+
+
+def free_console_port(low=61000, high=61999):
+    """A free port in a console range, scanning from a random offset (parallel tests rarely collide)."""
+    size = high - low + 1
+    offset = random.randrange(size)
+    for i in range(size):
+        port = low + (offset + i) % size
+        if _port_free(port):
+            return port
+    raise RuntimeError("no free TCP port in %d-%d" % (low, high))
+
+
+class ConsoleRangeVM(QemuVM):
+    """A :class:`QemuVM` whose SPICE TLS port lies in the collection's range (61000-61999), as
+    qemu_vm allocates them, for tests through the proxy (which allows console ranges only)."""
+
+    def _argv(self, **options):
+        argv = super()._argv(**options)
+        if self.tls_port is not None:
+            port = free_console_port()
+            argv = [a.replace("tls-port=%d," % self.tls_port, "tls-port=%d," % port) if a.startswith("addr=") else a
+                    for a in argv]
+            self.tls_port = port
+        return argv

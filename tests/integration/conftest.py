@@ -5,13 +5,14 @@
 
 """Fixtures that run real processes (QEMU, Xvfb) and always stop them by PID.
 
-Fixtures: ``free_port``, ``pki`` (session), ``qemu_factory``, ``qemu_vm``, ``xvfb``.
+Fixtures: ``free_port``, ``pki`` (session), ``qemu_factory``, ``qemu_vm``, ``xvfb``, ``squid_factory``.
 Every test under tests/integration is marked ``integration``; tests that need QEMU are
 skipped when qemu-system-x86_64 is not installed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -91,3 +92,33 @@ def xvfb():
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def squid_factory():
+    """``squid_factory(keys_text, self_name=..., nodes=(), vms=None)`` -> a running :class:`_procs.Squid`.
+
+    squid with the connect_proxy helpers on a free 127.0.0.1 port, CONNECT-only to console
+    ports of the cluster's nodes, run as root dropping to ``proxy``. Stopped by PID after the
+    test. Skipped when squid is not installed or the test does not run as root.
+    """
+    if not _procs.have_squid():
+        pytest.skip("%s is not installed" % _procs.SQUID_BINARY)
+    if os.geteuid() != 0:
+        pytest.skip("squid runs as root and drops to user proxy")
+    servers, folders = [], []
+
+    def start(keys_text, self_name, nodes=(), vms=None):
+        folder = _procs.short_tmpdir("vmc-squid-")
+        folders.append(folder)
+        server = _procs.Squid(folder, keys_text, self_name=self_name, nodes=nodes, vms=vms)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

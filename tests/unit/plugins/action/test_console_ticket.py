@@ -198,3 +198,36 @@ def test_unknown_protocol_left_to_the_module():
     dummy, sent, dummy2 = run(dict(vm="web1", protocol="rdp", return_secret=True),
                               reply=dict(failed=True, msg="value of protocol must be one of: spice, vnc, got: rdp"))
     assert "password" not in sent
+
+
+# --- proxy tokens: minted by the module, handed over inside vv, dropped from the result ------------
+
+TOKEN = "v1_k1_1767225600_1767254400_" + "M" * 43
+PROXY = "http://alice__web1:%s@hv1:3128" % TOKEN
+
+
+def proxy_result():
+    return module_result(vv=dict(VV, proxy=PROXY), proxy_username="alice__web1", proxy_token_expires=1767254400,
+                         proxy_token_key_id="k1")
+
+
+def test_proxy_token_goes_into_the_vv_only(tmp_path):
+    dest = tmp_path / "web1.vv"
+    result, sent, dummy = run(dict(vm="web1", dest=str(dest), proxy="http://hv1:3128", proxy_user="alice"),
+                              reply=proxy_result())
+    assert sent["proxy_user"] == "alice"
+    assert read_vv(dest)["proxy"] == PROXY
+    assert TOKEN not in repr(result) and "proxy_token" not in result
+    assert result["proxy_username"] == "alice__web1"
+
+
+def test_proxy_token_with_return_secret():
+    result, dummy, dummy2 = run(dict(vm="web1", return_secret=True, proxy="http://hv1:3128", proxy_user="alice"),
+                                reply=proxy_result())
+    assert result["proxy_token"] == TOKEN and result["_ansible_no_log"] is True
+
+
+def test_vv_is_dropped_from_a_failed_result():
+    reply = dict(proxy_result(), failed=True, msg="boom")
+    result, dummy, dummy2 = run(dict(vm="web1", return_secret=True), reply=reply)
+    assert result["failed"] and "vv" not in result and TOKEN not in repr(result)

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import stat
+import time
+from urllib.parse import urlsplit
 
 import pytest
 
 from ansible_collections.vmconsole.secure.plugins.modules import console_ticket
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    load_proxy_keys, new_proxy_key, verify_proxy_token,
+)
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
 
 TICKET = "T1cketT1cketT1cketT1cketT1cketT1cket0000"
@@ -45,13 +52,25 @@ def certs(tmp_path_factory):
 
 
 @pytest.fixture
-def ticket(fake_qmp, run_module, certs):
-    """``ticket(table, check_mode=False, **args)`` -> (result, server)."""
+def audit_log(tmp_path):
+    return tmp_path / "log" / "tickets.log"
+
+
+@pytest.fixture
+def ticket(fake_qmp, run_module, certs, audit_log):
+    """``ticket(table, check_mode=False, **args)`` -> (result, server). With ``vm``, the socket is found by name."""
+    count = []
+
     def run(table, check_mode=False, **args):
-        server = fake_qmp(qemu(table))
-        params = dict(socket=server.path, password=TICKET, console_host="hv1", ca_file=certs, server_cert_file=certs)
+        count.append(1)
+        server = fake_qmp(qemu(table), name="%s.qmp" % (args.get("vm") or "vm%d" % len(count)))
+        params = dict(socket=server.path, password=TICKET, console_host="hv1", ca_file=certs, server_cert_file=certs,
+                      audit_log=str(audit_log))
+        if args.get("vm"):
+            params.update(socket=None, socket_dir=os.path.dirname(server.path))
         params.update(args)
-        return run_module(console_ticket.main, params, check_mode=check_mode), server
+        return run_module(console_ticket.main, {k: v for k, v in params.items() if v is not None},
+                          check_mode=check_mode), server
     return run
 
 
@@ -165,3 +184,122 @@ def test_missing_password_means_no_action_plugin(ticket):
     result, server = ticket({"query-spice": SPICE}, password=None)
     assert result["msg"].startswith("password is missing: the console_ticket action plugin generates the ticket")
     assert server.connections == 0
+
+
+# --- proxy tokens ---------------------------------------------------------------------------------
+
+OK_TABLE = {"query-spice": SPICE, "set_password": {}, "expire_password": {}}
+
+
+@pytest.fixture
+def keys_file(tmp_path):
+    path = tmp_path / "proxy-keys.json"
+    path.write_text(json.dumps({"current": "k2", "keys": {"k1": new_proxy_key(), "k2": new_proxy_key()}}))
+    return str(path)
+
+
+def test_proxy_user_puts_a_token_for_that_user_and_vm_into_the_proxy_url(ticket, keys_file):
+    result, server = ticket(OK_TABLE, vm="web1", proxy="http://hv1.example.org:3128", proxy_user="alice@example.org",
+                            proxy_token_key_file=keys_file)
+    assert not result.get("failed"), result
+    url = urlsplit(result["vv"]["proxy"])
+    assert (url.hostname, url.port, url.username) == ("hv1.example.org", 3128, "alice_40example_2Eorg__web1")
+    check = verify_proxy_token(load_proxy_keys(keys_file), url.username, url.password)
+    assert check.ok and (check.user, check.vm, check.key_id) == ("alice@example.org", "web1", "k2")
+    assert abs(check.expires - (time.time() + 28800)) < 5
+    assert (result["proxy_username"], result["proxy_token_key_id"], result["proxy_token_expires"]) == (
+        url.username, "k2", check.expires)
+    outside_vv = dict(result)
+    del outside_vv["vv"]
+    assert url.password not in json.dumps(outside_vv), "the token leaves the module only inside vv"
+    assert sent(server, "set_password")[0]["password"] == TICKET
+
+
+def test_proxy_token_ttl_and_default_port(ticket, keys_file):
+    result, dummy = ticket(OK_TABLE, vm="web1", proxy="http://[fd00::1]", proxy_user="bob", proxy_token_key_file=keys_file,
+                           proxy_token_ttl="600")
+    url = urlsplit(result["vv"]["proxy"])
+    assert (url.hostname, url.port) == ("fd00::1", 3128)
+    assert abs(result["proxy_token_expires"] - (time.time() + 600)) < 5
+
+
+def test_without_proxy_user_the_proxy_url_is_kept(ticket, keys_file):
+    result, dummy = ticket(OK_TABLE, proxy="http://hv1:3128", proxy_token_key_file="/nonexistent")
+    assert result["vv"]["proxy"] == "http://hv1:3128"
+    assert "proxy_username" not in result
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(vm="web1", proxy_user="alice"), "proxy_user needs proxy"),
+    (dict(proxy="http://hv1:3128", proxy_user="alice"), "proxy_user needs vm (the token names the VM), not socket"),
+    (dict(vm="web1", proxy="http://u:p@hv1:3128", proxy_user="alice"), "proxy must not hold credentials with proxy_user"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", protocol="vnc", password="Vnc1"),
+     "proxy is SPICE-only"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="a\nb"), "proxy_user must not contain control characters"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="x" * 65), "proxy_user must be at most 64 characters"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_ttl=10),
+     "proxy_token_ttl must be between 60 and 604800 seconds, got 10"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_ttl="8h"),
+     "proxy_token_ttl must be a whole number of seconds, got '8h'"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file="/nonexistent/keys.json"),
+     "proxy_token_key_file: proxy token keys /nonexistent/keys.json cannot be read: No such file or directory"),
+])
+def test_bad_proxy_token_options_send_nothing(ticket, keys_file, args, message):
+    args.setdefault("proxy_token_key_file", keys_file)
+    result, server = ticket(OK_TABLE, **args)
+    assert result.get("failed") and result["msg"].startswith(message), result["msg"]
+    assert server.connections == 0
+
+
+def test_broken_keys_file_is_named_without_its_content(ticket, tmp_path):
+    path = tmp_path / "keys.json"
+    secret = new_proxy_key()
+    path.write_text(json.dumps({"current": "k9", "keys": {"k1": secret}}))
+    result, server = ticket(OK_TABLE, vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file=str(path))
+    assert result["msg"] == "proxy_token_key_file: proxy token keys %s: current must name one of the keys (k1)" % path
+    assert secret not in json.dumps(result) and server.connections == 0
+
+
+def test_password_inside_the_proxy_username_is_refused(ticket, keys_file):
+    result, server = ticket({"query-spice": SPICE}, vm="web1", proxy="http://hv1:3128", proxy_user="alice",
+                            proxy_token_key_file=keys_file, password="alice")
+    assert result["msg"].startswith("password: it occurs in proxy, which the module returns")
+    assert not SENDING & set(server.commands)
+
+
+# --- the audit log --------------------------------------------------------------------------------
+
+def test_issuance_is_logged_without_secrets(ticket, keys_file, audit_log):
+    result, dummy = ticket(OK_TABLE, vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file=keys_file)
+    ticket(OK_TABLE, ttl=45)
+    text = audit_log.read_text()
+    first, second = [json.loads(line) for line in text.splitlines()]
+    assert {k: first[k] for k in ("event", "vm", "protocol", "connected", "ticket_expires", "proxy_user",
+                                  "proxy_username", "proxy_token_key_id", "proxy_token_expires")} == dict(
+        event="console_ticket", vm="web1", protocol="spice", connected="keep", ticket_expires=result["expires"],
+        proxy_user="alice", proxy_username="alice__web1", proxy_token_key_id="k2",
+        proxy_token_expires=result["proxy_token_expires"])
+    assert abs(first["epoch"] - time.time()) < 5 and first["time"].endswith("Z") and first["node"] and first["run_by"]
+    assert second["vm"] is None and second["socket"].endswith("vm2.qmp") and second["proxy_user"] is None
+    assert TICKET not in text and urlsplit(result["vv"]["proxy"]).password not in text
+    assert stat.S_IMODE(os.stat(audit_log).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(audit_log.parent).st_mode) == 0o750
+
+
+def test_check_mode_and_failures_log_nothing(ticket, audit_log):
+    ticket({"query-spice": SPICE}, check_mode=True)
+    ticket({"query-spice": SPICE, "set_password": Error("GenericError", "Could not set password")})
+    assert not audit_log.exists() or audit_log.read_text() == ""
+
+
+def test_unwritable_audit_log_fails_before_anything_is_sent(ticket, tmp_path):
+    (tmp_path / "file").write_text("x")
+    for check_mode in (False, True):
+        result, server = ticket(OK_TABLE, check_mode=check_mode, audit_log=str(tmp_path / "file" / "tickets.log"))
+        assert result["msg"].startswith("audit_log %s cannot be written: " % (tmp_path / "file" / "tickets.log"))
+        assert not SENDING & set(server.commands)
+
+
+def test_empty_audit_log_turns_it_off(ticket, audit_log):
+    result, dummy = ticket(OK_TABLE, audit_log="")
+    assert not result.get("failed") and not audit_log.parent.exists()

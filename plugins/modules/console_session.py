@@ -1,0 +1,634 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: console_session
+short_description: Cut live console sessions of a VM or a person and revoke their proxy tokens
+version_added: 0.1.0
+description:
+  - Ends console sessions early. A session exists because a ticket and a proxy token were handed out by
+    M(vmconsole.secure.console_ticket); this module takes them away again, so O(state=absent) is its only state.
+  - B(By VM) (O(vm)). On the node where the VM runs, its SPICE console gets a fresh random ticket that nobody
+    knows, set with QMP C(set_password) and C(connected=disconnect), which makes spice-server drop every
+    connected SPICE client (all channels); then C(expire_password) with C(now), so no later link gets in
+    either, not even with a ticket handed out a moment ago. The VNC console, if the VM has one with password
+    authentication, gets the same (a random password, expired at once). Every proxy token for the VM, of any
+    person, issued at or before O(revoke_time) is revoked in O(revocations_file).
+  - B(By person) (O(user)). Every proxy token of that person, for any VM, issued at or before O(revoke_time) is
+    revoked in O(revocations_file). From then on squid refuses each new CONNECT with it (a new channel, a
+    reconnection, the reconnection to the target node of a seamless migration). It does B(not) cut the
+    person's tunnels that are already open, because squid checks the token when a tunnel opens and never again, and
+    QEMU cannot tell who is connected (it sees the proxy's address). To end the live sessions too, list the VMs
+    in O(vms); they are cut as by O(vm), which drops B(whoever) is connected to them, while only the person's
+    tokens are revoked (other people can get a new ticket for those VMs at once).
+  - B(Every node.) Each node's squid reads its own O(revocations_file), and a client can reach any node's
+    proxy, so run the task on B(every hypervisor) of the cluster (a VM that does not run on a node is simply
+    not there to cut). The proxy refuses a revoked token once squid's cache of checked credentials
+    (C(auth_param basic credentialsttl)) of that token has run out.
+  - >-
+    B(The revocations file) maps names to a point in time, C({"users": {"alice": 1767225630}, "vms":
+    {"web1": 1767225630}}); tokens of that person (for that VM) issued at or before that epoch second are
+    refused. It is replaced atomically, with mode C(0640), owner C(root) and group C(proxy) (C(root) where there
+    is no group C(proxy)), so squid's helper running as C(proxy) reads it, and the helper notices the new file
+    by itself. An entry is dropped when the file is next written after no token it refuses can still be valid:
+    tokens live at most a week (604800 s), so no file grows beyond one entry per name and week.
+  - B(Tickets and expiry.) Revoking is "issued at or before", so a new token minted in the same second as the
+    revocation is refused as well; the next one works. Node clocks must agree (NTP), as for the tokens' own
+    expiry.
+  - Every change is appended to O(audit_log) as one JSON line (what was cut and revoked, by whom); it never
+    holds a ticket or a token.
+  - QMP sockets and C(/etc/vmconsole) are root's, so the task needs C(become=true).
+author:
+  - vmconsole.secure developers (@vmconsole)
+extends_documentation_fragment:
+  - vmconsole.secure.attributes
+  - vmconsole.secure.attributes.ACTIONGROUP_QMP
+attributes:
+  check_mode:
+    support: full
+    details:
+      - In check mode the VMs are only queried (C(query-spice), C(query-vnc)) and nothing is written; the result
+        says which sessions would be cut and which entries would be revoked.
+  diff_mode:
+    support: full
+    details:
+      - Shows the change of O(revocations_file).
+  idempotent:
+    support: full
+    details:
+      - The module reports a change when it disconnected a SPICE client or when it revoked more than
+        O(revocations_file) already did. A VM with nobody connected still gets a fresh expired ticket each run
+        (QEMU cannot tell whether the old one still worked); that alone is no change.
+      - Without O(revoke_time) a run revokes up to the current second, so a second run in a later second
+        moves the entry forward (tokens may have been issued meanwhile) and reports a change. Give the same
+        O(revoke_time) to repeat a run without change.
+options:
+  state:
+    description:
+      - V(absent) cuts the sessions and revokes the tokens. Sessions come into being through tickets
+        (M(vmconsole.secure.console_ticket)), so there is no V(present).
+    type: str
+    choices: [absent]
+    required: true
+  vm:
+    description:
+      - Name of the VM whose console sessions are cut and whose proxy tokens (of every person) are revoked.
+      - Its QMP socket is O(socket_dir)/C(<vm>.qmp), or O(socket).
+      - Exactly one of O(vm) and O(user) is required.
+    type: str
+  socket:
+    description:
+      - Path of the QMP socket of O(vm), instead of O(socket_dir)/C(<vm>.qmp). Only with O(vm).
+    type: path
+  user:
+    description:
+      - The person whose proxy tokens are revoked, as given to M(vmconsole.secure.console_ticket) in
+        C(proxy_user), for example V(alice@example.org).
+      - Does not disconnect anybody by itself; see O(vms).
+    type: str
+  vms:
+    description:
+      - With O(user), VMs whose console sessions are also cut (as with O(vm)), for example the VMs the person
+        has open. This drops whoever is connected to them. Their proxy tokens are not revoked.
+    type: list
+    elements: str
+  socket_dir:
+    description:
+      - Folder that holds the QMP sockets of the VMs, C(<vm>.qmp).
+    type: path
+    default: /run/vmconsole
+  timeout:
+    description:
+      - Seconds to wait for QEMU to answer (connect, greeting and each command).
+    type: float
+    default: 10
+  revoke_time:
+    description:
+      - Epoch second up to which tokens are revoked (tokens issued at or before it). Default is the current time
+        on the node.
+      - Give one value to every node of a play (for example a fact set once with C(run_once)) to write the same
+        entry everywhere and to make a repeated run report no change. It must not lie in the future (60 s of
+        clock difference are allowed); a time more than a week back revokes nothing, since such tokens have
+        expired.
+    type: int
+  revocations_file:
+    description:
+      - The node's revocations file, which squid's token helper reads (C(vmconsole_proxy_helper.py auth
+        --revocations)). Its folder is created (mode C(0755)) when missing.
+    type: path
+    default: /etc/vmconsole/proxy-revoked.json
+  audit_log:
+    description:
+      - File on the node where each change is appended as one JSON line (mode C(0640), its folder created with
+        mode C(0750)), the same log M(vmconsole.secure.console_ticket) writes. Checked before anything changes.
+      - An empty string turns the log off.
+    type: path
+    default: /var/log/vmconsole/tickets.log
+notes:
+  - QEMU 7.2 has no QMP command that disconnects a VNC client (C(set_password) takes only C(connected=keep) for
+    VNC). A connected VNC client stays connected; the module warns and reports it in RV(sessions), and no new
+    VNC link succeeds, because the password is replaced and expired.
+  - SPICE allows one client per VM at a time; the C(channels) of RV(sessions) count that client's channels
+    (main, display, inputs, cursor, ...).
+seealso:
+  - module: vmconsole.secure.console_ticket
+  - module: vmconsole.secure.console_info
+  - name: QEMU QMP set_password and expire_password
+    description: The QMP commands this module sends (C(connected) is SPICE only).
+    link: https://www.qemu.org/docs/master/interop/qemu-qmp-ref.html
+"""
+
+EXAMPLES = r"""
+- name: Take web1's console away from everybody, on every hypervisor
+  vmconsole.secure.console_session:
+    state: absent
+    vm: web1
+  become: true
+  delegate_to: "{{ item }}"
+  loop: "{{ groups['hypervisors'] }}"
+
+- name: One point in time for the whole cluster, so that a repeated run changes nothing
+  ansible.builtin.set_fact:
+    revoke_time: "{{ now(utc=true).timestamp() | int }}"
+  run_once: true
+
+- name: Alice may no longer open consoles; also cut the two she has open
+  vmconsole.secure.console_session:
+    state: absent
+    user: alice@example.org
+    vms: [web1, db2]
+    revoke_time: "{{ revoke_time }}"
+  become: true
+  register: cut
+
+- name: Show what was cut here
+  ansible.builtin.debug:
+    msg: "{{ item.key }}: {{ item.value.spice.channels_before }} SPICE channels before, {{ item.value.spice.channels_after }} after"
+  loop: "{{ cut.sessions | dict2items | selectattr('value.running') }}"
+"""
+
+RETURN = r"""
+sessions:
+  description:
+    - The VMs whose sessions were (in check mode, would be) cut, by name. A VM that does not run on this node
+      has C(running=false) and zero counts.
+  returned: success
+  type: dict
+  contains:
+    running:
+      description: Whether the VM's QEMU answered on this node.
+      type: bool
+      sample: true
+    locked:
+      description: Whether its consoles now hold a random, expired ticket (false in check mode and when not running).
+      type: bool
+      sample: true
+    spice:
+      description: The SPICE console, from C(query-spice) before and after.
+      type: dict
+      contains:
+        enabled:
+          description: Whether the VM has a SPICE server.
+          type: bool
+        channels_before:
+          description: Connected SPICE channels before.
+          type: int
+          sample: 4
+        channels_after:
+          description: Connected SPICE channels after (in check mode, the same as before).
+          type: int
+          sample: 0
+        clients_before:
+          description: Connected SPICE clients before (distinct connection ids).
+          type: int
+          sample: 1
+        clients_after:
+          description: Connected SPICE clients after.
+          type: int
+          sample: 0
+    vnc:
+      description: The VNC console, from C(query-vnc) before and after.
+      type: dict
+      contains:
+        enabled:
+          description: Whether the VM has a VNC server.
+          type: bool
+        clients_before:
+          description: Connected VNC clients before.
+          type: int
+          sample: 0
+        clients_after:
+          description: Connected VNC clients after (QEMU cannot disconnect them, see the notes).
+          type: int
+          sample: 0
+  sample:
+    web1:
+      running: true
+      locked: true
+      spice: {enabled: true, channels_before: 4, channels_after: 0, clients_before: 1, clients_after: 0}
+      vnc: {enabled: false, clients_before: 0, clients_after: 0}
+revoked:
+  description:
+    - >-
+      The entries this run added to O(revocations_file) or moved forward (in check mode, would), as
+      C({"users": {NAME: EPOCH}, "vms": {NAME: EPOCH}}). Empty when the file already revoked as much.
+  returned: success
+  type: dict
+  sample: {"users": {}, "vms": {"web1": 1767225630}}
+pruned:
+  description: Entries dropped from O(revocations_file) because every token they refused has expired.
+  returned: success
+  type: dict
+  sample: {"users": {"bob": 1766000000}, "vms": {}}
+revoke_time:
+  description: Tokens issued at or before this epoch second are revoked.
+  returned: success
+  type: int
+  sample: 1767225630
+revocations_file:
+  description: The revocations file on the node.
+  returned: success
+  type: str
+  sample: /etc/vmconsole/proxy-revoked.json
+"""
+
+import errno
+import fcntl
+import getpass
+import grp
+import json
+import os
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import (
+    QMPClient,
+    QMPCommandError,
+    QMPConnectionRefused,
+    QMPError,
+    QMPSocketMissing,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import fail_qmp, qmp_socket_path
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    TOKEN_CLOCK_SKEW,
+    add_revocation,
+    check_proxy_user,
+    dump_revocations,
+    new_ticket,
+    parse_revocations,
+    prune_revocations,
+    write_revocations,
+)
+
+REVOCATIONS_MODE = 0o640
+REVOCATIONS_GROUP = "proxy"          # squid's helpers run as user proxy (Debian's squid)
+SPICE_GONE_WAIT = 3.0                # seconds to wait for spice-server to drop the channels
+
+
+class OptionError(Exception):
+    """An option (or a file it names) is unusable; the text says which and why."""
+
+
+class Target:
+    """One VM to cut: its name, QMP socket, and what the queries found."""
+
+    def __init__(self, name, path):
+        self.name, self.path = name, path
+        self.qmp = None
+        self.spice = self.vnc = None         # query-spice / query-vnc answers (None: not in this QEMU)
+        self.spice_after = self.vnc_after = None
+        self.locked = False
+
+    @property
+    def running(self):
+        return self.qmp is not None
+
+    def report(self):
+        spice_before, vnc_before = _spice_counts(self.spice), _vnc_count(self.vnc)
+        spice_after = _spice_counts(self.spice_after) if self.spice_after is not None else spice_before
+        vnc_after = _vnc_count(self.vnc_after) if self.vnc_after is not None else vnc_before
+        return dict(
+            running=self.running,
+            locked=self.locked,
+            spice=dict(enabled=_enabled(self.spice), channels_before=spice_before[0], channels_after=spice_after[0],
+                       clients_before=spice_before[1], clients_after=spice_after[1]),
+            vnc=dict(enabled=_enabled(self.vnc), clients_before=vnc_before, clients_after=vnc_after),
+        )
+
+
+def _enabled(info):
+    return bool(info and info.get("enabled"))
+
+
+def _spice_counts(info):
+    """(channels, clients) connected, from a query-spice answer."""
+    channels = (info or {}).get("channels") or []
+    return len(channels), len({c.get("connection-id") for c in channels})
+
+
+def _vnc_count(info):
+    return len((info or {}).get("clients") or [])
+
+
+def check_options(params, now):
+    """Validate everything that needs no QEMU; returns (targets, [(kind, name)], revoke_time)."""
+    targets, revoke = [], []
+    qmp_params = dict(socket_dir=params["socket_dir"], timeout=params["timeout"])
+    if params["vm"] is not None:
+        try:
+            path = qmp_socket_path(dict(qmp_params, vm=params["vm"]))    # checks the name, which goes into the file
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+        targets.append(Target(params["vm"], params["socket"] or path))
+        revoke.append(("vms", params["vm"]))
+    else:
+        try:
+            check_proxy_user(params["user"])
+        except ValueError as exc:
+            raise OptionError(str(exc).replace("proxy_user", "user")) from None
+        revoke.append(("users", params["user"]))
+        for name in params["vms"] or []:
+            try:
+                path = qmp_socket_path(dict(qmp_params, vm=name))
+            except ValueError as exc:
+                raise OptionError("vms: %s" % exc) from None
+            if name not in [t.name for t in targets]:
+                targets.append(Target(name, path))
+    revoke_time = params["revoke_time"]
+    if revoke_time is None:
+        revoke_time = int(now)
+    elif revoke_time <= 0:
+        raise OptionError("revoke_time must be epoch seconds, got %d" % revoke_time)
+    elif revoke_time > now + TOKEN_CLOCK_SKEW:
+        raise OptionError("revoke_time %d lies %d s in the future: it revokes tokens issued up to a point in time, "
+                          "which cannot be later than now" % (revoke_time, revoke_time - int(now)))
+    return targets, revoke, revoke_time
+
+
+# --- QEMU ---------------------------------------------------------------------------------------
+
+def _query_optional(qmp, command):
+    try:
+        return qmp.execute(command)
+    except QMPCommandError as exc:
+        if exc.error_class == "CommandNotFound":
+            return None
+        raise
+
+
+def inspect(target, timeout):
+    """Connect and query; a VM that does not run here (no socket, nobody listening) stays not running."""
+    client = QMPClient(target.path, timeout=timeout)
+    try:
+        client.connect()
+    except (QMPSocketMissing, QMPConnectionRefused):
+        client.close()
+        return
+    target.qmp = client
+    target.spice = _query_optional(client, "query-spice")
+    target.vnc = _query_optional(client, "query-vnc")
+    if _enabled(target.spice) and target.spice.get("auth") != "spice":
+        raise OptionError("vm %s: its SPICE console does not use tickets (auth=%s, started with disable-ticketing?): "
+                          "anyone who reaches the port gets in, so its sessions cannot be locked; nothing was changed"
+                          % (target.name, target.spice.get("auth")))
+    if _enabled(target.vnc) and target.vnc.get("auth") == "none":
+        raise OptionError("vm %s: its VNC console has no password authentication (start it with -vnc ...,password=on): "
+                          "it cannot be locked; nothing was changed" % target.name)
+
+
+def lock(target):
+    """Disconnect SPICE clients and leave every console with a random ticket that has expired."""
+    qmp = target.qmp
+    if _enabled(target.spice):
+        # spice-server drops every client (all channels) when its main channel is connected, then takes the
+        # ticket; expire_password "now" makes it unusable even for a client that would learn it.
+        qmp.execute("set_password", dict(protocol="spice", password=new_ticket("spice"), connected="disconnect"))
+        qmp.execute("expire_password", dict(protocol="spice", time="now"))
+    if _enabled(target.vnc):
+        # QEMU allows only connected=keep for VNC: connected VNC clients stay.
+        qmp.execute("set_password", dict(protocol="vnc", password=new_ticket("vnc")))
+        qmp.execute("expire_password", dict(protocol="vnc", time="now"))
+    target.locked = _enabled(target.spice) or _enabled(target.vnc)
+    deadline = time.monotonic() + SPICE_GONE_WAIT
+    while True:
+        target.spice_after = _query_optional(qmp, "query-spice")
+        if not _spice_counts(target.spice_after)[0] or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    target.vnc_after = _query_optional(qmp, "query-vnc")
+
+
+# --- the revocations file -----------------------------------------------------------------------
+
+class FolderLock:
+    """An exclusive flock on the revocations file's folder: concurrent runs on one node do not lose entries."""
+
+    def __init__(self, folder):
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o755)
+        self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def read_revocations(path):
+    """(revocations, the file's text or None when missing); OptionError names revocations_file."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read(16 << 20)
+    except FileNotFoundError:
+        return parse_revocations(""), None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError("revocations_file %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
+    try:
+        return parse_revocations(text), text
+    except ValueError as exc:
+        raise OptionError("revocations_file %s: %s; fix or remove it (squid's helper refuses every token while it "
+                          "is unusable)" % (path, exc)) from None
+
+
+def plan_revocations(path, revoke, revoke_time, now):
+    """What the file holds, and what it must hold: (before text, after text, revoked, pruned)."""
+    revocations, before = read_revocations(path)
+    revoked = {"users": {}, "vms": {}}
+    for kind, name in revoke:
+        if add_revocation(revocations, kind, name, revoke_time, now=now):
+            revoked[kind][name] = revoke_time
+    pruned = prune_revocations(revocations, now=now)
+    return before, dump_revocations(revocations), revoked, pruned
+
+
+def revocations_group():
+    try:
+        return grp.getgrnam(REVOCATIONS_GROUP).gr_gid
+    except KeyError:
+        return 0
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+class AuditLog:
+    """The node's console audit log: checked (folder made) before any change, written after."""
+
+    def __init__(self, path, check_mode):
+        self.path = path
+        if not path or check_mode:
+            return
+        try:
+            folder = os.path.dirname(path)
+            if folder and not os.path.isdir(folder):
+                os.makedirs(folder, mode=0o750)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
+        except OSError as exc:
+            raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
+
+    def write(self, record):
+        if not self.path:
+            return None
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            try:
+                os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return "audit_log %s cannot be written: %s" % (self.path, exc.strerror or exc)
+        return None
+
+
+def audit_record(params, result):
+    try:
+        account = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        account = str(os.getuid())
+    now = time.time()
+    return dict(
+        event="console_session",
+        state="absent",
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        epoch=int(now),
+        node=socket.gethostname(),
+        vm=params["vm"],
+        user=params["user"],
+        revoke_time=result["revoke_time"],
+        revoked=result["revoked"],
+        cut={name: dict(spice_channels=s["spice"]["channels_before"], spice_clients=s["spice"]["clients_before"],
+                        vnc_clients_left=s["vnc"]["clients_after"])
+             for name, s in result["sessions"].items() if s["running"]},
+        run_by=account,
+    )
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["absent"], required=True),
+            vm=dict(type="str"),
+            socket=dict(type="path"),
+            user=dict(type="str"),
+            vms=dict(type="list", elements="str"),
+            socket_dir=dict(type="path", default="/run/vmconsole"),
+            timeout=dict(type="float", default=10),
+            revoke_time=dict(type="int"),
+            revocations_file=dict(type="path", default="/etc/vmconsole/proxy-revoked.json"),
+            audit_log=dict(type="path", default="/var/log/vmconsole/tickets.log"),
+        ),
+        mutually_exclusive=[("vm", "user"), ("vm", "vms")],
+        required_one_of=[("vm", "user")],
+        required_by=dict(socket="vm"),
+        supports_check_mode=True,
+    )
+    params = module.params
+    now = time.time()
+    path = params["revocations_file"]
+    targets = []
+    folder_lock = None
+    try:
+        try:
+            targets, revoke, revoke_time = check_options(params, now)
+            audit = AuditLog(params["audit_log"], module.check_mode)
+            for target in targets:
+                inspect(target, params["timeout"])
+            # Under the folder lock from reading to writing, so that two runs on a node both land. Check
+            # mode only reads, and a reader always sees a whole file (it is replaced by a rename).
+            if not module.check_mode:
+                folder_lock = FolderLock(os.path.dirname(os.path.abspath(path)))
+            before, after, revoked, pruned = plan_revocations(path, revoke, revoke_time, now)
+        except OptionError as exc:
+            module.fail_json(msg=str(exc))
+        except QMPError as exc:
+            fail_qmp(module, exc)
+        except OSError as exc:
+            module.fail_json(msg="revocations_file %s: its folder cannot be used: %s" % (path, exc.strerror or exc))
+
+        file_changes = any(revoked.values())
+        if not module.check_mode:
+            if file_changes:
+                try:
+                    write_revocations(path, after, mode=REVOCATIONS_MODE, uid=0, gid=revocations_group())
+                except OSError as exc:
+                    reason = exc.strerror or str(exc)
+                    if exc.errno in (errno.EPERM, errno.EACCES):
+                        reason += " (the file belongs to root: run the task with become: true)"
+                    module.fail_json(msg="revocations_file %s cannot be written: %s; nothing was changed"
+                                     % (path, reason))
+            folder_lock.release()                   # QEMU is not waited for under the lock
+            for target in targets:
+                if target.running:
+                    try:
+                        lock(target)
+                    except QMPError as exc:
+                        fail_qmp(module, exc, vm=target.name, revoke_time=revoke_time,
+                                 revoked=revoked if file_changes else {"users": {}, "vms": {}},
+                                 sessions={t.name: t.report() for t in targets})
+    finally:
+        if folder_lock is not None:
+            folder_lock.release()
+        for target in targets:
+            if target.qmp is not None:
+                target.qmp.close()
+
+    sessions = {t.name: t.report() for t in targets}
+    cut = any(s["spice"]["channels_before"] for s in sessions.values())
+    result = dict(
+        changed=file_changes or cut,
+        sessions=sessions,
+        revoked=revoked,
+        pruned=pruned if file_changes else {"users": {}, "vms": {}},
+        revoke_time=revoke_time,
+        revocations_file=path,
+    )
+    if module._diff and file_changes:
+        result["diff"] = dict(before=before or "", after=after,
+                              before_header="%s%s" % (path, "" if before is not None else " (absent)"),
+                              after_header=path)
+    for name, s in sessions.items():
+        left = s["vnc"]["clients_after"]
+        if left:
+            module.warn("vm %s: %d VNC client(s) stay connected: QEMU cannot disconnect a VNC client over QMP; its "
+                        "password is replaced and expired, so no new VNC link succeeds" % (name, left))
+        if s["spice"]["channels_after"] and not module.check_mode:
+            module.warn("vm %s: %d SPICE channel(s) still connected %.0f s after the disconnect"
+                        % (name, s["spice"]["channels_after"], SPICE_GONE_WAIT))
+    if result["changed"] and not module.check_mode:
+        problem = audit.write(audit_record(params, result))
+        if problem:
+            module.warn("%s; the sessions are cut and the tokens revoked all the same" % problem)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""console_session end to end: real QEMU, real squid with the connect_proxy helpers, a real remote-viewer.
+
+A node: two VMs with SPICE TLS on console ports, squid in front of them (token auth reading the
+revocations file the module writes), loopback only. The module runs through the real `ansible`
+command, as root, like `become: true` on a hypervisor.
+"""
+
+from __future__ import annotations
+
+import base64
+import grp
+import json
+import os
+import shutil
+import stat
+import time
+
+import pytest
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN, SpiceLink, spice_link_probe
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    mint_proxy_token, new_proxy_key, parse_proxy_keys,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._vv import proxy_url, render_vv
+from ansible_collections.vmconsole.secure.tests.integration import _procs
+from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import (
+    JSON_OUTPUT, LOCAL, run, start_viewer,
+)
+
+TICKET = "Sess10nT1cketSess10nT1cketSess10nT1cket0"
+SQUID_CREDENTIALS_TTL = 10       # auth_param basic credentialsttl of the test squid (_procs.squid_conf)
+
+
+def session(args, *flags):
+    """`ansible localhost -m vmconsole.secure.console_session -a JSON`; returns the host's result."""
+    argv = ["ansible", "localhost", *LOCAL, *flags, "-m", "vmconsole.secure.console_session", "-a", json.dumps(args)]
+    proc = run(argv, env=JSON_OUTPUT)
+    try:
+        output = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("ansible printed no JSON (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)) from None
+    result = output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert not result.get("failed"), "%s\n%s" % (result.get("msg"), proc.stderr)
+    return result
+
+
+class Node:
+    """Two VMs behind one squid, with the cluster keys; everything on 127.0.0.1."""
+
+    def __init__(self, vms, squid, keys, pki, folder):
+        self.vms, self.squid, self.keys, self.pki, self.folder = vms, squid, keys, pki, folder
+        self.name = pki.cn
+        self.socket_dir = os.path.dirname(vms["vm1"].qmp_path)
+
+    def set_ticket(self, vm, ticket=TICKET, ttl=120):
+        with self.vms[vm].qmp() as qmp:
+            qmp.execute("set_password", dict(protocol="spice", password=ticket))
+            qmp.execute("expire_password", dict(protocol="spice", time="+%d" % ttl))
+
+    def channels(self, vm):
+        with self.vms[vm].qmp() as qmp:
+            return qmp.execute("query-spice")["channels"]
+
+    def token(self, user, vm, now=None):
+        return mint_proxy_token(self.keys, user, vm, now=now)
+
+    def proxy(self, token):
+        return dict(host="127.0.0.1", port=self.squid.port, username=token.username, password=token.token)
+
+    def probe(self, token, vm):
+        """The SPICE link probe through squid with ``token``, to ``vm``'s console (INPUTS: nobody is disturbed)."""
+        return spice_link_probe(self.name, self.vms[vm].tls_port, TICKET, ca_pem=self.pki.ca_pem,
+                                host_subject=self.pki.subject, proxy=self.proxy(token), timeout=10)
+
+    def held_main(self, token, vm):
+        """A linked MAIN channel through squid: a live session, as remote-viewer's."""
+        link = SpiceLink(self.name, self.vms[vm].tls_port, ca_pem=self.pki.ca_pem, host_subject=self.pki.subject,
+                         proxy=self.proxy(token), timeout=10)
+        assert link.link(MAIN, TICKET) == 0
+        assert link.is_open(0.3)
+        return link
+
+    def args(self, **args):
+        return dict(state="absent", socket_dir=self.socket_dir, revocations_file=self.squid.revocations_file,
+                    audit_log=os.path.join(self.folder, "audit.log"), **args)
+
+    def wait_refused(self, token, vm):
+        """squid answers 407 to ``token`` (at the latest after its credentials cache of that token ran out)."""
+        def refused():
+            result = self.probe(token, vm)
+            return result if result["http_status"] == 407 else None
+        return _procs.wait_until(refused, SQUID_CREDENTIALS_TTL + 5, interval=0.5,
+                                 what="squid to refuse the revoked token")
+
+
+@pytest.fixture
+def node(pki, squid_factory, tmp_path):
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    workdir = _procs.short_tmpdir("vmc-sess-")
+    vms = {}
+    try:
+        for name in ("vm1", "vm2"):
+            vms[name] = _procs.ConsoleRangeVM(name, workdir, pki_dir=pki.dir)
+        keys = parse_proxy_keys(json.dumps({"current": "k1", "keys": {"k1": new_proxy_key()}}))
+        text = json.dumps({"current": "k1", "keys": {"k1": base64.urlsafe_b64encode(keys.keys["k1"]).decode().rstrip("=")}})
+        squid = squid_factory(text, self_name=pki.cn, vms={
+            name: {"state": "started", "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": None,
+                   "serial_port": None} for name, vm in vms.items()})
+        n = Node(vms, squid, keys, pki, str(tmp_path))
+        for name in vms:
+            n.set_ticket(name)
+        yield n
+    finally:
+        for vm in vms.values():
+            vm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_vm_cut_ends_remote_viewers_session_and_its_token(node, xvfb, tmp_path):
+    issued = int(time.time()) - 2
+    token = node.token("alice", "vm1", now=issued)
+    other_vm = node.token("alice", "vm2", now=issued)
+    vv = tmp_path / "vm1.vv"
+    vv.write_text(render_vv(protocol="spice", host=node.name, password=TICKET, tls_port=node.vms["vm1"].tls_port,
+                            proxy=proxy_url("127.0.0.1", node.squid.port, token.username, token.token),
+                            ca_pem=node.pki.ca_pem, host_subject=node.pki.subject, delete_this_file=False))
+    log_path = str(tmp_path / "remote-viewer.log")
+    viewer = None
+    try:
+        with node.vms["vm1"].qmp() as qmp:
+            viewer = start_viewer(xvfb, str(vv), log_path)
+            qmp.wait_event("SPICE_INITIALIZED", 30, match=lambda e: e["data"]["client"]["channel-type"] == MAIN)
+        _procs.wait_until(lambda: "main channel: opened" in _procs.read_log(log_path), 10, what="remote-viewer's log")
+        # remote-viewer opens main, display, inputs and cursor, one after the other.
+        _procs.wait_until(lambda: {c["channel-type"] for c in node.channels("vm1")} >= {1, 2, 3, 4}, 15,
+                          what="remote-viewer's four channels")
+        before = len(node.channels("vm1"))
+
+        # Check mode: reports the cut, cuts nothing, writes nothing.
+        dry = session(node.args(vm="vm1"), "--check", "--diff")
+        assert dry["changed"] is True and dry["sessions"]["vm1"]["spice"]["channels_before"] == before
+        assert len(node.channels("vm1")) == before and viewer.poll() is None
+        assert not os.path.exists(node.squid.revocations_file)
+
+        result = session(node.args(vm="vm1"))
+        assert result["changed"] is True
+        spice = result["sessions"]["vm1"]["spice"]
+        assert (spice["channels_before"], spice["clients_before"], spice["channels_after"], spice["clients_after"]) == (
+            before, 1, 0, 0)
+        assert result["revoked"] == {"users": {}, "vms": {"vm1": result["revoke_time"]}}
+
+        # QEMU dropped every channel of remote-viewer's session, and remote-viewer saw it go.
+        assert node.channels("vm1") == []
+        _procs.wait_until(lambda: "main channel: closed" in _procs.read_log(log_path), 10,
+                          what="remote-viewer to log the disconnect")
+        _procs.wait_until(lambda: viewer.poll() is not None, 10, what="remote-viewer to give up the session")
+        assert "display has disconnected" in _procs.read_log(log_path)
+        assert node.channels("vm1") == [], "remote-viewer did not get back in"
+    finally:
+        if viewer is not None:
+            _procs.stop_process(viewer)
+
+    again = session(node.args(vm="vm1", revoke_time=result["revoke_time"]))
+    assert again["changed"] is False and again["sessions"]["vm1"]["spice"]["channels_before"] == 0
+    st = os.stat(node.squid.revocations_file)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, grp.getgrnam("proxy").gr_gid)
+    # The proxy refuses the same token now, and every other person's token for vm1 issued before the cut;
+    # alice's token for vm2 still passes, and reaches QEMU.
+    assert node.probe(other_vm, "vm2")["status"] == "accepted"
+    assert node.probe(node.token("bob", "vm1", now=issued), "vm1")["http_status"] == 407
+    assert node.wait_refused(token, "vm1")["status"] == "proxy_refused"
+    # A token issued after the cut (with a new ticket) opens vm1 again: the revocation is a point in time.
+    _procs.wait_until(lambda: time.time() >= result["revoke_time"] + 1, 2, what="the next second")
+    node.set_ticket("vm1")
+    assert node.probe(node.token("alice", "vm1"), "vm1")["status"] == "accepted"
+
+
+def test_user_revocation_refuses_new_connections_and_cuts_only_the_listed_vms(node):
+    issued = int(time.time()) - 2
+    alice, bob = node.token("alice", "vm1", now=issued), node.token("bob", "vm1", now=issued)
+    with node.held_main(alice, "vm1") as link:
+        # Revoking the person: new connections with her tokens are refused; her open tunnel is not cut.
+        result = session(node.args(user="alice"))
+        assert result["changed"] is True and result["sessions"] == {}
+        assert result["revoked"] == {"users": {"alice": result["revoke_time"]}, "vms": {}}
+        assert node.probe(node.token("alice", "vm2", now=issued), "vm2")["http_status"] == 407, "all her VMs"
+        assert node.probe(bob, "vm1")["status"] == "accepted", "other people keep their tokens"
+        node.wait_refused(alice, "vm1")
+        assert link.is_open(0.3), "squid does not check an open tunnel again; QEMU cannot tell who it is"
+
+        # With vms, her live session on vm1 is cut too; the revocation is already there.
+        cut = session(node.args(user="alice", vms=["vm1"], revoke_time=result["revoke_time"]))
+        assert cut["changed"] is True and cut["revoked"] == {"users": {}, "vms": {}}
+        assert cut["sessions"]["vm1"]["spice"]["channels_before"] == 1
+        assert cut["sessions"]["vm1"]["spice"]["channels_after"] == 0
+        _procs.wait_until(lambda: not link.is_open(0.1), 10, what="QEMU to drop the held MAIN channel")
+    assert node.probe(bob, "vm1")["status"] == "refused", "vm1's ticket is now random and expired"
+    node.set_ticket("vm1")
+    assert node.probe(bob, "vm1")["status"] == "accepted", "bob's token was not revoked"
+    again = session(node.args(user="alice", vms=["vm1"], revoke_time=result["revoke_time"]))
+    assert again["changed"] is False
+    record = [json.loads(line) for line in open(node.args()["audit_log"])]
+    assert [(r["event"], r["user"]) for r in record] == [("console_session", "alice")] * 2
+    for folder, dummy, names in os.walk(node.folder):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            assert TICKET.encode() not in data and alice.token.encode() not in data, name
