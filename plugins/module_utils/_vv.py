@@ -29,8 +29,9 @@ DEFAULT_HOTKEYS = {
 }
 
 # Proxy credentials end up in `proxy=http://user:pass@host:port`: remote-viewer does not
-# decode percent escapes and ends the user name at the first ':'.
-PROXY_CREDENTIAL = re.compile(r"^[A-Za-z0-9_-]+$")
+# decode percent escapes and ends the user name at the first ':'. Used with fullmatch: "$"
+# would accept a final "\n".
+PROXY_CREDENTIAL = re.compile(r"[A-Za-z0-9_-]+")
 
 _KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _FORBIDDEN = ("\n", "\r", "\0")
@@ -95,7 +96,7 @@ def check_proxy_url(url):
     if port == 0:
         raise ValueError("proxy URL port must be 1..65535")
     for what, value in (("user name", parts.username), ("password", parts.password)):
-        if value is not None and not PROXY_CREDENTIAL.match(value):
+        if value is not None and not PROXY_CREDENTIAL.fullmatch(value):
             raise ValueError("proxy URL %s may contain only [A-Za-z0-9_-] (remote-viewer does not decode escapes)" % what)
     return url
 
@@ -115,7 +116,7 @@ def proxy_url(host, port, username=None, password=None):
     userinfo = ""
     if username is not None:
         for what, value in (("username", username), ("password", password)):
-            if not isinstance(value, str) or not PROXY_CREDENTIAL.match(value):
+            if not isinstance(value, str) or not PROXY_CREDENTIAL.fullmatch(value):
                 raise ValueError("proxy %s may contain only [A-Za-z0-9_-] and must not be empty" % what)
         userinfo = "%s:%s@" % (username, password)
     return "http://%s%s:%d" % (userinfo, host, port)

@@ -67,7 +67,8 @@ class Console:
 
     def args(self, **overrides):
         args = dict(socket=self.vm.qmp_path, console_host="127.0.0.1", ca_file=self.pki.ca_file,
-                    server_cert_file=self.pki.server_cert_file, dest=os.path.join(self.folder, "%s.vv" % self.vm.name))
+                    server_cert_file=self.pki.server_cert_file, dest=os.path.join(self.folder, "%s.vv" % self.vm.name),
+                    audit_log=os.path.join(self.folder, "tickets.log"))
         args.update(overrides)
         return {k: v for k, v in args.items() if v is not None}
 

@@ -233,6 +233,8 @@ def test_proxy_url(args, expected):
     (("hv1", 3128, "alice", "se%3Acret"), "password may contain only"),
     (("hv1", 3128, "al@ice", "secret"), "username may contain only"),
     (("hv1", 3128, "", "secret"), "username may contain only"),
+    (("hv1", 3128, "alice", "secret\n"), "password may contain only"),
+    (("hv1", 3128, "alice\n", "secret"), "username may contain only"),
     (("hv1", 0), "port must be a TCP port"),
     (("hv1", "3128"), "port must be a TCP port"),
     (("", 3128), "proxy host"),
