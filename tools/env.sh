@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Environment shared by every lab, demo and test command. Source it; it changes nothing.
-VMC_ROOT=${VMC_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-VMC_WORK=${VMC_WORK:-$VMC_ROOT/.work}
+# Always this checkout's own folders, even when another checkout's env.sh was sourced before.
+VMC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VMC_WORK=$VMC_ROOT/.work
 VMC_VENV=$VMC_WORK/venv
 VMC_COLLECTIONS=$VMC_WORK/collections
 export VMC_ROOT VMC_WORK VMC_VENV VMC_COLLECTIONS
