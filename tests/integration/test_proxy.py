@@ -220,9 +220,10 @@ def test_remote_viewer_connects_through_squid(node, xvfb, tmp_path):
             _procs.wait_until(lambda: "main channel: opened" in _procs.read_log(log_path), 10, what="remote-viewer's log")
         finally:
             _procs.stop_process(viewer)
-    access = _procs.read_log(node.squid.access_log)
-    assert "%s user=alice@example.org;vm=%s CONNECT %s:%d 200" % (
-        result["proxy_username"], node.vm.name, node.name, node.vm.tls_port) in access, access
+    # squid writes a tunnel's line when the tunnel ends: after the viewer is gone, not at once.
+    line = "%s user=alice@example.org;vm=%s CONNECT %s:%d 200" % (
+        result["proxy_username"], node.vm.name, node.name, node.vm.tls_port)
+    _procs.wait_until(lambda: line in _procs.read_log(node.squid.access_log), 15, what="squid's access log line")
     record = json.loads(audit.read_text())
     assert (record["proxy_user"], record["vm"], record["proxy_token_expires"]) == (
         "alice@example.org", node.vm.name, result["proxy_token_expires"])
