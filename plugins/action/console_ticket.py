@@ -19,13 +19,13 @@ drops ``vv`` from every result, so the token too leaves only in the ``.vv`` file
 from __future__ import annotations
 
 import os
-import tempfile
 from urllib.parse import urlsplit
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import write_file_atomic
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import PROTOCOLS, new_ticket
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import render_vv
 
@@ -43,24 +43,6 @@ def check_dest(dest):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError("dest: the folder %s is not writable on the controller (permission denied)" % folder)
     return path
-
-
-def write_private(path, text):
-    """Write ``text`` to ``path`` with mode 0600 from the first byte on, replacing it atomically."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class ActionModule(ActionBase):
@@ -110,7 +92,7 @@ class ActionModule(ActionBase):
         result["dest"] = dest
         if dest and not self._task.check_mode:
             try:
-                write_private(dest, render_vv(password=ticket, **vv))
+                write_file_atomic(dest, render_vv(password=ticket, **vv))
             except (OSError, ValueError) as exc:
                 return dict(result, failed=True, msg="the ticket is set on the VM, but writing dest %s failed: %s "
                                                      "(the ticket expires unused)" % (dest, exc))

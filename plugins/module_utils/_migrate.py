@@ -35,8 +35,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import write_file_atomic
 
 # The objects the qemu_vm role creates at QEMU's start (QEMU cannot read the keys once it runs
 # as its unprivileged user, so object-add at migration time works only for a root QEMU).
@@ -78,21 +79,7 @@ def write_ticket_file(path, ticket, expires, protocol="spice"):
     The record is JSON ``{"protocol", "ticket", "expires", "set"}`` (epoch seconds).
     """
     record = dict(protocol=protocol, ticket=ticket, expires=int(expires), set=int(time.time()))
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)   # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_file_atomic(path, json.dumps(record) + "\n")
 
 
 def read_ticket_file(path):

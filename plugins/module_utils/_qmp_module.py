@@ -83,6 +83,16 @@ def open_qmp(module):
     return client
 
 
+def query_optional(qmp, command):
+    """``command``'s return value, or None when this QEMU has no such command (e.g. query-vnc without VNC)."""
+    try:
+        return qmp.execute(command)
+    except QMPCommandError as exc:
+        if exc.error_class == "CommandNotFound":
+            return None
+        raise
+
+
 def _describe(exc):
     """What happened, on which socket, and what to check; one text per QMPError class.
 

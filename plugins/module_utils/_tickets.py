@@ -21,12 +21,10 @@ import collections
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import string
 import struct
-import tempfile
 import time
 
 PROTOCOLS = ("spice", "vnc")
@@ -467,37 +465,3 @@ def dump_revocations(revocations):
     """The revocations file's text: stable (sorted, one entry a line) so that diffs stay readable."""
     data = {kind: dict(sorted(revocations.get(kind, {}).items())) for kind in REVOCATION_KINDS}
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_revocations(path, text, *, mode=0o640, uid=0, gid=0):
-    """Replace the file ``path`` with ``text`` atomically, with ``mode`` and owner from the first byte on.
-
-    The temporary file sits next to ``path`` (same file system) and is synced before the rename, so
-    a reader (squid's helper) sees the old list or the new one, never a part. OSError on failure.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)   # 0600, ours
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchown(f.fileno(), uid, gid)
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)

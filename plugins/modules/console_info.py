@@ -188,13 +188,14 @@ vnc:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPCommandError, QMPError
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPError
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
     QMP_ARGUMENT_SPEC,
     QMP_MUTUALLY_EXCLUSIVE,
     QMP_REQUIRED_ONE_OF,
     fail_qmp,
     open_qmp,
+    query_optional,
 )
 
 
@@ -205,16 +206,6 @@ def _port(value):
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
-
-
-def _query_optional(qmp, command):
-    """``command``'s return value, or None when this QEMU has no such command."""
-    try:
-        return qmp.execute(command)
-    except QMPCommandError as exc:
-        if exc.error_class == "CommandNotFound":
-            return None
-        raise
 
 
 def spice_info(raw):
@@ -278,8 +269,8 @@ def main():
     with open_qmp(module) as qmp:
         try:
             status = qmp.execute("query-status")
-            spice = _query_optional(qmp, "query-spice")
-            vnc = _query_optional(qmp, "query-vnc")
+            spice = query_optional(qmp, "query-spice")
+            vnc = query_optional(qmp, "query-vnc")
         except QMPError as exc:
             fail_qmp(module, exc)
         qemu_version = qmp.version_string

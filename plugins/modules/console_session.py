@@ -259,23 +259,20 @@ revocations_file:
 
 import errno
 import fcntl
-import getpass
 import grp
-import json
 import os
-import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import AuditLog, audit_record, write_file_atomic
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import (
     QMPClient,
-    QMPCommandError,
     QMPConnectionRefused,
     QMPError,
     QMPSocketMissing,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import fail_qmp, qmp_socket_path
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import fail_qmp, qmp_socket_path, query_optional
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     TOKEN_CLOCK_SKEW,
     add_revocation,
@@ -284,7 +281,6 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     new_ticket,
     parse_revocations,
     prune_revocations,
-    write_revocations,
 )
 
 REVOCATIONS_MODE = 0o640
@@ -374,15 +370,6 @@ def check_options(params, now):
 
 # --- QEMU ---------------------------------------------------------------------------------------
 
-def _query_optional(qmp, command):
-    try:
-        return qmp.execute(command)
-    except QMPCommandError as exc:
-        if exc.error_class == "CommandNotFound":
-            return None
-        raise
-
-
 def inspect(target, timeout):
     """Connect and query; a VM that does not run here (no socket, nobody listening) stays not running."""
     client = QMPClient(target.path, timeout=timeout)
@@ -392,8 +379,8 @@ def inspect(target, timeout):
         client.close()
         return
     target.qmp = client
-    target.spice = _query_optional(client, "query-spice")
-    target.vnc = _query_optional(client, "query-vnc")
+    target.spice = query_optional(client, "query-spice")
+    target.vnc = query_optional(client, "query-vnc")
     if _enabled(target.spice) and target.spice.get("auth") != "spice":
         raise OptionError("vm %s: its SPICE console does not use tickets (auth=%s, started with disable-ticketing?): "
                           "anyone who reaches the port gets in, so its sessions cannot be locked; nothing was changed"
@@ -418,11 +405,11 @@ def lock(target):
     target.locked = _enabled(target.spice) or _enabled(target.vnc)
     deadline = time.monotonic() + SPICE_GONE_WAIT
     while True:
-        target.spice_after = _query_optional(qmp, "query-spice")
+        target.spice_after = query_optional(qmp, "query-spice")
         if not _spice_counts(target.spice_after)[0] or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    target.vnc_after = _query_optional(qmp, "query-vnc")
+    target.vnc_after = query_optional(qmp, "query-vnc")
 
 
 # --- the revocations file -----------------------------------------------------------------------
@@ -478,47 +465,19 @@ def revocations_group():
 
 # --- audit --------------------------------------------------------------------------------------
 
-class AuditLog:
-    """The node's console audit log: checked (folder made) before any change, written after."""
-
-    def __init__(self, path, check_mode):
-        self.path = path
-        if not path or check_mode:
-            return
-        try:
-            folder = os.path.dirname(path)
-            if folder and not os.path.isdir(folder):
-                os.makedirs(folder, mode=0o750)
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
-        except OSError as exc:
-            raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
-
-    def write(self, record):
-        if not self.path:
-            return None
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            try:
-                os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            return "audit_log %s cannot be written: %s" % (self.path, exc.strerror or exc)
-        return None
-
-
-def audit_record(params, result):
+def open_audit_log(path, check_mode):
+    """The audit log, checked (and opened) before any change; OptionError when it cannot be written."""
     try:
-        account = os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        account = str(os.getuid())
-    now = time.time()
-    return dict(
-        event="console_session",
+        return AuditLog(path, check_mode)
+    except OSError as exc:
+        raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
+
+
+def session_record(params, result):
+    """One cut for the audit log: what was cut and revoked, by whom. Never a ticket or a token."""
+    return audit_record(
+        "console_session",
         state="absent",
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        epoch=int(now),
-        node=socket.gethostname(),
         vm=params["vm"],
         user=params["user"],
         revoke_time=result["revoke_time"],
@@ -526,7 +485,6 @@ def audit_record(params, result):
         cut={name: dict(spice_channels=s["spice"]["channels_before"], spice_clients=s["spice"]["clients_before"],
                         vnc_clients_left=s["vnc"]["clients_after"])
              for name, s in result["sessions"].items() if s["running"]},
-        run_by=account,
     )
 
 
@@ -559,7 +517,7 @@ def main():
     try:
         try:
             targets, revoke, revoke_time = check_options(params, now)
-            audit = AuditLog(params["audit_log"], module.check_mode)
+            audit = open_audit_log(params["audit_log"], module.check_mode)
             for target in targets:
                 inspect(target, params["timeout"])
             # Under the folder lock from reading to writing, so that two runs on a node both land. Check
@@ -578,7 +536,7 @@ def main():
         if not module.check_mode:
             if file_changes:
                 try:
-                    write_revocations(path, after, mode=REVOCATIONS_MODE, uid=0, gid=revocations_group())
+                    write_file_atomic(path, after, mode=REVOCATIONS_MODE, owner=(0, revocations_group()))
                 except OSError as exc:
                     reason = exc.strerror or str(exc)
                     if exc.errno in (errno.EPERM, errno.EACCES):
@@ -624,9 +582,11 @@ def main():
             module.warn("vm %s: %d SPICE channel(s) still connected %.0f s after the disconnect"
                         % (name, s["spice"]["channels_after"], SPICE_GONE_WAIT))
     if result["changed"] and not module.check_mode:
-        problem = audit.write(audit_record(params, result))
-        if problem:
-            module.warn("%s; the sessions are cut and the tokens revoked all the same" % problem)
+        try:
+            audit.write(session_record(params, result))
+        except OSError as exc:
+            module.warn("audit_log %s cannot be written: %s; the sessions are cut and the tokens revoked all the same"
+                        % (params["audit_log"], exc.strerror or exc))
     module.exit_json(**result)
 
 

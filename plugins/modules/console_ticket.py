@@ -309,15 +309,13 @@ proxy_token:
   type: str
 """
 
-import getpass
-import json
-import os
 import socket
 import time
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import AuditLog, audit_record
 from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import (
     check_ticket_file_writable,
     default_ticket_file,
@@ -452,66 +450,27 @@ def keep_ticket(path, password, expires):
                           % (path, exc.strerror or exc)) from None
 
 
-class AuditLog:
-    """The issuance log: opened (and its folder made) before anything is sent, written after success."""
-
-    def __init__(self, path, check_mode):
-        self.path, self.fd = path, None
-        if not path:
-            return
-        try:
-            if check_mode:
-                self._check_writable()
-            else:
-                folder = os.path.dirname(path)
-                if folder and not os.path.isdir(folder):
-                    os.makedirs(folder, mode=0o750)
-                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
-
-    def _check_writable(self):
-        """Check mode: would opening it for appending (making its folders) work?"""
-        path = self.path
-        if os.path.exists(path):
-            if os.path.isdir(path) or not os.access(path, os.W_OK):
-                raise OSError(13, "Permission denied" if not os.path.isdir(path) else "Is a directory")
-            return
-        folder = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(folder):
-            folder = os.path.dirname(folder)
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-            raise OSError(13, "Permission denied (%s)" % folder)
-
-    def write(self, record):
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
-        except OSError as exc:
-            raise OptionError("audit_log %s cannot be written: %s; the ticket is set but not handed out"
-                              % (self.path, exc.strerror or exc)) from None
-        finally:
-            self.close()
-
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def audit_record(params, result):
-    """One issuance for the audit log: who, which VM, when, until when. Never a ticket or a token."""
+def open_audit_log(path, check_mode):
+    """The issuance log, opened (its folder made) before anything is sent; OptionError when it cannot be."""
     try:
-        account = os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        account = str(os.getuid())
-    now = time.time()
-    return dict(
-        event="console_ticket",
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        epoch=int(now),
-        node=socket.gethostname(),
+        return AuditLog(path, check_mode)
+    except OSError as exc:
+        raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
+
+
+def write_audit(audit, record):
+    """Append the issuance after the ticket was set; OptionError when that fails."""
+    try:
+        audit.write(record)
+    except OSError as exc:
+        raise OptionError("audit_log %s cannot be written: %s; the ticket is set but not handed out"
+                          % (audit.path, exc.strerror or exc)) from None
+
+
+def issuance_record(params, result):
+    """One issuance for the audit log: who, which VM, when, until when. Never a ticket or a token."""
+    return audit_record(
+        "console_ticket",
         vm=params["vm"],
         socket=None if params["vm"] else params["socket"],
         protocol=result["protocol"],
@@ -521,7 +480,6 @@ def audit_record(params, result):
         proxy_username=result.get("proxy_username"),
         proxy_token_key_id=result.get("proxy_token_key_id"),
         proxy_token_expires=result.get("proxy_token_expires"),
-        run_by=account,
     )
 
 
@@ -706,11 +664,11 @@ def main():
                                   "would garble; choose another, or let the module generate one" % clash)
             if protocol == "spice" and tls_port is None:
                 module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
-            audit = AuditLog(params["audit_log"], module.check_mode)   # after the queries, before any change
+            audit = open_audit_log(params["audit_log"], module.check_mode)   # after the queries, before any change
             if not module.check_mode:
                 result["expires"] = set_ticket(qmp, protocol, password, ttl, params["connected"])
                 keep_ticket(kept, password, result["expires"])
-                audit.write(audit_record(params, result))
+                write_audit(audit, issuance_record(params, result))
         except OptionError as exc:
             module.fail_json(msg=str(exc))
         except QMPError as exc:

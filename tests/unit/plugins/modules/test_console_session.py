@@ -19,7 +19,7 @@ import pytest
 from ansible_collections.vmconsole.secure.plugins.modules import console_session
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     TICKET_ALPHABET, TOKEN_TTL_MAX, add_revocation, dump_revocations, load_revocations, mint_proxy_token,
-    parse_proxy_keys, parse_revocations, prune_revocations, verify_proxy_token, write_revocations,
+    parse_proxy_keys, parse_revocations, prune_revocations, verify_proxy_token,
 )
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
 
@@ -416,14 +416,3 @@ def test_prune_and_dump():
     text = dump_revocations({"vms": {"z": 2, "a": 1}})
     assert text == '{\n  "users": {},\n  "vms": {\n    "a": 1,\n    "z": 2\n  }\n}\n'
     assert parse_revocations(text) == {"users": {}, "vms": {"a": 1, "z": 2}}
-
-
-def test_write_revocations_replaces_with_mode_from_the_start(tmp_path):
-    path = tmp_path / "r.json"
-    path.write_text("old")
-    os.chmod(str(path), 0o666)
-    inode = os.stat(str(path)).st_ino
-    write_revocations(str(path), "new\n", mode=0o640, uid=os.getuid(), gid=os.getgid())
-    st = os.stat(str(path))
-    assert path.read_text() == "new\n" and stat.S_IMODE(st.st_mode) == 0o640 and st.st_ino != inode
-    assert os.listdir(str(tmp_path)) == ["r.json"]
