@@ -45,7 +45,7 @@ PROGRAM = "vmconsole_proxy_helper"
 MAX_LINE = 16384                           # squid's helper lines are far shorter
 SELF_ADDRESSES = ("127.0.0.1",)
 VM_STATES = ("started", "incoming")        # incoming: the target of a migration, where the client reconnects
-CONSOLE_PORT_KEYS = ("spice_tls_port", "vnc_port", "serial_port")
+CONSOLE_PORT_KEYS = ("spice_tls_port", "spice_port", "vnc_port", "serial_port")
 
 
 def warn(text):
