@@ -34,7 +34,7 @@ import time
 from urllib.parse import urlsplit
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import (
-    parse_subject, subject_from_der, subject_matches,
+    check_host_subject, parse_subject, tls_handshake,
 )
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._crypto import (
@@ -292,21 +292,10 @@ class SpiceLink:
 
     def _start_tls(self):
         self.sock.settimeout(self._remaining("before the TLS handshake with " + self.address))
-        try:
-            self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
-        except ssl.SSLCertVerificationError as exc:
-            raise SpiceTLSMismatch("the certificate of %s is not trusted by the given CA: %s"
-                                   % (self.address, exc.verify_message)) from None
-        except socket.timeout:
-            raise SpiceUnreachable("timed out after %gs in the TLS handshake with %s" % (self.timeout, self.address)) from None
-        except (ssl.SSLError, OSError) as exc:
-            raise SpiceUnreachable("TLS handshake with %s failed: %s (is this the SPICE TLS port?)"
-                                   % (self.address, getattr(exc, "reason", None) or exc)) from None
-        der = self.sock.getpeercert(binary_form=True)
-        self.subject = subject_from_der(der)
-        if self.host_subject is not None and not subject_matches(der, self.host_subject):
-            raise SpiceTLSMismatch("the certificate subject of %s is '%s', not the expected '%s'"
-                                   % (self.address, self.subject, self.host_subject))
+        self.sock, der, self.subject = tls_handshake(
+            self.sock, self._context, address=self.address, timeout=self.timeout, mismatch=SpiceTLSMismatch,
+            unreachable=SpiceUnreachable, server_hostname=self.host, hint=" (is this the SPICE TLS port?)")
+        check_host_subject(der, self.subject, self.host_subject, address=self.address, mismatch=SpiceTLSMismatch)
 
     def _send(self, data, what):
         try:

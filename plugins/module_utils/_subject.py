@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
+import ssl
 
 # OpenSSL short names (what spice-gtk's OBJ_txt2obj accepts and X509_NAME_oneline prints).
 _SHORT_NAMES = {
@@ -259,3 +261,31 @@ def subject_matches(der, text):
         return False
     return all(oid == want_oid and _canonical(value) == _canonical(want_value)
                for (oid, value, dummy), (want_oid, want_value) in zip(entries, wanted))
+
+
+
+def tls_handshake(sock, context, *, address, timeout, mismatch, unreachable, server_hostname=None, hint=""):
+    """Wrap ``sock`` in TLS with ``context``: the one TLS start of the console probes.
+
+    A certificate the CA does not vouch for raises ``mismatch(text)``; a timeout or any other
+    handshake failure raises ``unreachable(text)`` (``hint`` is appended, e.g. " (is this the
+    SPICE TLS port?)"). The caller sets the socket's timeout; ``timeout`` only words the
+    message. Returns ``(tls_socket, der, subject)``: check the subject with
+    :func:`check_host_subject`.
+    """
+    try:
+        tls = context.wrap_socket(sock, server_hostname=server_hostname)
+    except ssl.SSLCertVerificationError as exc:
+        raise mismatch("the certificate of %s is not trusted by the given CA: %s" % (address, exc.verify_message)) from None
+    except socket.timeout:
+        raise unreachable("timed out after %gs in the TLS handshake with %s" % (timeout, address)) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise unreachable("TLS handshake with %s failed: %s%s" % (address, getattr(exc, "reason", None) or exc, hint)) from None
+    der = tls.getpeercert(binary_form=True)
+    return tls, der, subject_from_der(der)
+
+
+def check_host_subject(der, subject, host_subject, *, address, mismatch):
+    """Raise ``mismatch(text)`` when ``host_subject`` is given and the certificate has another."""
+    if host_subject is not None and not subject_matches(der, host_subject):
+        raise mismatch("the certificate subject of %s is '%s', not the expected '%s'" % (address, subject, host_subject))

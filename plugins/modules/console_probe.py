@@ -24,7 +24,15 @@ description:
     C(host-subject).
   - B(SPICE) - with O(proxy) the connection goes through an HTTP CONNECT proxy, as remote-viewer does for C(proxy=).
   - B(VNC) - runs VNC authentication (RFB security type 2) and stops after the result, before C(ClientInit), so the VM's
-    share policy never applies to the probe and a connected viewer stays connected. TLS (VeNCrypt) is not supported yet.
+    share policy never applies to the probe and a connected viewer stays connected.
+  - B(VNC) - when the server offers VeNCrypt (RFB security type 19, QEMU C(-vnc ...,tls-creds=...)), the probe negotiates
+    VeNCrypt 0.2 and an X.509 sub-type, checks the server certificate against the CA in O(ca_pem) or O(ca_file) (and
+    O(host_subject) when given), sends O(client_cert) when given, and then authenticates inside TLS - with SASL
+    (sub-type X509SASL, mechanism C(SCRAM-SHA-256) or C(SCRAM-SHA-1), the server signature verified) when
+    O(vnc_sasl_user) is given, else with VNC authentication (X509VNC). It stops before C(ClientInit) here too.
+  - B(VNC) - VeNCrypt sub-types with anonymous TLS (C(TLSNone), C(TLSVNC), C(TLSSASL)) are never run, since they have no
+    certificate to check; X509None (TLS, no password) is reported as C(accepted), like an RFB server asking for no
+    authentication.
   - The probe changes nothing; the module never reports a change and runs in check mode as well.
   - A refused ticket is a result, not a failure. Use O(expect) to make the task fail when the status differs.
 author:
@@ -67,13 +75,16 @@ options:
   ticket:
     description:
       - The ticket (password) to try. SPICE takes at most 59 bytes; VNC authentication uses the first 8 bytes only.
+      - With O(vnc_sasl_user), the SASL password of that user.
     type: str
     required: true
   ca_file:
     description:
-      - File with the PEM CA certificate(s) that must have signed the SPICE server certificate, on the host that runs
-        the module.
-      - Read only for O(protocol=spice) with O(tls=true), and only when O(ca_pem) is not given.
+      - File with the PEM CA certificate(s) that must have signed the SPICE or VNC (VeNCrypt) server certificate, on the
+        host that runs the module.
+      - Read only for O(protocol=spice) with O(tls=true), or for O(protocol=vnc) when the server offers VeNCrypt, and only
+        when O(ca_pem) is not given. For VNC, point it at the CA of QEMU's C(tls-creds-x509) directory
+        (C(ca-cert.pem)), usually not the SPICE default.
     type: path
     default: /etc/pki/libvirt-spice/ca-cert.pem
   ca_pem:
@@ -82,11 +93,31 @@ options:
     type: str
   host_subject:
     description:
-      - Subject the SPICE server certificate must carry, in the form of a C(.vv) C(host-subject), for example
+      - Subject the SPICE or VNC (VeNCrypt) server certificate must carry, in the form of a C(.vv) C(host-subject), for example
         C(C=XX,O=Example,CN=node1), in the certificate's own attribute order, with commas and backslashes in values
         escaped by a backslash.
       - Compared as spice-gtk does (C(X509_NAME_cmp)), so case and runs of white space in values do not matter.
       - Without it, only the CA signature is checked (the host name is never compared with the certificate).
+      - For VNC, only checked when the server offers VeNCrypt.
+    type: str
+  client_cert:
+    description:
+      - PEM client certificate file to present in the VeNCrypt TLS handshake, for QEMU C(tls-creds-x509) objects with
+        C(verify-peer=on) (the default for QEMU; libvirt's C(vnc_tls_x509_verify)). Without it such a server closes
+        the connection right after the handshake and the status is C(unreachable).
+      - Only for O(protocol=vnc). Needs O(client_key).
+    type: path
+  client_key:
+    description:
+      - PEM private key file of O(client_cert).
+    type: path
+  vnc_sasl_user:
+    description:
+      - SASL user name for a VNC server with VeNCrypt X509SASL (QEMU C(-vnc ...,tls-creds=...,sasl=on)); O(ticket) is
+        then the user's SASL password. The user name appears in RV(detail).
+      - With it, a server that does not offer VeNCrypt X509SASL is C(unreachable); without it, a server that only offers
+        X509SASL is C(unreachable).
+      - Only for O(protocol=vnc).
     type: str
   tls:
     description:
@@ -104,7 +135,7 @@ options:
     type: str
   timeout:
     description:
-      - Seconds the whole probe may take (connection, proxy, TLS handshake and link).
+      - Seconds the whole probe may take (connection, proxy, TLS handshake, link or authentication).
     type: float
     default: 10
   expect:
@@ -163,18 +194,32 @@ EXAMPLES = r"""
     port: 5901
     ticket: "{{ vnc_ticket }}"
     expect: accepted
+
+- name: Check a SASL user on a VNC console with VeNCrypt (QEMU tls-creds with verify-peer=on, sasl=on)
+  vmconsole.secure.console_probe:
+    protocol: vnc
+    port: 5902
+    vnc_sasl_user: alice
+    ticket: "{{ alice_sasl_password }}"
+    ca_file: /etc/pki/qemu/ca-cert.pem
+    client_cert: /etc/pki/qemu/client-cert.pem
+    client_key: /etc/pki/qemu/client-key.pem
+    host_subject: "C=XX,O=Example,CN=node1"
+    expect: accepted
 """
 
 RETURN = r"""
 status:
   description:
     - C(accepted) - the server accepted the ticket.
-    - C(refused) - the server refused the ticket (wrong, expired or never set). For SPICE, RV(link_result) is 7.
+    - C(refused) - the server refused the ticket (wrong, expired or never set). For SPICE, RV(link_result) is 7. For
+      VNC with SASL, also an unknown user (QEMU then closes the connection during the SASL exchange).
     - C(tls_mismatch) - the server certificate is not signed by the CA, or its subject is not O(host_subject).
     - C(proxy_refused) - the proxy answered C(CONNECT) with a non-2xx status (RV(http_status)).
     - C(unreachable) - no verdict on the ticket - connection refused, name not resolved, timeout, TLS handshake
       failure, not a SPICE/VNC server, or a SPICE link error before the ticket check (for example 5,
-      C(NEED_SECURED) - the channel needs TLS).
+      C(NEED_SECURED) - the channel needs TLS); for VNC also no security type or VeNCrypt sub-type the probe runs, or
+      a client certificate missing or refused by the server.
   returned: always
   type: str
   sample: accepted
@@ -192,16 +237,29 @@ http_status:
   type: int
   sample: 200
 detail:
-  description: What happened, in words a person can act on. Never contains the ticket or the proxy password.
+  description: What happened, in words a person can act on. Never contains the ticket (or SASL password) or the proxy password.
   returned: always
   type: str
   sample: "ticket accepted by 127.0.0.1:61000 (the probe link then stopped at SPICE_LINK_ERR_BAD_CONNECTION_ID, as intended)"
 subject:
   description:
-    - Subject of the SPICE server certificate in C(host-subject) form, or null when no TLS handshake completed.
+    - Subject of the SPICE or VNC (VeNCrypt) server certificate in C(host-subject) form, or null when no TLS handshake
+      completed.
   returned: always
   type: str
   sample: "C=XX,O=Example,CN=node1"
+vencrypt_subtype:
+  description:
+    - The VeNCrypt sub-type the VNC probe ran - 261 (X509VNC), 263 (X509SASL) or 260 (X509None); null without VeNCrypt
+      and for SPICE.
+  returned: always
+  type: int
+  sample: 263
+sasl_mechanism:
+  description: The SASL mechanism the VNC probe used (C(SCRAM-SHA-256) or C(SCRAM-SHA-1)), or null.
+  returned: always
+  type: str
+  sample: SCRAM-SHA-256
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -235,19 +293,30 @@ def probe(params):
     if params["timeout"] <= 0:
         raise ValueError("timeout must be more than 0 seconds")
     if params["protocol"] == "vnc":
-        for option in ("proxy", "host_subject", "ca_pem"):
-            if params[option] is not None:
-                raise ValueError("%s is SPICE-only (protocol=vnc runs plain VNC authentication)" % option)
-        result = vnc_auth_probe(params["host"], params["port"], params["ticket"], timeout=params["timeout"])
-        return dict(status=result["status"], detail=result["detail"], link_result=None, http_status=None, subject=None)
+        if params["proxy"] is not None:
+            raise ValueError("proxy is SPICE-only (remote-viewer does not tunnel VNC through a proxy)")
+        if params["vnc_sasl_user"] == "":
+            raise ValueError("vnc_sasl_user must not be empty")
+        ca = dict(ca_pem=params["ca_pem"]) if params["ca_pem"] is not None else dict(ca_file=params["ca_file"])
+        result = vnc_auth_probe(params["host"], params["port"], params["ticket"], timeout=params["timeout"],
+                                host_subject=params["host_subject"], client_cert=params["client_cert"],
+                                client_key=params["client_key"], sasl_user=params["vnc_sasl_user"], **ca)
+        return dict(status=result["status"], detail=result["detail"], link_result=None, http_status=None,
+                    subject=result["subject"], vencrypt_subtype=result["vencrypt_subtype"],
+                    sasl_mechanism=result["sasl_mechanism"])
+
+    for option in ("client_cert", "client_key", "vnc_sasl_user"):
+        if params[option] is not None:
+            raise ValueError("%s is VNC-only (SPICE has no client certificates or SASL here)" % option)
 
     proxy = proxy_from_url(params["proxy"]) if params["proxy"] is not None else None
     if params["host_subject"] is not None and not params["tls"]:
         raise ValueError("host_subject needs tls=true: a plain SPICE port has no certificate")
     ca_pem = read_ca(params) if params["tls"] else None
-    return spice_link_probe(params["host"], params["port"], params["ticket"], ca_pem=ca_pem,
-                            host_subject=params["host_subject"], proxy=proxy, tls=params["tls"],
-                            timeout=params["timeout"])
+    result = spice_link_probe(params["host"], params["port"], params["ticket"], ca_pem=ca_pem,
+                              host_subject=params["host_subject"], proxy=proxy, tls=params["tls"],
+                              timeout=params["timeout"])
+    return dict(result, vencrypt_subtype=None, sasl_mechanism=None)
 
 
 def main():
@@ -260,12 +329,16 @@ def main():
             ca_file=dict(type="path", default="/etc/pki/libvirt-spice/ca-cert.pem"),
             ca_pem=dict(type="str"),
             host_subject=dict(type="str"),
+            client_cert=dict(type="path"),
+            client_key=dict(type="path", no_log=False),
+            vnc_sasl_user=dict(type="str"),
             tls=dict(type="bool", default=True),
             proxy=dict(type="str", no_log=True),
             timeout=dict(type="float", default=10),
             expect=dict(type="str", choices=list(PROBE_STATUSES)),
         ),
         mutually_exclusive=[("ca_file", "ca_pem")],
+        required_together=[("client_cert", "client_key")],
         supports_check_mode=True,
     )
     if not HAS_CRYPTOGRAPHY:

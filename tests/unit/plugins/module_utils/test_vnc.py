@@ -16,19 +16,24 @@ from ansible_collections.vmconsole.secure.tests.unit import fakespice
 PASSWORD = "Vn8kQ2zr"
 
 
-@pytest.fixture
-def vnc():
+def serve(factory):
+    """Generator body for a fixture: yields ``start(**kwargs)`` -> a started ``factory(**kwargs)``;
+    afterwards closes every server and fails the test on errors in the server threads."""
     started = []
 
     def start(**kwargs):
-        server = fakespice.FakeVNCServer(**kwargs)
-        started.append(server)
-        return server.start()
+        started.append(factory(**kwargs).start())
+        return started[-1]
 
     yield start
     for server in started:
         server.close()
         assert not server.errors, server.errors
+
+
+@pytest.fixture
+def vnc():
+    yield from serve(fakespice.FakeVNCServer)
 
 
 def probe(port, password, **kwargs):
@@ -54,7 +59,8 @@ def test_des_response_uses_the_first_8_bytes_only():
 def test_accepted_and_hangs_up_before_client_init(vnc):
     server = vnc(password=PASSWORD)
     result = probe(server.port, PASSWORD)
-    assert result == dict(status="accepted", detail=result["detail"], rfb_version="3.8", security_types=[2])
+    assert result == dict(status="accepted", detail=result["detail"], rfb_version="3.8", security_types=[2],
+                          vencrypt_subtypes=None, vencrypt_subtype=None, subject=None, sasl_mechanism=None)
     session = wait_for_session(server, "after_auth")
     assert session["client_version"] == b"RFB 003.008\n"
     assert session["chosen"] == 2
@@ -110,11 +116,12 @@ def test_no_authentication_is_accepted_and_said_so(vnc, version):
     assert "no authentication" in result["detail"]
 
 
-def test_only_vencrypt_is_unreachable_for_now(vnc):
-    server = vnc(types=(19, 16))
+def test_no_type_the_probe_runs_is_unreachable(vnc):
+    server = vnc(types=(16, 30))
     result = probe(server.port, PASSWORD)
-    assert (result["status"], result["security_types"]) == ("unreachable", [19, 16])
-    assert "19 (VeNCrypt), 16 (Tight)" in result["detail"] and "2 (VNC Authentication)" in result["detail"]
+    assert (result["status"], result["security_types"]) == ("unreachable", [16, 30])
+    assert "16 (Tight), 30 (Apple Remote Desktop)" in result["detail"]
+    assert "19 (VeNCrypt), 2 (VNC Authentication), 1 (None)" in result["detail"]
 
 
 @pytest.mark.parametrize("version", [b"003.008", b"003.003"])
