@@ -8,7 +8,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: console_info
-short_description: Read the run state and the SPICE and VNC console state of a QEMU VM
+short_description: Read the run state and the SPICE and VNC console state of a QEMU VM or a libvirt domain
 version_added: 0.1.0
 description:
   - Asks a VM's QMP monitor for its run state (C(query-status)), its SPICE server and connected channels
@@ -16,6 +16,13 @@ description:
   - A VM without SPICE or VNC, or a QEMU built without them, is reported with RV(spice.enabled) or
     RV(vnc.enabled) false rather than as a failure.
   - Only reads; nothing on the VM changes.
+  - With O(libvirt_domain) the VM is a libvirt domain, whose QMP monitor libvirt owns; the module then asks libvirt
+    instead (the domain state and the C(<graphics>) elements of the live domain XML) and returns the same keys.
+    What only QEMU knows (SPICE channels, VNC clients, authentication scheme, mouse mode, spice-server version) is
+    null or empty; RV(spice.password_set) and RV(vnc.password_set) tell whether libvirt holds a password.
+requirements:
+  - The Python binding of libvirt (C(import libvirt), Debian package C(python3-libvirt)) on the managed node, with
+    O(libvirt_domain) only.
 author:
   - vmconsole.secure developers (@vmconsole)
 extends_documentation_fragment:
@@ -23,9 +30,23 @@ extends_documentation_fragment:
   - vmconsole.secure.attributes
   - vmconsole.secure.attributes.ACTIONGROUP_QMP
   - vmconsole.secure.attributes.INFO_MODULE
-options: {}
+options:
+  libvirt_domain:
+    description:
+      - Name of a running libvirt domain to read through libvirt, instead of O(vm) or O(socket). Exactly one of
+        O(vm), O(socket) and O(libvirt_domain) is needed; O(socket_dir) and O(timeout) are not used with it.
+      - A libvirt domain name; it must not contain C(/) or control characters and is at most 200 bytes long.
+    type: str
+  libvirt_uri:
+    description:
+      - libvirt connection URI for O(libvirt_domain), checked like the C(vmconsole.secure.libvirt_uri) filter does.
+    type: str
+    default: qemu:///system
 seealso:
   - module: vmconsole.secure.qmp_command
+  - name: libvirt graphics devices
+    description: The C(<graphics>) element read for O(libvirt_domain).
+    link: https://libvirt.org/formatdomain.html#graphical-framebuffers
 """
 
 EXAMPLES = r"""
@@ -35,6 +56,12 @@ EXAMPLES = r"""
   become: true
   register: console
 
+- name: Read the consoles of the libvirt domain lv1
+  vmconsole.secure.console_info:
+    libvirt_domain: lv1
+  become: true
+  register: lv1_console
+
 - name: Show who is connected to the SPICE console
   ansible.builtin.debug:
     msg: "{{ console.spice.channels | map(attribute='host') | unique }}"
@@ -43,7 +70,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 qemu_version:
-  description: Version of the QEMU that answered, from the QMP greeting.
+  description:
+    - Version of the QEMU that answered, from the QMP greeting.
+    - For a O(libvirt_domain), the hypervisor version libvirt reports (its default QEMU binary), or null.
   returned: success
   type: str
   sample: 7.2.22
@@ -57,7 +86,10 @@ status:
       type: bool
       sample: true
     status:
-      description: QEMU's run state, for example C(running), C(paused), C(inmigrate), C(postmigrate) or C(shutdown).
+      description:
+        - QEMU's run state, for example C(running), C(paused), C(inmigrate), C(postmigrate) or C(shutdown).
+        - For a O(libvirt_domain), libvirt's domain state as C(virsh domstate) names it (C(running), C(paused),
+          C(blocked), C(shutdown), C(crashed), C(pmsuspended)).
       type: str
       sample: running
 spice:
@@ -82,7 +114,9 @@ spice:
       type: int
       sample: 61000
     auth:
-      description: Authentication scheme; C(spice) means tickets (passwords) are checked, C(none) that anyone gets in.
+      description:
+        - Authentication scheme; C(spice) means tickets (passwords) are checked, C(none) that anyone gets in.
+        - Null for a O(libvirt_domain) (libvirt does not report it; see RV(spice.password_set)).
       type: str
       sample: spice
     mouse_mode:
@@ -97,8 +131,23 @@ spice:
       description: Version of the spice-server library QEMU was built with.
       type: str
       sample: 0.15.1
+    autoport:
+      description: Whether libvirt chose the ports (C(autoport='yes')); null without this console.
+      returned: with O(libvirt_domain)
+      type: bool
+      sample: false
+    password_set:
+      description: Whether the domain's C(<graphics>) holds a password (never returned itself); null without this console.
+      returned: with O(libvirt_domain)
+      type: bool
+      sample: true
+    password_valid_to:
+      description: When that password expires (C(passwdValidTo)), in seconds since the epoch; null when it does not.
+      returned: with O(libvirt_domain)
+      type: int
+      sample: 1767225630
     channels:
-      description: Connected SPICE channels, one entry per channel of every client.
+      description: Connected SPICE channels, one entry per channel of every client (empty for a O(libvirt_domain)).
       type: list
       elements: dict
       contains:
@@ -156,11 +205,25 @@ vnc:
       type: str
       sample: ipv4
     auth:
-      description: Authentication scheme, for example C(vnc) (password), C(vencrypt) or C(none).
+      description:
+        - Authentication scheme, for example C(vnc) (password), C(vencrypt) or C(none).
+        - Null for a O(libvirt_domain) (see RV(vnc.password_set)).
       type: str
       sample: vnc
+    autoport:
+      description: Like RV(spice.autoport), for the VNC console.
+      returned: with O(libvirt_domain)
+      type: bool
+    password_set:
+      description: Like RV(spice.password_set), for the VNC password.
+      returned: with O(libvirt_domain)
+      type: bool
+    password_valid_to:
+      description: Like RV(spice.password_valid_to), for the VNC password.
+      returned: with O(libvirt_domain)
+      type: int
     clients:
-      description: Connected VNC clients.
+      description: Connected VNC clients (empty for a O(libvirt_domain)).
       type: list
       elements: dict
       contains:
@@ -186,13 +249,22 @@ vnc:
           sample: false
 """
 
+import ipaddress
+
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._libvirt import (
+    CONSOLE_MUTUALLY_EXCLUSIVE,
+    CONSOLE_REQUIRED_ONE_OF,
+    LIBVIRT_ARGUMENT_SPEC,
+    LibvirtDomain,
+    LibvirtError,
+    check_libvirt_options,
+    fail_libvirt,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPError
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
     QMP_ARGUMENT_SPEC,
-    QMP_MUTUALLY_EXCLUSIVE,
-    QMP_REQUIRED_ONE_OF,
     fail_qmp,
     open_qmp,
     query_optional,
@@ -259,13 +331,73 @@ def vnc_info(raw):
     )
 
 
+def _family(graphics):
+    """QEMU's address family for a libvirt listen: unix for a socket, ipv4/ipv6 for an address, else None."""
+    if graphics["listen_type"] == "socket":
+        return "unix"
+    try:
+        return "ipv%d" % ipaddress.ip_address(graphics["host"]).version
+    except ValueError:
+        return None
+
+
+def _libvirt_only(graphics):
+    """What the domain XML tells beyond QEMU's own query (never the password itself)."""
+    if graphics is None:
+        return dict(autoport=None, password_set=None, password_valid_to=None)
+    return dict(autoport=graphics["autoport"], password_set=graphics["password_set"],
+                password_valid_to=graphics["password_valid_to"])
+
+
+def libvirt_spice_info(graphics):
+    """``spice_info`` for a libvirt domain's <graphics type='spice'> (None: none); libvirt lists no channels."""
+    raw = None
+    if graphics is not None:
+        raw = {"enabled": True, "host": graphics["host"], "port": graphics["port"], "tls-port": graphics["tls_port"]}
+    return dict(spice_info(raw), **_libvirt_only(graphics))
+
+
+def libvirt_vnc_info(graphics):
+    """``vnc_info`` for a libvirt domain's <graphics type='vnc'> (None: none); libvirt lists no clients."""
+    raw = None
+    if graphics is not None:
+        service = str(graphics["port"]) if graphics["port"] is not None else graphics["socket"]
+        raw = {"enabled": True, "host": graphics["host"], "service": service, "family": _family(graphics)}
+    return dict(vnc_info(raw), **_libvirt_only(graphics))
+
+
+def libvirt_main(module):
+    """console_info for ``libvirt_domain``: the live domain XML and state, never QMP (libvirt owns the monitor)."""
+    try:
+        for text in check_libvirt_options(module.params):
+            module.warn(text)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        with LibvirtDomain(module.params["libvirt_domain"], module.params["libvirt_uri"]) as domain:
+            state, running = domain.state()
+            graphics = domain.graphics()[1]
+            version = domain.hypervisor_version()
+    except LibvirtError as exc:
+        fail_libvirt(module, exc)
+    module.exit_json(
+        changed=False,
+        qemu_version=version,
+        status=dict(running=running, status=state),
+        spice=libvirt_spice_info(graphics["spice"]),
+        vnc=libvirt_vnc_info(graphics["vnc"]),
+    )
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(QMP_ARGUMENT_SPEC),
-        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE,
-        required_one_of=QMP_REQUIRED_ONE_OF,
+        argument_spec=dict(QMP_ARGUMENT_SPEC, **LIBVIRT_ARGUMENT_SPEC),
+        mutually_exclusive=CONSOLE_MUTUALLY_EXCLUSIVE,
+        required_one_of=CONSOLE_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
+    if module.params["libvirt_domain"] is not None:
+        libvirt_main(module)
     with open_qmp(module) as qmp:
         try:
             status = qmp.execute("query-status")

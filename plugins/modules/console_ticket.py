@@ -41,6 +41,18 @@ description:
     expiry, proxy user and username, token key id and expiry, the account that ran the task). It never holds a
     ticket or a token.
   - The QMP socket is root-only, so the task usually needs C(become=true).
+  - B(libvirt domains.) With O(libvirt_domain) the VM is a libvirt domain, whose QMP monitor libvirt owns, so the
+    module does not talk QMP. It reads the live domain XML, takes the domain's C(<graphics type='spice'>) (or
+    C(vnc)) element, sets C(passwd), C(passwdValidTo) (the expiry, in UTC) and, for SPICE, C(connected) on it, and
+    hands it to libvirt as a live device update (C(virDomainUpdateDeviceFlags) with C(VIR_DOMAIN_AFFECT_LIVE)); libvirt
+    then sends C(set_password) and C(expire_password) to QEMU. Everything else (the C(.vv), the proxy token, the
+    audit log, check mode) is the same as for a QMP guest.
+  - libvirt starts QEMU with ticketing only when the domain has a C(passwd) on its C(<graphics>) (or C(qemu.conf)
+    sets C(spice_password) / C(vnc_password)). Define such domains with a password, for example a random one whose
+    C(passwdValidTo) lies in the past.
+requirements:
+  - The Python binding of libvirt (C(import libvirt), Debian package C(python3-libvirt)) on the managed node, with
+    O(libvirt_domain) only.
 author:
   - vmconsole.secure developers (@vmconsole)
 extends_documentation_fragment:
@@ -54,8 +66,8 @@ attributes:
   check_mode:
     support: full
     details:
-      - In check mode the options, files and the VM's console are checked (QMP queries only), no ticket is
-        set and no file is written; the task reports a change.
+      - In check mode the options, files and the VM's console are checked (QMP queries only, or for a libvirt
+        domain its live XML), no ticket is set and no file is written; the task reports a change.
   diff_mode:
     support: none
   idempotent:
@@ -64,6 +76,19 @@ attributes:
       - A ticket cannot be read back from QEMU, and every run issues a new one (which replaces the old one),
         so the module always reports a change.
 options:
+  libvirt_domain:
+    description:
+      - Name of a running libvirt domain whose console the ticket is for, instead of O(vm) or O(socket).
+        Exactly one of O(vm), O(socket) and O(libvirt_domain) is needed.
+      - The ticket is set through libvirt (see the description); O(socket_dir) and O(timeout) are not used.
+      - A libvirt domain name; it must not contain C(/) or control characters and is at most 200 bytes long.
+    type: str
+  libvirt_uri:
+    description:
+      - libvirt connection URI for O(libvirt_domain), checked like the C(vmconsole.secure.libvirt_uri) filter
+        does; a parameter libvirt's remote driver does not know gives a warning.
+    type: str
+    default: qemu:///system
   protocol:
     description:
       - Which console of the VM the ticket is for.
@@ -89,6 +114,8 @@ options:
       - What happens to a client that is connected when the new ticket is set. SPICE only; for VNC only
         V(keep) is allowed.
       - V(keep) leaves it connected; V(disconnect) drops it; V(fail) fails the task and sets no ticket.
+      - For a O(libvirt_domain), V(fail) is checked by QEMU when libvirt sets the ticket (libvirt lists no SPICE
+        clients), so check mode cannot tell whether it would fail.
     type: str
     choices: [keep, disconnect, fail]
     default: keep
@@ -107,7 +134,8 @@ options:
   proxy_user:
     description:
       - The person the console is for. Makes the module mint a proxy token for this person and O(vm) and put
-        it into the C(.vv) as the O(proxy) credentials. Needs O(proxy) and O(vm) (not O(socket)); SPICE only.
+        it into the C(.vv) as the O(proxy) credentials. Needs O(proxy) and O(vm) or O(libvirt_domain) (not O(socket));
+        SPICE only.
       - At most 64 printable characters, e.g. V(alice) or V(alice@example.org). It appears in the proxy
         username (C(alice_40example_2Eorg__web1) for V(alice@example.org) and VM V(web1)) and in the logs.
     type: str
@@ -171,6 +199,8 @@ options:
         target with the ticket it linked with. JSON with the ticket and its expiry, root only (mode C(0600)), replaced
         atomically; never logged or returned. Checked before anything is sent to the VM.
       - Default C(<vm>.ticket) next to the QMP socket (C(/run/vmconsole/web1.ticket)). An empty string keeps no file.
+      - With O(libvirt_domain) no file is kept unless this option names one, because libvirt carries a domain's graphics
+        password along when it migrates the domain.
       - C(playbooks/migrate.yml) reads it on the source, sets the ticket on the target with a short expiry, writes it
         there (so a later migration back works) and removes it from the source.
       - SPICE only; nothing is kept for VNC (a VNC client cannot follow a migration).
@@ -195,6 +225,9 @@ seealso:
   - name: QEMU QMP set_password and expire_password
     description: The QMP commands this module sends.
     link: https://www.qemu.org/docs/master/interop/qemu-qmp-ref.html
+  - name: libvirt graphics devices
+    description: The C(<graphics>) element and its C(passwd), C(passwdValidTo) and C(connected) attributes.
+    link: https://libvirt.org/formatdomain.html#graphical-framebuffers
 """
 
 EXAMPLES = r"""
@@ -234,6 +267,14 @@ EXAMPLES = r"""
     return_secret: true
   become: true
   register: vnc_ticket  # vnc_ticket.ticket holds it; no callback prints this result
+
+- name: A SPICE ticket for the libvirt domain lv1, set through libvirt (not QMP)
+  vmconsole.secure.console_ticket:
+    libvirt_domain: lv1
+    proxy: http://hv1.example.org:3128
+    proxy_user: alice
+    dest: "{{ playbook_dir }}/lv1.vv"
+  become: true
 """
 
 RETURN = r"""
@@ -316,6 +357,16 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._files import AuditLog, audit_record
+from ansible_collections.vmconsole.secure.plugins.module_utils._libvirt import (
+    CONSOLE_MUTUALLY_EXCLUSIVE,
+    CONSOLE_REQUIRED_ONE_OF,
+    LIBVIRT_ARGUMENT_SPEC,
+    LibvirtDomain,
+    LibvirtError,
+    check_libvirt_options,
+    fail_libvirt,
+    graphics_update_xml,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import (
     check_ticket_file_writable,
     default_ticket_file,
@@ -324,8 +375,6 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import (
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPCommandError, QMPError
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
     QMP_ARGUMENT_SPEC,
-    QMP_MUTUALLY_EXCLUSIVE,
-    QMP_REQUIRED_ONE_OF,
     fail_qmp,
     open_qmp,
     qmp_socket_path,
@@ -347,8 +396,8 @@ class OptionError(Exception):
     """An option (or a file it names) is unusable; the text says which and why."""
 
 
-def check_options(params):
-    """Validate everything that needs no QEMU; returns the ttl as int."""
+def check_options(params, warn=None):
+    """Validate everything that needs no QEMU; returns the ttl as int. ``warn(text)`` gets warnings."""
     protocol = params["protocol"]
     try:
         ttl = validate_ttl(params["ttl"])
@@ -381,10 +430,20 @@ def check_options(params):
         except ValueError as exc:
             raise OptionError("host_subject: %s" % exc) from None
     try:
-        qmp_socket_path(params)
+        if params["libvirt_domain"] is None:
+            qmp_socket_path(params)
+        else:
+            for text in check_libvirt_options(params):
+                if warn:
+                    warn(text)
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     return ttl
+
+
+def vm_name(params):
+    """The name the proxy token and the audit log give the VM: ``vm`` or ``libvirt_domain`` (None with ``socket``)."""
+    return params["vm"] or params["libvirt_domain"]
 
 
 def check_proxy_token_options(params):
@@ -397,10 +456,10 @@ def check_proxy_token_options(params):
     if parts.username is not None or parts.password is not None:
         raise OptionError("proxy must not hold credentials with proxy_user: the module puts the proxy username and "
                           "token there")
-    if params["vm"] is None:
-        raise OptionError("proxy_user needs vm (the token names the VM), not socket")
+    if vm_name(params) is None:
+        raise OptionError("proxy_user needs vm or libvirt_domain (the token names the VM), not socket")
     try:
-        proxy_username(params["proxy_user"], params["vm"])
+        proxy_username(params["proxy_user"], vm_name(params))
         validate_token_ttl(params["proxy_token_ttl"])
     except ValueError as exc:
         raise OptionError(str(exc)) from None
@@ -419,15 +478,21 @@ def read_proxy_keys(params):
 def token_proxy_url(params, keys):
     """(the proxy URL with a fresh token as credentials, the minted ProxyToken)."""
     parts = urlsplit(params["proxy"])
-    token = mint_proxy_token(keys, params["proxy_user"], params["vm"], ttl=params["proxy_token_ttl"])
+    token = mint_proxy_token(keys, params["proxy_user"], vm_name(params), ttl=params["proxy_token_ttl"])
     return proxy_url(parts.hostname, parts.port or 3128, token.username, token.token), token
 
 
 def ticket_file_path(params):
-    """Where the SPICE ticket is kept for a migration, or None (VNC, or ticket_file='')."""
+    """Where the SPICE ticket is kept for a migration, or None (VNC, ticket_file='', or a libvirt domain by default).
+
+    libvirt migrates a domain's graphics password with the domain, so a libvirt domain keeps a file only when
+    ``ticket_file`` names one.
+    """
     if params["protocol"] != "spice" or params["ticket_file"] == "":
         return None
-    return params["ticket_file"] or default_ticket_file(qmp_socket_path(params))
+    if params["ticket_file"] or params["libvirt_domain"] is not None:
+        return params["ticket_file"]
+    return default_ticket_file(qmp_socket_path(params))
 
 
 def check_ticket_file(path):
@@ -469,10 +534,11 @@ def write_audit(audit, record):
 
 def issuance_record(params, result):
     """One issuance for the audit log: who, which VM, when, until when. Never a ticket or a token."""
+    target = dict(vm=params["vm"], socket=None if params["vm"] else params["socket"])
+    if params["libvirt_domain"] is not None:
+        target.update(libvirt_domain=params["libvirt_domain"], libvirt_uri=params["libvirt_uri"])
     return audit_record(
         "console_ticket",
-        vm=params["vm"],
-        socket=None if params["vm"] else params["socket"],
         protocol=result["protocol"],
         connected=params["connected"] if result["protocol"] == "spice" else None,
         ticket_expires=result["expires"],
@@ -480,6 +546,7 @@ def issuance_record(params, result):
         proxy_username=result.get("proxy_username"),
         proxy_token_key_id=result.get("proxy_token_key_id"),
         proxy_token_expires=result.get("proxy_token_expires"),
+        **target
     )
 
 
@@ -579,8 +646,104 @@ def set_ticket(qmp, protocol, password, ttl, connected):
     return expires
 
 
+class QMPConsole:
+    """The console of a VM reached through its QMP monitor (a qemu_vm guest by ``vm``, or ``socket``)."""
+
+    errors = (QMPError,)
+
+    def __init__(self, module):
+        self.module = module
+        self.qmp = None
+
+    def __enter__(self):
+        self.qmp = open_qmp(self.module)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.qmp.close()
+
+    def ports(self, protocol, connected):
+        """(tls_port, port) of the console, after checking it can use a ticket; OptionError says why not."""
+        if protocol == "spice":
+            return spice_console(self.qmp, connected)
+        return None, vnc_console(self.qmp)
+
+    def set_ticket(self, protocol, password, ttl, connected):
+        return set_ticket(self.qmp, protocol, password, ttl, connected)
+
+    def fail(self, exc):
+        fail_qmp(self.module, exc)
+
+
+class LibvirtConsole:
+    """The console of a libvirt domain: libvirt owns its monitor, so the ticket goes in as a live <graphics> update."""
+
+    errors = (LibvirtError,)
+
+    def __init__(self, module):
+        self.module = module
+        self.domain = LibvirtDomain(module.params["libvirt_domain"], module.params["libvirt_uri"])
+        self.xml = self.graphics = None
+
+    def __enter__(self):
+        try:
+            self.domain.open()
+        except LibvirtError as exc:
+            self.fail(exc)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.domain.close()
+
+    def ports(self, protocol, connected):
+        """(tls_port, port) of the domain's <graphics type=protocol>; OptionError when it has none usable."""
+        self.xml, consoles = self.domain.graphics()
+        graphics = self.graphics = consoles[protocol]
+        where = "libvirt domain %s (%s)" % (self.domain.name, self.domain.uri)
+        if graphics is None:
+            raise OptionError("%s has no <graphics type='%s'>: it has no %s console (protocol=%s)"
+                              % (where, protocol, protocol.upper(), protocol))
+        if graphics["port"] is None and graphics["tls_port"] is None:
+            raise OptionError("%s of %s does not listen on a TCP port (listen type %s): remote-viewer cannot reach it"
+                              % (protocol.upper(), where, graphics["listen_type"]))
+        return graphics["tls_port"], graphics["port"]
+
+    def set_ticket(self, protocol, password, ttl, connected):
+        """The ticket and its expiry in one live update (libvirt sends set_password and expire_password)."""
+        connected = connected if protocol == "spice" else None
+        expires = int(time.time()) + ttl
+        try:
+            self.domain.update_live(graphics_update_xml(self.xml, protocol, password, expires, connected), password)
+        except LibvirtError as exc:
+            # libvirt may have set the ticket without our expiry: replace it with one nobody knows.
+            unknown = new_ticket(protocol)
+            try:
+                self.domain.update_live(graphics_update_xml(self.xml, protocol, unknown, expires, connected),
+                                        password, unknown)
+            except LibvirtError:
+                pass
+            if self.graphics["password_set"]:
+                raise
+            raise LibvirtError(
+                "%s (the domain's <graphics type='%s'> has no passwd: libvirt then starts QEMU without %s password "
+                "authentication unless qemu.conf sets %s_password, and QEMU refuses tickets; define the domain with a "
+                "passwd, e.g. a random one with a passwdValidTo in the past)" % (exc, protocol, protocol.upper(), protocol),
+                exc.domain, exc.uri, exc.code) from None
+        return expires
+
+    def fail(self, exc):
+        fail_libvirt(self.module, exc)
+
+
+def open_console(module):
+    """The VM's console as the options name it; a context manager that fails the module when it cannot be reached."""
+    if module.params["libvirt_domain"] is not None:
+        return LibvirtConsole(module)
+    return QMPConsole(module)
+
+
 def main():
-    argument_spec = dict(QMP_ARGUMENT_SPEC)
+    argument_spec = dict(QMP_ARGUMENT_SPEC, **LIBVIRT_ARGUMENT_SPEC)
     argument_spec.update(
         protocol=dict(type="str", choices=["spice", "vnc"], default="spice"),
         password=dict(type="str", no_log=True),
@@ -602,15 +765,15 @@ def main():
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
-        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE,
-        required_one_of=QMP_REQUIRED_ONE_OF,
+        mutually_exclusive=CONSOLE_MUTUALLY_EXCLUSIVE,
+        required_one_of=CONSOLE_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
     params = module.params
     protocol = params["protocol"]
     password = params["password"]
     try:
-        ttl = check_options(params)
+        ttl = check_options(params, module.warn)
         ca_pem, host_subject = tls_settings(params) if protocol == "spice" else (None, None)
         keys = read_proxy_keys(params)
         kept = ticket_file_path(params)
@@ -619,12 +782,9 @@ def main():
         module.fail_json(msg=str(exc))
 
     audit = None
-    with open_qmp(module) as qmp:
+    with open_console(module) as console:
         try:
-            if protocol == "spice":
-                tls_port, port = spice_console(qmp, params["connected"])
-            else:
-                tls_port, port = None, vnc_console(qmp)
+            tls_port, port = console.ports(protocol, params["connected"])
             result = dict(
                 changed=True,
                 protocol=protocol,
@@ -666,13 +826,13 @@ def main():
                 module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
             audit = open_audit_log(params["audit_log"], module.check_mode)   # after the queries, before any change
             if not module.check_mode:
-                result["expires"] = set_ticket(qmp, protocol, password, ttl, params["connected"])
+                result["expires"] = console.set_ticket(protocol, password, ttl, params["connected"])
                 keep_ticket(kept, password, result["expires"])
                 write_audit(audit, issuance_record(params, result))
         except OptionError as exc:
             module.fail_json(msg=str(exc))
-        except QMPError as exc:
-            fail_qmp(module, exc)
+        except console.errors as exc:
+            console.fail(exc)
         finally:
             if audit is not None:
                 audit.close()

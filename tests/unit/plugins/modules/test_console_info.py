@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import sys
+
 import pytest
 
 from ansible_collections.vmconsole.secure.plugins.modules import console_info
+from ansible_collections.vmconsole.secure.tests.unit.fakelibvirt import FakeDomain, FakeLibvirt
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
 
 STATUS = {"status": "running", "singlestep": False, "running": True}
@@ -93,3 +98,61 @@ def test_timeout_fails_with_socket_and_hint(fake_qmp, run_module):
 @pytest.mark.parametrize("value, port", [("5901", 5901), (5901, 5901), ("vnc", None), (None, None)])
 def test_port(value, port):
     assert console_info._port(value) == port
+
+
+# --- libvirt domains: the live domain XML instead of QMP ---------------------------------------------
+
+LV1_XML = """<domain type='kvm' id='1'><name>lv1</name><devices>
+  <graphics type='spice' port='61101' tlsPort='61100' autoport='no' listen='127.0.0.1' passwd='0ldPassw0rd'
+            passwdValidTo='2026-01-01T00:00:00'>
+    <listen type='address' address='127.0.0.1'/>
+  </graphics>
+  <graphics type='vnc' port='5910' autoport='yes' listen='::1'><listen type='address' address='::1'/></graphics>
+</devices></domain>"""
+
+
+def test_libvirt_domain_info_from_the_live_xml(run_module, monkeypatch):
+    domain = FakeDomain(LV1_XML, state=3)
+    lib = FakeLibvirt.install(monkeypatch, {"lv1": domain})
+    result = run_module(console_info.main, dict(libvirt_domain="lv1"), check_mode=True)
+    assert result["changed"] is False and result["qemu_version"] == "7.2.22"
+    assert result["status"] == {"running": False, "status": "paused"}
+    assert result["spice"] == {
+        "enabled": True, "host": "127.0.0.1", "port": 61101, "tls_port": 61100, "auth": None, "mouse_mode": None,
+        "migrated": False, "compiled_version": None, "channels": [],
+        "autoport": False, "password_set": True, "password_valid_to": 1767225600,
+    }
+    assert result["vnc"] == {
+        "enabled": True, "host": "::1", "service": "5910", "port": 5910, "family": "ipv6", "auth": None, "clients": [],
+        "autoport": True, "password_set": False, "password_valid_to": None,
+    }
+    assert "0ldPassw0rd" not in json.dumps(result)
+    assert domain.updates == [] and lib.calls == [("open", "qemu:///system"), ("lookupByName", "lv1")]
+
+
+def test_libvirt_domain_without_graphics(run_module, monkeypatch):
+    FakeLibvirt.install(monkeypatch, {"lv2": FakeDomain("<domain><name>lv2</name><devices/></domain>")})
+    result = run_module(console_info.main, dict(libvirt_domain="lv2", libvirt_uri="qemu:///session"))
+    assert result["status"] == {"running": True, "status": "running"}
+    assert result["spice"]["enabled"] is False and result["spice"]["password_set"] is None
+    assert result["vnc"]["enabled"] is False and result["vnc"]["clients"] == []
+
+
+@pytest.mark.parametrize("domains, args, message", [
+    ({}, dict(libvirt_domain="lv9"), "libvirt domain lv9 does not exist on qemu:///system"),
+    ({"lv1": FakeDomain(LV1_XML, active=False, state=5)}, dict(libvirt_domain="lv1"),
+     "libvirt domain lv1 on qemu:///system is not running"),
+    ({}, dict(libvirt_domain="a/b"), "libvirt_domain 'a/b' is not a valid libvirt domain name"),
+    ({}, dict(libvirt_domain="lv1", socket="/run/x.qmp"), "parameters are mutually exclusive: libvirt_domain|socket"),
+    ({}, {}, "one of the following is required: vm, socket, libvirt_domain"),
+])
+def test_libvirt_errors(run_module, monkeypatch, domains, args, message):
+    FakeLibvirt.install(monkeypatch, domains)
+    result = run_module(console_info.main, args)
+    assert result["failed"] and result["msg"].startswith(message), result["msg"]
+
+
+def test_libvirt_missing_binding(run_module, monkeypatch):
+    monkeypatch.setitem(sys.modules, "libvirt", None)
+    result = run_module(console_info.main, dict(libvirt_domain="lv1"))
+    assert result["msg"] == "libvirt_domain needs the python3-libvirt package on %s" % socket.gethostname()

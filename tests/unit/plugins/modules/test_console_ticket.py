@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import json
 import os
+import socket
 import stat
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -20,6 +23,7 @@ from ansible_collections.vmconsole.secure.plugins.modules import console_ticket
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     load_proxy_keys, new_proxy_key, verify_proxy_token,
 )
+from ansible_collections.vmconsole.secure.tests.unit.fakelibvirt import FakeDomain, FakeLibvirt, graphics_of
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
 
 TICKET = "T1cketT1cketT1cketT1cketT1cketT1cket0000"
@@ -231,7 +235,7 @@ def test_without_proxy_user_the_proxy_url_is_kept(ticket, keys_file):
 
 @pytest.mark.parametrize("args, message", [
     (dict(vm="web1", proxy_user="alice"), "proxy_user needs proxy"),
-    (dict(proxy="http://hv1:3128", proxy_user="alice"), "proxy_user needs vm (the token names the VM), not socket"),
+    (dict(proxy="http://hv1:3128", proxy_user="alice"), "proxy_user needs vm or libvirt_domain (the token names the VM), not socket"),
     (dict(vm="web1", proxy="http://u:p@hv1:3128", proxy_user="alice"), "proxy must not hold credentials with proxy_user"),
     (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", protocol="vnc", password="Vnc1"),
      "proxy is SPICE-only"),
@@ -303,3 +307,138 @@ def test_unwritable_audit_log_fails_before_anything_is_sent(ticket, tmp_path):
 def test_empty_audit_log_turns_it_off(ticket, audit_log):
     result, dummy = ticket(OK_TABLE, audit_log="")
     assert not result.get("failed") and not audit_log.parent.exists()
+
+
+# --- libvirt domains: a live <graphics> update instead of QMP ----------------------------------------
+
+LV1_XML = """<domain type='kvm' id='1'><name>lv1</name><devices>
+  <graphics type='spice' port='-1' tlsPort='61100' autoport='no' listen='127.0.0.1' passwd='0ldPassw0rd'
+            passwdValidTo='2020-01-01T00:00:00'>
+    <listen type='address' address='127.0.0.1'/>
+  </graphics>
+  <graphics type='vnc' port='5910' autoport='no' listen='127.0.0.1' passwd='0ldVnc'>
+    <listen type='address' address='127.0.0.1'/>
+  </graphics>
+</devices></domain>"""
+
+
+@pytest.fixture
+def lv_ticket(run_module, certs, audit_log, monkeypatch):
+    """``lv_ticket(domain=FakeDomain, check_mode=False, **args)`` -> (result, fake libvirt)."""
+    def run(domain=None, check_mode=False, **args):
+        lib = FakeLibvirt.install(monkeypatch, {"lv1": domain or FakeDomain(LV1_XML)})
+        params = dict(libvirt_domain="lv1", password=TICKET, console_host="hv1", ca_file=certs, server_cert_file=certs,
+                      audit_log=str(audit_log))
+        params.update(args)
+        return run_module(console_ticket.main, {k: v for k, v in params.items() if v is not None},
+                          check_mode=check_mode), lib
+    return run
+
+
+def test_libvirt_spice_ticket_is_one_live_graphics_update(lv_ticket, audit_log):
+    domain = FakeDomain(LV1_XML)
+    before = time.time()
+    result, lib = lv_ticket(domain, ttl=45, connected="disconnect")
+    assert not result.get("failed"), result
+    (xml, flags), = domain.updates
+    assert flags == 1, "VIR_DOMAIN_AFFECT_LIVE"
+    attrs = graphics_of(xml)
+    assert (attrs["type"], attrs["tlsPort"], attrs["passwd"]) == ("spice", "61100", TICKET)
+    assert attrs["connected"] == "disconnect"
+    valid_to = calendar.timegm(time.strptime(attrs["passwdValidTo"], "%Y-%m-%dT%H:%M:%S"))
+    assert valid_to == result["expires"] and int(before) + 45 <= valid_to <= time.time() + 45
+    assert (result["tls_port"], result["port"], result["ttl"]) == (61100, None, 45)
+    assert result["vv"]["tls_port"] == 61100 and result["ticket_file"] is None
+    assert TICKET not in json.dumps(result)
+    record = json.loads(audit_log.read_text())
+    assert (record["vm"], record["socket"], record["libvirt_domain"], record["libvirt_uri"], record["connected"]) == (
+        None, None, "lv1", "qemu:///system", "disconnect")
+    assert TICKET not in audit_log.read_text()
+    assert ("open", "qemu:///system") in lib.calls and domain.xml_flags == [1]
+
+
+def test_libvirt_vnc_ticket_sets_no_connected(lv_ticket):
+    domain = FakeDomain(LV1_XML)
+    result, dummy = lv_ticket(domain, protocol="vnc", password="Vnc12345", libvirt_uri="qemu+ssh://root@hv1/system")
+    attrs = graphics_of(domain.updates[0][0])
+    assert (attrs["type"], attrs["port"], attrs["passwd"]) == ("vnc", "5910", "Vnc12345") and "connected" not in attrs
+    assert (result["port"], result["tls_port"], result["host_subject"]) == (5910, None, None)
+
+
+def test_libvirt_check_mode_sends_nothing(lv_ticket, audit_log):
+    domain = FakeDomain(LV1_XML)
+    result, dummy = lv_ticket(domain, check_mode=True)
+    assert result["changed"] is True and not result.get("failed") and result["tls_port"] == 61100
+    assert domain.updates == [] and not audit_log.exists()
+
+
+def test_libvirt_explicit_ticket_file_is_kept(lv_ticket, tmp_path):
+    result, dummy = lv_ticket(ticket_file=str(tmp_path / "lv1.ticket"))
+    kept = json.loads((tmp_path / "lv1.ticket").read_text())
+    assert kept["ticket"] == TICKET and kept["expires"] == result["expires"]
+
+
+def test_libvirt_proxy_token_names_the_domain(lv_ticket, keys_file):
+    result, dummy = lv_ticket(proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file=keys_file)
+    url = urlsplit(result["vv"]["proxy"])
+    assert url.username == "alice__lv1"
+    assert verify_proxy_token(load_proxy_keys(keys_file), url.username, url.password).vm == "lv1"
+
+
+@pytest.mark.parametrize("domain, args, message", [
+    (None, dict(libvirt_domain="lv9"), "libvirt domain lv9 does not exist on qemu:///system "
+                                       "(check libvirt_domain and libvirt_uri)"),
+    (FakeDomain(LV1_XML, active=False, state=5), {}, "libvirt domain lv1 on qemu:///system is not running"),
+    (FakeDomain(LV1_XML.split("<graphics type='vnc'", maxsplit=1)[0] + "</devices></domain>"), dict(protocol="vnc", password="Vnc1"),
+     "libvirt domain lv1 (qemu:///system) has no <graphics type='vnc'>: it has no VNC console (protocol=vnc)"),
+    (FakeDomain(LV1_XML.replace("port='5910' autoport='no' listen='127.0.0.1'", "socket='/run/v.sock'")),
+     dict(protocol="vnc", password="Vnc1"), "VNC of libvirt domain lv1 (qemu:///system) does not listen on a TCP port"),
+    (None, dict(protocol="vnc", password="Vnc1", connected="fail"), "connected=fail is SPICE-only"),
+    (None, dict(ttl=0), "ttl must be"),
+    (None, dict(libvirt_domain="a/b"), "libvirt_domain 'a/b' is not a valid libvirt domain name"),
+    (None, dict(libvirt_uri="qemu+tls:///system"), "libvirt_uri: libvirt URI 'qemu+tls:///system': transport 'tls'"),
+    (None, dict(vm="web1"), "parameters are mutually exclusive: libvirt_domain|vm"),
+])
+def test_libvirt_refusals_send_nothing(lv_ticket, domain, args, message):
+    domain = domain or FakeDomain(LV1_XML)
+    result, lib = lv_ticket(domain, **args)
+    assert result.get("failed") and result["msg"].startswith(message), result["msg"]
+    assert domain.updates == []
+    assert TICKET not in json.dumps(result)
+
+
+def test_libvirt_options_are_checked_before_connecting(lv_ticket):
+    result, lib = lv_ticket(libvirt_domain="a/b")
+    assert result["failed"] and lib.calls == []
+
+
+def test_libvirt_missing_binding(run_module, certs, monkeypatch, audit_log):
+    monkeypatch.setitem(sys.modules, "libvirt", None)
+    result = run_module(console_ticket.main, dict(libvirt_domain="lv1", password=TICKET, ca_file=certs,
+                                                  server_cert_file=certs, audit_log=str(audit_log)))
+    assert result["msg"] == "libvirt_domain needs the python3-libvirt package on %s" % socket.gethostname()
+
+
+def test_libvirt_refused_update_is_replaced_and_reported_without_the_ticket(lv_ticket, audit_log):
+    domain = FakeDomain(LV1_XML, update_error="internal error: unable to execute QEMU command 'expire_password'")
+    result, dummy = lv_ticket(domain)
+    assert result["failed"] and result["msg"] == (
+        "libvirt domain lv1 (qemu:///system): the live update of its <graphics> failed: internal error: unable to "
+        "execute QEMU command 'expire_password'")
+    assert (result["libvirt_domain"], result["libvirt_error_code"]) == ("lv1", 55)
+    first, second = [graphics_of(xml)["passwd"] for xml, flags in domain.updates]
+    assert first == TICKET and second != TICKET and len(second) == 40, "an unknown ticket replaces ours"
+    assert TICKET not in json.dumps(result) and second not in json.dumps(result)
+    assert not audit_log.exists() or audit_log.read_text() == ""
+
+
+def test_libvirt_domain_without_passwd_gets_a_hint(lv_ticket):
+    domain = FakeDomain(LV1_XML.replace("passwd='0ldPassw0rd'", ""), fail_updates=1,
+                        update_error="internal error: unable to execute QEMU command 'set_password': "
+                                     "Could not set password")
+    result, dummy = lv_ticket(domain)
+    assert result["msg"].endswith("Could not set password (the domain's <graphics type='spice'> has no passwd: libvirt "
+                                  "then starts QEMU without SPICE password authentication unless qemu.conf sets "
+                                  "spice_password, and QEMU refuses tickets; define the domain with a passwd, e.g. a "
+                                  "random one with a passwdValidTo in the past)")
+    assert len(domain.updates) == 2
