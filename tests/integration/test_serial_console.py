@@ -1,0 +1,289 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The serial console end to end: the documented openssl one-liner through squid to a real guest.
+
+A real QEMU boots tests/guest_image.py's boot sector from a virtio disk; its COM1 is a TLS
+chardev on 127.0.0.1 with ``verify-peer=on`` (the options qemu_vm gives it), certificates from
+the session ``pki``. A real squid with the connect_proxy helpers stands in front of it. The
+client is the command docs/serial-console.md documents (built by ``_serial.py``), run through a
+shell with the proxy token in ``VMC_PROXY_TOKEN``: it must show the guest's output and the
+guest's echo of what is typed, and be refused without a client certificate, with a certificate
+of another CA, with a wrong token (407) and towards a port that is not this VM's console (403).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
+    DEFAULT_TOKEN_ENV, serial_console_argv, serial_console_command,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    mint_proxy_token, new_proxy_key, parse_proxy_keys,
+)
+from ansible_collections.vmconsole.secure.tests import guest_image
+from ansible_collections.vmconsole.secure.tests.integration import _procs
+
+OPENSSL = shutil.which("openssl") or "openssl"
+SERIAL_PORTS = (62000, 62999)
+GUEST_LINE = re.compile(rb"vmconsole serial console ok (\d+)\r\n")
+
+
+class SerialGuest(_procs.QemuVM):
+    """The boot-sector guest with COM1 on a TLS chardev, as qemu_vm starts a guest's serial console.
+
+    ``serial_port`` is picked free in 62000-62999 (the collection's serial range) before each
+    start attempt; QEMU failing to bind it is retried with another port like the other ports.
+    """
+
+    def __init__(self, name, workdir, *, disk, pki_dir, **kwargs):
+        self.disk = disk
+        self.serial_port = None
+        super().__init__(name, workdir, pki_dir=pki_dir, spice=False, **kwargs)
+
+    def _argv(self, pki_dir, **options):
+        self.tls_port = self.plain_port = self.vnc_port = None
+        self.serial_port = _procs.free_console_port(*SERIAL_PORTS)
+        return [
+            _procs.QEMU_BINARY, "-accel", "tcg", "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config",
+            "-display", "none", "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
+            "-drive", "file=%s,format=raw,if=virtio,readonly=on" % self.disk,
+            "-object", "tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=on,dir=%s" % pki_dir,
+            "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
+                        "tls-creds=vmconsole-serial-tls" % self.serial_port,
+            "-serial", "chardev:vmconsole-serial",
+        ]
+
+
+class Client:
+    """A client command run in its own session, its output collected by a thread."""
+
+    def __init__(self, argv, env=None, shell=False):
+        self.out = bytearray()
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, shell=shell, start_new_session=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.err = b""
+
+    def _read(self):
+        while True:
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                return
+            with self.lock:
+                self.out += chunk
+
+    def output(self):
+        with self.lock:
+            return bytes(self.out)
+
+    def wait_for(self, pattern, timeout, what):
+        """The first match of ``pattern`` (a bytes regex) in the output; fails the test after ``timeout``."""
+        try:
+            return _procs.wait_until(lambda: re.search(pattern, self.output()), timeout, what=what)
+        except TimeoutError:
+            self.stop()
+            pytest.fail("no %s within %s s; exit status %s\nstdout: %r\nstderr: %s"
+                        % (what, timeout, self.proc.returncode, self.output()[-2000:], self.err.decode("utf-8", "replace")))
+
+    def send(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def finish(self, timeout):
+        """Wait (at most ``timeout``) for the command to end; returns its exit status (None: still running)."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        status = self.proc.poll()
+        self.stop()
+        return status
+
+    def stop(self):
+        _procs.stop_process(self.proc)
+        self.reader.join(5)
+        if not self.err:
+            self.err = self.proc.stderr.read()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def guest_disk(tmp_path_factory):
+    """The guest image, written by the same code a Molecule scenario runs as a script."""
+    return guest_image.write_image(str(tmp_path_factory.mktemp("guest") / "serial-guest.img"))
+
+
+@pytest.fixture
+def serial_node(pki, guest_disk, squid_factory):
+    """A guest with a TLS serial console, squid in front of it, the cluster keys and a client setup."""
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    workdir = _procs.short_tmpdir("vmc-ser-")
+    vm = None
+    try:
+        vm = SerialGuest("serial1", workdir, disk=guest_disk, pki_dir=pki.dir)
+        key = new_proxy_key()
+        text = json.dumps({"current": "k1", "keys": {"k1": key}})
+        other_port = _procs.free_console_port(*SERIAL_PORTS)
+        vms = {
+            vm.name: {"state": "started", "unit": "vmconsole-qemu@%s.service" % vm.name, "qmp": vm.qmp_path,
+                      "spice_tls_port": None, "spice_port": None, "vnc_port": None, "serial_port": vm.serial_port,
+                      "migration_port": None},
+            "serial2": {"state": "started", "spice_tls_port": None, "vnc_port": None, "serial_port": other_port},
+        }
+        squid = squid_factory(text, self_name=pki.cn, vms=vms)
+        yield dict(vm=vm, squid=squid, keys=parse_proxy_keys(text), pki=pki, workdir=workdir, other_port=other_port)
+    finally:
+        if vm is not None:
+            vm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def command_args(node, **changes):
+    """Arguments of serial_console_argv for this node, user alice, VM serial1 (``changes`` override)."""
+    pki, vm = node["pki"], node["vm"]
+    args = dict(node=pki.cn, port=vm.serial_port, proxy_host="127.0.0.1", proxy_port=node["squid"].port,
+                proxy_username=mint_proxy_token(node["keys"], "alice", vm.name).username,
+                cert_file=pki.client_cert_file, key_file=pki.client_key_file, ca_file=pki.ca_file, openssl=OPENSSL)
+    args.update(changes)
+    return args
+
+
+def token_env(token):
+    env = dict(os.environ)
+    env[DEFAULT_TOKEN_ENV] = token
+    return env
+
+
+def squid_logs(node):
+    return _procs.read_log(node["squid"].access_log, 10 ** 6) + _procs.read_log(node["squid"].cache_log, 10 ** 6)
+
+
+# --- the documented one-liner ------------------------------------------------------------------------
+
+def test_one_liner_shows_the_guest_and_echoes_what_is_typed(serial_node):
+    node, vm = serial_node, serial_node["vm"]
+    token = mint_proxy_token(node["keys"], "alice@example.org", vm.name)
+    line = serial_console_command(**command_args(node, proxy_username=token.username))
+    assert token.token not in line and "env:VMC_PROXY_TOKEN" in line
+    client = Client(line, env=token_env(token.token), shell=True)       # exactly the line a person pastes
+    try:
+        first = int(client.wait_for(GUEST_LINE, 30, what="guest output through proxy and TLS").group(1))
+        second = int(client.wait_for(rb"ok %d\r\n" % (first + 1), 5, what="the guest's next line").group(0)[3:-2])
+        assert second == first + 1, "the guest is alive and counting"
+        # Keystroke by keystroke, as a terminal with `stty -icanon` sends them (docs/serial-console.md:
+        # QEMU 7.2 hands the guest at most one UART FIFO of a TLS record until more bytes arrive).
+        typed = b"typed-%s\n" % secrets.token_hex(6).encode()
+        for key in typed:
+            client.send(bytes([key]))
+            time.sleep(0.05)
+        client.wait_for(re.escape(typed), 10, what="the guest's echo of %r" % typed)
+    finally:
+        client.stop()
+    # squid logged who reached which port (user and VM decoded), never the token.
+    entry = "%s user=alice@example.org;vm=%s CONNECT %s:%d 200" % (token.username, vm.name, node["pki"].cn,
+                                                                   vm.serial_port)
+    _procs.wait_until(lambda: entry in _procs.read_log(node["squid"].access_log), 15, what="squid's access log line")
+    assert token.token not in squid_logs(node)
+
+
+# --- refusals ----------------------------------------------------------------------------------------
+
+def run_refused(argv, token, timeout=15):
+    """Run a client that must be refused: (exit status, stdout, stderr) once it has ended by itself."""
+    client = Client(argv, env=token_env(token))
+    status = client.finish(timeout)
+    return status, client.output(), client.err.decode("utf-8", "replace")
+
+
+def without_options(argv, *names):
+    """``argv`` without the options ``names`` and their values."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def test_refusals(serial_node, tmp_path):
+    node, vm = serial_node, serial_node["vm"]
+    token = mint_proxy_token(node["keys"], "alice", vm.name)
+    argv = serial_console_argv(**command_args(node))
+    foreign = _procs.make_pki(str(tmp_path / "foreign"))      # a CA the node does not trust, and its client
+
+    # No client certificate: the proxy lets the tunnel through, QEMU ends the TLS session (verify-peer=on).
+    # (TLS 1.3: the client has verified the node, "verify return:1", before QEMU checks it and hangs up.)
+    status, out, err = run_refused(without_options(argv, "-cert", "-key"), token.token)
+    assert status not in (0, None) and not GUEST_LINE.search(out), (status, out, err)
+    assert "HTTP CONNECT failed" not in err and "unexpected eof" in err, err
+    # A certificate of another CA: refused the same way.
+    status, out, err = run_refused(serial_console_argv(**command_args(
+        node, cert_file=foreign.client_cert_file, key_file=foreign.client_key_file)), token.token)
+    assert status not in (0, None) and not GUEST_LINE.search(out), (status, out, err)
+    assert "HTTP CONNECT failed" not in err and "unexpected eof" in err, err
+    # The client does not trust a node whose certificate its CA did not sign (-verify_return_error).
+    status, out, err = run_refused(serial_console_argv(**command_args(node, ca_file=foreign.ca_file)), token.token)
+    assert status not in (0, None) and not GUEST_LINE.search(out), (status, out, err)
+    assert "certificate verify failed" in err or "unable to get local issuer" in err, err
+
+    # Proxy refusals: a wrong or forged token (407), a port that is not this VM's console (403).
+    forged = token.token[:-4] + ("AAAA" if not token.token.endswith("AAAA") else "BBBB")
+    other_vm = mint_proxy_token(node["keys"], "alice", "serial2")
+    cases = [
+        ("forged token", argv, forged, 407),
+        ("no token", argv, "", 407),
+        ("this VM's token under serial2's username",
+         serial_console_argv(**command_args(node, proxy_username=other_vm.username)), token.token, 407),
+        ("port 22 of the node", serial_console_argv(**command_args(node, port=22)), token.token, 403),
+        ("QEMU migration port", serial_console_argv(**command_args(node, port=60000)), token.token, 403),
+        ("serial port of another VM", serial_console_argv(**command_args(node, port=node["other_port"])),
+         token.token, 403),
+        ("serial2's token to this VM's port",
+         serial_console_argv(**command_args(node, proxy_username=other_vm.username)), other_vm.token, 403),
+    ]
+    results = {}
+    for what, case_argv, case_token, dummy in cases:
+        status, out, err = run_refused(case_argv, case_token)
+        assert status not in (0, None) and not GUEST_LINE.search(out), (what, status, out, err)
+        found = re.search(r"HTTP CONNECT failed, reason= (\d+)", err)
+        results[what] = int(found.group(1)) if found else err
+    assert results == {what: expected for what, dummy, dummy2, expected in cases}
+
+    # The refusals came from the checks, not from a broken path: the same command with the right
+    # certificate and token works (here with the token in a 0600 file: -proxy_pass file:PATH).
+    token_file = tmp_path / "serial1.token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(token.token + "\n")
+    client = Client(serial_console_argv(**command_args(node, token_file=str(token_file))), env=token_env("wrong"))
+    try:
+        client.wait_for(GUEST_LINE, 30, what="guest output after the refusals")
+    finally:
+        client.stop()
+    logs = squid_logs(node)
+    for secret in (token.token, forged, other_vm.token):
+        assert secret not in logs
+    assert base64.b64encode(("%s:%s" % (token.username, token.token)).encode()).decode() not in logs
