@@ -18,8 +18,10 @@ apt_packages=(python3-venv python3-cryptography git rsync make openssl iproute2 
               podman runc debootstrap)
 if [ "$what" = test ]; then
   # Real components of the integration tests: QEMU with SPICE, a SPICE client on a
-  # virtual screen, and a screenshot tool.
-  apt_packages+=(qemu-system-x86 qemu-utils seabios virt-viewer xvfb imagemagick)
+  # virtual screen, a screenshot tool, squid (the tests start their own on free loopback
+  # ports) and Cyrus SASL (saslpasswd2 and the SCRAM plugin, for VNC with SASL).
+  apt_packages+=(qemu-system-x86 qemu-utils seabios virt-viewer xvfb imagemagick
+                 squid sasl2-bin libsasl2-modules)
 fi
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
@@ -37,6 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests run squid themselves: the distribution's service, started by the install
+  # on a systemd host, is not wanted (it would listen on *:3128).
+  if [[ " ${missing[*]} " == *" squid "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now squid.service >/dev/null 2>&1 || true
+  fi
 fi
 
 mkdir -p "$VMC_WORK"
