@@ -14,6 +14,11 @@ With ``proxy_user`` the module mints the proxy token on the node (the cluster ke
 there) and hands it over inside ``vv.proxy`` (the proxy URL with credentials). This plugin
 drops ``vv`` from every result, so the token too leaves only in the ``.vv`` file and, with
 ``return_secret: true``, as ``proxy_token`` in the ``no_log`` result.
+
+With ``protocol: serial`` there is no ticket: nothing is generated here, the module mints the
+proxy token and hands it over in ``serial_handover``, which this plugin drops from every result
+too; the token leaves only in ``dest`` (one line, mode 0600, the file the returned command reads
+with ``-proxy_pass file:DEST``) and, with ``return_secret: true``, as ``proxy_token``.
 """
 
 from __future__ import annotations
@@ -67,14 +72,18 @@ class ActionModule(ActionBase):
             except ValueError as exc:
                 return dict(result, failed=True, msg=str(exc))
 
+        protocol = args.get("protocol", "spice")
         ticket = args.get("password")
         if isinstance(ticket, int) and not isinstance(ticket, bool):
             ticket = str(ticket)   # YAML reads a digits-only VNC password as a number
-        if ticket is None:
+        if protocol == "serial":
+            if not dest and not return_secret:
+                return dict(result, failed=True,
+                            msg="the proxy token would reach nobody: set dest (a file for the token) or return_secret=true")
+        elif ticket is None:
             if not dest and not return_secret:
                 return dict(result, failed=True,
                             msg="the ticket would reach nobody: set dest (to write a .vv), return_secret=true, or password")
-            protocol = args.get("protocol", "spice")
             if protocol in PROTOCOLS:   # otherwise the module reports the bad protocol
                 ticket = new_ticket(protocol)
         if ticket is not None:
@@ -85,7 +94,10 @@ class ActionModule(ActionBase):
         result.update(self._execute_module(module_name="vmconsole.secure.console_ticket", module_args=args,
                                            task_vars=task_vars))
         self._remove_tmp_path(self._connection._shell.tmpdir)
+        handover = result.pop("serial_handover", None)   # protocol=serial: the minted proxy token
         vv = result.pop("vv", None)   # the module's hand-over to this plugin: what the .vv holds besides the ticket
+        if protocol == "serial":
+            return self._serial_result(result, handover, dest, return_secret)
         if result.get("failed") or result.get("skipped") or vv is None:
             return result
 
@@ -100,5 +112,26 @@ class ActionModule(ActionBase):
             result["ticket"] = ticket
             if result.get("proxy_username") and vv.get("proxy"):
                 result["proxy_token"] = urlsplit(vv["proxy"]).password
+            result["_ansible_no_log"] = True
+        return result
+
+    def _serial_result(self, result, handover, dest, return_secret):
+        """protocol=serial: write the token to dest (the file the returned command reads), return it only if asked."""
+        if result.get("failed") or result.get("skipped"):
+            return result
+        result["dest"] = dest
+        token = (handover or {}).get("proxy_token")
+        if token is None:          # check mode: nothing was minted
+            return result
+        if dest:
+            try:
+                write_file_atomic(dest, token + "\n")
+            except OSError as exc:
+                return dict(result, failed=True,
+                            msg="a proxy token was minted for %s (valid until %s, see the audit log), but writing dest "
+                                "%s failed: %s; revoke it with vmconsole.secure.console_session"
+                                % (result.get("proxy_username"), result.get("proxy_token_expires"), dest, exc))
+        if return_secret:
+            result["proxy_token"] = token
             result["_ansible_no_log"] = True
         return result

@@ -17,6 +17,10 @@ terminal to the serial port.
 The command never holds the token: ``-proxy_pass env:NAME`` makes openssl read it from the
 environment variable NAME (default ``VMC_PROXY_TOKEN``), ``-proxy_pass file:PATH`` from a file,
 so it stays out of shell history, ``ps`` and logs. The proxy username is not secret (squid's access log shows it).
+
+:func:`serial_chardev_port` reads the guest's port from QMP ``query-chardev`` (console_ticket
+``protocol: serial``); :func:`default_client_files` names the client certificate files where
+``playbooks/client_cert.yml`` (pki role, ``client_certificate``) puts them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import p
 
 DEFAULT_PROXY_PORT = 3128
 DEFAULT_TOKEN_ENV = "VMC_PROXY_TOKEN"
+SERIAL_CHARDEV = "vmconsole-serial"         # the chardev id qemu_vm gives a guest's serial console
+DEFAULT_CLIENT_DIR = "~/.vmconsole/pki/%s/clients/%s"   # the pki role's pki_client_dir/<name>, by cluster and name
+
+# query-chardev's "filename" of a TCP socket chardev (QEMU 7.2, chardev/char-socket.c):
+# "disconnected:tcp:127.0.0.1:62000,server=on" while no client is connected,
+# "tcp:127.0.0.1:62000,server=on <-> 127.0.0.1:49996" while one is.
+_CHARDEV_TCP = re.compile(r"(?:disconnected:)?(?:tcp|telnet|websocket|tn3270):(\[[0-9A-Fa-f:.]+\]|[^:\s,\[\]]+):"
+                          r"([0-9]{1,5})(?:,|\s|\Z)")
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -104,7 +116,45 @@ def serial_console_argv(*, node, port, proxy_username, cert_file, key_file, ca_f
     ]
 
 
+def _shell_word(arg):
+    """``arg`` quoted for a POSIX shell; a leading ``~/`` stays unquoted, so the client's shell expands it."""
+    if arg.startswith("~/") and len(arg) > 2:
+        return "~/" + shlex.quote(arg[2:])
+    return shlex.quote(arg)
+
+
 def serial_console_command(*, node, port, proxy_username, cert_file, key_file, ca_file, **options):
-    """The same command as one shell-quoted line (arguments as for :func:`serial_console_argv`)."""
-    return shlex.join(serial_console_argv(node=node, port=port, proxy_username=proxy_username, cert_file=cert_file,
-                                          key_file=key_file, ca_file=ca_file, **options))
+    """The same command as one shell-quoted line (arguments as for :func:`serial_console_argv`).
+
+    A file path that starts with ``~/`` keeps it unquoted: the shell of whoever runs the line
+    expands it to their home folder (in the argv list it is not expanded).
+    """
+    return " ".join(_shell_word(arg) for arg in serial_console_argv(
+        node=node, port=port, proxy_username=proxy_username, cert_file=cert_file, key_file=key_file, ca_file=ca_file,
+        **options))
+
+
+def default_client_files(name, cluster="default"):
+    """``(cert_file, key_file, ca_file)`` of client ``name`` as ``playbooks/client_cert.yml`` writes them.
+
+    The pki role's layout: ``~/.vmconsole/pki/<cluster>/clients/<name>/{clientcert,clientkey,cacert}.pem``
+    (``pki_client_dir``, ``pki_client_name``), on the person's machine.
+    """
+    folder = DEFAULT_CLIENT_DIR % (cluster, name)
+    return tuple("%s/%s.pem" % (folder, base) for base in ("clientcert", "clientkey", "cacert"))
+
+
+def serial_chardev_port(chardevs, label=SERIAL_CHARDEV):
+    """The TCP port of chardev ``label`` in a QMP ``query-chardev`` answer.
+
+    LookupError when there is no such chardev; ValueError when it is not a TCP socket (its
+    filename is in the message).
+    """
+    for chardev in chardevs or ():
+        if isinstance(chardev, dict) and chardev.get("label") == label:
+            filename = chardev.get("filename")
+            found = _CHARDEV_TCP.match(filename) if isinstance(filename, str) else None
+            if found is None or not 1 <= int(found.group(2)) <= 65535:
+                raise ValueError("chardev %s is not a TCP socket (%r)" % (label, filename))
+            return int(found.group(2))
+    raise LookupError("no chardev %s" % label)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: console_ticket
-short_description: Issue a short-lived SPICE or VNC console ticket and write a .vv file for remote-viewer
+short_description: Issue a short-lived SPICE or VNC console ticket (.vv file), or a serial console's proxy token
 version_added: 0.1.0
 description:
   - Sets a one-time password (a I(ticket)) on a running VM's SPICE or VNC console over QMP, with QMP
@@ -50,6 +50,15 @@ description:
   - libvirt starts QEMU with ticketing only when the domain has a C(passwd) on its C(<graphics>) (or C(qemu.conf)
     sets C(spice_password) / C(vnc_password)). Define such domains with a password, for example a random one whose
     C(passwdValidTo) lies in the past.
+  - B(Serial console.) With O(protocol=serial) nothing is set in QEMU and no ticket exists (the serial chardev has no
+    password; the client certificate is the credential, see C(docs/serial-console.md)). The module sends QMP
+    C(query-chardev) only, to read the TCP port of the chardev C(vmconsole-serial) that C(vmconsole.secure.qemu_vm)
+    gives a guest, mints a proxy token for O(proxy_user) and O(vm) (needed; the only thing issued), logs the
+    issuance (protocol C(serial)) and returns the client command RV(command), C(openssl s_client) through the proxy
+    with the person's client certificate. The command never holds the token; with O(dest) the token is written
+    there (mode C(0600)) and the command reads it with C(-proxy_pass file:DEST); without, it reads the environment
+    variable C(VMC_PROXY_TOKEN), and O(return_secret=true) must hand the token over as RV(proxy_token).
+  - O(protocol=serial) is not supported for a O(libvirt_domain) yet.
 requirements:
   - The Python binding of libvirt (C(import libvirt), Debian package C(python3-libvirt)) on the managed node, with
     O(libvirt_domain) only.
@@ -68,6 +77,7 @@ attributes:
     details:
       - In check mode the options, files and the VM's console are checked (QMP queries only, or for a libvirt
         domain its live XML), no ticket is set and no file is written; the task reports a change.
+      - With O(protocol=serial), check mode reads the port and returns RV(command), and mints no proxy token.
   diff_mode:
     support: none
   idempotent:
@@ -92,8 +102,11 @@ options:
   protocol:
     description:
       - Which console of the VM the ticket is for.
+      - V(serial) issues only a proxy token for the guest's TLS serial console and returns the client command (see
+        the description); it needs O(vm) and O(proxy_user), and O(password), O(connected), O(title), O(host_subject)
+        do not apply.
     type: str
-    choices: [spice, vnc]
+    choices: [spice, vnc, serial]
     default: spice
   password:
     description:
@@ -107,6 +120,7 @@ options:
     description:
       - Seconds until the ticket expires, a whole number from 1 to 86400.
       - A client must open the console within this time; an open connection stays open after it.
+      - Not used with O(protocol=serial) (no ticket; O(proxy_token_ttl) sets how long the token is valid).
     type: raw
     default: 30
   connected:
@@ -123,6 +137,8 @@ options:
     description:
       - Host name or address that the C(.vv) file tells remote-viewer to connect to (C(host=)).
       - With a O(proxy), the proxy resolves this name, so it is the cluster node's name as the proxy knows it.
+      - With O(protocol=serial), the C(-connect) target of the command and the name the client verifies in the
+        node's certificate (C(-verify_hostname), or C(-verify_ip) for an address).
       - Default is the inventory name of the host the task runs on (or is delegated to).
     type: str
   proxy:
@@ -130,12 +146,15 @@ options:
       - Public URL of the HTTP CONNECT proxy that remote-viewer tunnels through, for example
         V(http://hv1.example.org:3128) (port 3128 when none is given). SPICE only.
       - With O(proxy_user) it must not hold credentials, because the module puts the proxy username and token there.
+      - With O(protocol=serial), where the client reaches the proxy (C(-proxy HOST:PORT) of the command); default
+        O(console_host) on port 3128.
     type: str
   proxy_user:
     description:
       - The person the console is for. Makes the module mint a proxy token for this person and O(vm) and put
-        it into the C(.vv) as the O(proxy) credentials. Needs O(proxy) and O(vm) or O(libvirt_domain) (not O(socket));
-        SPICE only.
+        it into the C(.vv) as the O(proxy) credentials. Needs O(vm) or O(libvirt_domain) (not O(socket)), and for SPICE
+        O(proxy). SPICE and serial only.
+      - Required with O(protocol=serial), which issues nothing but this token.
       - At most 64 printable characters, e.g. V(alice) or V(alice@example.org). It appears in the proxy
         username (C(alice_40example_2Eorg__web1) for V(alice@example.org) and VM V(web1)) and in the logs.
     type: str
@@ -191,6 +210,8 @@ options:
       - The folder must exist. Omit to write no file.
       - At least one of O(dest), O(return_secret=true) and O(password) is needed, or the ticket would reach
         nobody.
+      - With O(protocol=serial), the file on the controller that gets the proxy token (one line, mode C(0600)),
+        which RV(command) reads with C(-proxy_pass file:DEST); O(dest) or O(return_secret=true) is needed.
     type: path
   ticket_file:
     description:
@@ -210,8 +231,28 @@ options:
       - Return the ticket as RV(ticket), for a later task (for example one that hands the C(.vv) to a web
         service). The whole result is then marked C(no_log), so no callback prints it, while C(register)
         still gets it.
+      - With O(protocol=serial), returns the proxy token as RV(proxy_token) the same way.
     type: bool
     default: false
+  client_cert_file:
+    description:
+      - With O(protocol=serial), the person's client certificate (PEM) B(on the client's machine), for C(-cert) in
+        RV(command). Only used to write the command; nothing reads it.
+      - Default C(~/.vmconsole/pki/default/clients/<proxy_user>/clientcert.pem), where C(playbooks/client_cert.yml)
+        (role C(vmconsole.secure.pki), C(client_certificate)) puts it for cluster C(default). A leading C(~/) stays
+        unquoted in RV(command), so the client's shell expands it (not in RV(argv)).
+    type: str
+  client_key_file:
+    description:
+      - With O(protocol=serial), the client certificate's private key on the client's machine (C(-key)).
+      - Default C(~/.vmconsole/pki/default/clients/<proxy_user>/clientkey.pem).
+    type: str
+  client_ca_file:
+    description:
+      - With O(protocol=serial), the cluster's CA bundle on the client's machine (C(-CAfile)), that the node's
+        certificate must verify against.
+      - Default C(~/.vmconsole/pki/default/clients/<proxy_user>/cacert.pem).
+    type: str
 notes:
   - The ticket goes to the managed node as a C(no_log) module option and is masked in the module's
     invocation and output.
@@ -219,6 +260,9 @@ seealso:
   - name: remote-viewer connection file
     description: The C(.vv) keys, in the CONNECTION FILE section of remote-viewer(1).
     link: https://gitlab.com/virt-viewer/virt-viewer/-/blob/master/docs/remote-viewer.pod
+  - name: The serial console
+    description: docs/serial-console.md, the client command and the security notes.
+    link: https://github.com/vmconsole/secure/blob/main/docs/serial-console.md
   - name: The connect_proxy role
     description: The squid proxy and the helpers that check proxy tokens.
     link: https://github.com/vmconsole/secure/tree/main/roles/connect_proxy
@@ -268,6 +312,20 @@ EXAMPLES = r"""
   become: true
   register: vnc_ticket  # vnc_ticket.ticket holds it; no callback prints this result
 
+- name: Alice's serial console of web1, the token in a 0600 file the command reads
+  vmconsole.secure.console_ticket:
+    vm: web1
+    protocol: serial
+    proxy: http://hv1.example.org:3128
+    proxy_user: alice
+    dest: "{{ playbook_dir }}/web1.token"
+  become: true
+  register: serial
+
+- name: Show the command (no secret in it)
+  ansible.builtin.debug:
+    msg: "{{ serial.command }}"  # openssl s_client -quiet -proxy hv1.example.org:3128 ... -proxy_pass file:/.../web1.token ...
+
 - name: A SPICE ticket for the libvirt domain lv1, set through libvirt (not QMP)
   vmconsole.secure.console_ticket:
     libvirt_domain: lv1
@@ -284,25 +342,26 @@ protocol:
   type: str
   sample: spice
 ttl:
-  description: Lifetime of the ticket in seconds.
+  description: Lifetime of the ticket in seconds (with O(protocol=serial), of the proxy token).
   returned: success
   type: int
   sample: 30
 expires:
   description:
     - When the ticket expires, in whole seconds since the epoch (QEMU's own resolution).
+    - With O(protocol=serial), when the proxy token expires.
     - In check mode, when it would expire.
   returned: success
   type: int
   sample: 1767225630
 tls_port:
   description: The VM's SPICE TLS port on the console host, or null if SPICE has none (and for VNC).
-  returned: success
+  returned: success, for SPICE and VNC
   type: int
   sample: 61001
 port:
   description: The VM's plain SPICE port, or its VNC port; null if there is none.
-  returned: success
+  returned: success, for SPICE and VNC
   type: int
   sample: 5901
 console_host:
@@ -312,17 +371,19 @@ console_host:
   sample: hv1.example.org
 host_subject:
   description: The server certificate subject written to the C(.vv) as C(host-subject=); null for VNC.
-  returned: success
+  returned: success, for SPICE and VNC
   type: str
   sample: C=XX,O=Example,CN=hv1.example.org
 dest:
-  description: Absolute path of the C(.vv) file on the controller; null without O(dest). Not written in check mode.
+  description:
+    - Absolute path of the C(.vv) file on the controller; null without O(dest). Not written in check mode.
+    - With O(protocol=serial), of the file holding the proxy token.
   returned: success
   type: str
   sample: /home/alice/web1.vv
 ticket_file:
   description: The file on the managed node that keeps the SPICE ticket for a migration; null when none is kept.
-  returned: success
+  returned: success, for SPICE and VNC
   type: str
   sample: /run/vmconsole/web1.ticket
 ticket:
@@ -346,8 +407,30 @@ proxy_token_key_id:
   sample: k2026a
 proxy_token:
   description: The proxy token (the proxy password). The result that holds it is marked C(no_log).
-  returned: success, with O(proxy_user) and O(return_secret=true)
+  returned: success, with O(proxy_user) and O(return_secret=true), not in check mode
   type: str
+serial_port:
+  description: The TCP port of the VM's serial console on the node (QEMU's chardev C(vmconsole-serial), 127.0.0.1 only).
+  returned: success, with O(protocol=serial)
+  type: int
+  sample: 62000
+command:
+  description:
+    - The client command as one shell line (C(openssl s_client) through the proxy, see C(docs/serial-console.md)).
+    - It holds no secret; the token comes from O(dest) (C(-proxy_pass file:DEST)) or, without O(dest), from the
+      environment variable C(VMC_PROXY_TOKEN) (C(-proxy_pass env:VMC_PROXY_TOKEN)).
+  returned: success, with O(protocol=serial)
+  type: str
+  sample: >-
+    openssl s_client -quiet -proxy hv1.example.org:3128 -proxy_user alice__web1 -proxy_pass file:/home/alice/web1.token
+    -connect hv1:62000 -cert ~/.vmconsole/pki/default/clients/alice/clientcert.pem
+    -key ~/.vmconsole/pki/default/clients/alice/clientkey.pem -CAfile ~/.vmconsole/pki/default/clients/alice/cacert.pem
+    -verify_return_error -verify_hostname hv1
+argv:
+  description: The same command as a list of arguments, for a process without a shell (a C(~) is not expanded there).
+  returned: success, with O(protocol=serial)
+  type: list
+  elements: str
 """
 
 import socket
@@ -379,6 +462,14 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module impor
     open_qmp,
     qmp_socket_path,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
+    DEFAULT_PROXY_PORT,
+    SERIAL_CHARDEV,
+    default_client_files,
+    serial_chardev_port,
+    serial_console_argv,
+    serial_console_command,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject, subject_from_pem
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     load_proxy_keys,
@@ -403,13 +494,16 @@ def check_options(params, warn=None):
         ttl = validate_ttl(params["ttl"])
     except ValueError as exc:
         raise OptionError(str(exc)) from None
-    if params["password"] is None:
+    if protocol == "serial":
+        check_serial_options(params)
+    elif params["password"] is None:
         raise OptionError("password is missing: the console_ticket action plugin generates the ticket on the controller, "
                           "so run this module as vmconsole.secure.console_ticket through Ansible")
-    try:
-        validate_ticket(protocol, params["password"])
-    except ValueError as exc:
-        raise OptionError("password: %s" % exc) from None
+    else:
+        try:
+            validate_ticket(protocol, params["password"])
+        except ValueError as exc:
+            raise OptionError("password: %s" % exc) from None
     if protocol == "vnc":
         for option in ("proxy", "host_subject"):
             if params[option] is not None:
@@ -441,6 +535,29 @@ def check_options(params, warn=None):
     return ttl
 
 
+def check_serial_options(params):
+    """What protocol=serial refuses, before anything is read or sent: it issues a proxy token and nothing else."""
+    if params["libvirt_domain"] is not None:
+        raise OptionError("protocol=serial is not supported for a libvirt_domain yet: libvirt names the serial chardev "
+                          "differently and its TLS settings are libvirt's; use vm (a qemu_vm guest)")
+    if params["proxy_user"] is None:
+        raise OptionError("protocol=serial needs proxy_user: the serial console has no ticket, the proxy token for "
+                          "that person is the only thing issued (the client certificate is the other credential)")
+    if params["password"] is not None:
+        raise OptionError("password does not apply to protocol=serial: QEMU's serial chardev has no password "
+                          "(the client certificate and the proxy token are the credentials)")
+    if params["connected"] != "keep":
+        raise OptionError("connected=%s is SPICE-only: a serial console takes one client at a time"
+                          % params["connected"])
+    for option in ("host_subject", "title"):
+        if params[option] is not None:
+            raise OptionError("%s does not apply to protocol=serial: it is for a .vv file" % option)
+    for option in ("client_cert_file", "client_key_file", "client_ca_file"):
+        value = params[option]
+        if value is not None and (not value or "\0" in value or "\n" in value or value.startswith("-")):
+            raise OptionError("%s must be a file path on the client's machine, got %r" % (option, value))
+
+
 def vm_name(params):
     """The name the proxy token and the audit log give the VM: ``vm`` or ``libvirt_domain`` (None with ``socket``)."""
     return params["vm"] or params["libvirt_domain"]
@@ -448,11 +565,12 @@ def vm_name(params):
 
 def check_proxy_token_options(params):
     """The options a proxy token needs, before anything is read or sent."""
-    if params["protocol"] != "spice":
-        raise OptionError("proxy_user is SPICE-only: remote-viewer uses a proxy for SPICE consoles only")
-    if params["proxy"] is None:
+    if params["protocol"] == "vnc":
+        raise OptionError("proxy_user is for SPICE and serial consoles only: remote-viewer uses a proxy for SPICE "
+                          "consoles only")
+    if params["proxy"] is None and params["protocol"] == "spice":
         raise OptionError("proxy_user needs proxy (the URL of the CONNECT proxy the token is for)")
-    parts = urlsplit(params["proxy"])
+    parts = urlsplit(params["proxy"] or "")
     if parts.username is not None or parts.password is not None:
         raise OptionError("proxy must not hold credentials with proxy_user: the module puts the proxy username and "
                           "token there")
@@ -475,10 +593,15 @@ def read_proxy_keys(params):
         raise OptionError("proxy_token_key_file: %s" % exc) from None
 
 
+def mint_token(params, keys):
+    """A fresh proxy token for proxy_user and the VM (a ``_tickets.ProxyToken``)."""
+    return mint_proxy_token(keys, params["proxy_user"], vm_name(params), ttl=params["proxy_token_ttl"])
+
+
 def token_proxy_url(params, keys):
     """(the proxy URL with a fresh token as credentials, the minted ProxyToken)."""
     parts = urlsplit(params["proxy"])
-    token = mint_proxy_token(keys, params["proxy_user"], vm_name(params), ttl=params["proxy_token_ttl"])
+    token = mint_token(params, keys)
     return proxy_url(parts.hostname, parts.port or 3128, token.username, token.token), token
 
 
@@ -541,7 +664,7 @@ def issuance_record(params, result):
         "console_ticket",
         protocol=result["protocol"],
         connected=params["connected"] if result["protocol"] == "spice" else None,
-        ticket_expires=result["expires"],
+        ticket_expires=result["expires"] if result["protocol"] != "serial" else None,   # serial: no ticket
         proxy_user=params["proxy_user"],
         proxy_username=result.get("proxy_username"),
         proxy_token_key_id=result.get("proxy_token_key_id"),
@@ -646,6 +769,149 @@ def set_ticket(qmp, protocol, password, ttl, connected):
     return expires
 
 
+def serial_console(qmp):
+    """The TCP port of the VM's serial console (chardev vmconsole-serial), from the read-only query-chardev."""
+    try:
+        return serial_chardev_port(qmp.execute("query-chardev"))
+    except LookupError:
+        raise OptionError("the VM has no serial console: QEMU has no chardev %s (the guest was started with serial: "
+                          "false, or not by vmconsole.secure.qemu_vm) (protocol=serial)" % SERIAL_CHARDEV) from None
+    except ValueError as exc:
+        raise OptionError("the VM's serial console cannot be reached through the proxy: %s (protocol=serial)"
+                          % exc) from None
+
+
+def client_command(params, node, serial_port, username):
+    """(argv, one shell line) of the client command; the token comes from dest's file or VMC_PROXY_TOKEN."""
+    defaults = default_client_files(params["proxy_user"])
+    proxy = urlsplit(params["proxy"]) if params["proxy"] else None
+    args = dict(
+        node=node,
+        port=serial_port,
+        proxy_username=username,
+        cert_file=params["client_cert_file"] or defaults[0],
+        key_file=params["client_key_file"] or defaults[1],
+        ca_file=params["client_ca_file"] or defaults[2],
+        proxy_host=proxy.hostname if proxy else None,
+        proxy_port=(proxy.port or DEFAULT_PROXY_PORT) if proxy else DEFAULT_PROXY_PORT,
+        token_file=params["dest"],
+    )
+    try:
+        return serial_console_argv(**args), serial_console_command(**args)
+    except ValueError as exc:
+        raise OptionError("cannot build the client command: %s" % exc) from None
+
+
+def issue_ticket(module, console, open_audit, *, ttl, ca_pem, host_subject, keys, kept):
+    """protocol=spice or vnc: check the console, set the ticket (and keep it), log it; the result with "vv"."""
+    params = module.params
+    protocol = params["protocol"]
+    password = params["password"]
+    tls_port, port = console.ports(protocol, params["connected"])
+    result = dict(
+        changed=True,
+        protocol=protocol,
+        ttl=ttl,
+        expires=int(time.time()) + ttl,
+        tls_port=tls_port,
+        port=port,
+        console_host=params["console_host"] or socket.gethostname(),
+        host_subject=host_subject,
+        ticket_file=kept,
+    )
+    proxy = params["proxy"]
+    if keys is not None:
+        # The token leaves the node only inside "vv", which the action plugin drops.
+        proxy, token = token_proxy_url(params, keys)
+        result.update(proxy_username=token.username, proxy_token_expires=token.expires,
+                      proxy_token_key_id=token.key_id)
+    # What the .vv holds besides the ticket; the action plugin renders it and drops this key.
+    result["vv"] = dict(
+        protocol=protocol,
+        host=result["console_host"],
+        # With TLS the file offers only the TLS port: every channel is secure anyway.
+        tls_port=tls_port,
+        port=port if tls_port is None else None,
+        proxy=proxy,
+        ca_pem=ca_pem,
+        host_subject=host_subject,
+        title=params["title"],
+    )
+    try:
+        render_vv(password=password, **result["vv"])
+    except ValueError as exc:
+        raise OptionError("cannot write a .vv with these options: %s" % exc) from None
+    clash = masked_somewhere(password, result)
+    if clash:
+        raise OptionError("password: it occurs in %s, which the module returns and Ansible's no_log masking "
+                          "would garble; choose another, or let the module generate one" % clash)
+    if protocol == "spice" and tls_port is None:
+        module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
+    audit = open_audit()   # after the queries, before any change
+    if not module.check_mode:
+        result["expires"] = console.set_ticket(protocol, password, ttl, params["connected"])
+        keep_ticket(kept, password, result["expires"])
+        write_audit(audit, issuance_record(params, result))
+    return result
+
+
+def issue_serial(module, console, open_audit, keys):
+    """protocol=serial: read the port (query-chardev only), mint and log a proxy token; nothing is set in QEMU."""
+    params = module.params
+    token_ttl = validate_token_ttl(params["proxy_token_ttl"])
+    port = console.serial_port()
+    node = params["console_host"] or socket.gethostname()
+    username = proxy_username(params["proxy_user"], vm_name(params))
+    argv, command = client_command(params, node, port, username)
+    result = dict(
+        changed=True,
+        protocol="serial",
+        ttl=token_ttl,
+        expires=int(time.time()) + token_ttl,
+        serial_port=port,
+        console_host=node,
+        proxy_username=username,
+        proxy_token_key_id=keys.current,
+        command=command,
+        argv=argv,
+    )
+    audit = open_audit()   # after the query, before the token
+    if module.check_mode:
+        result["proxy_token_expires"] = result["expires"]   # when a token would expire
+        return result
+    token = mint_token(params, keys)
+    result.update(expires=token.expires, proxy_token_expires=token.expires, proxy_token_key_id=token.key_id)
+    write_audit(audit, issuance_record(params, result))
+    # The token leaves the node only here; the action plugin drops this key from every result.
+    result["serial_handover"] = dict(proxy_token=token.token)
+    return result
+
+
+def issue_on_console(module, work):
+    """``work(console, open_audit)`` on the VM's console, then exit with its result.
+
+    ``open_audit()`` opens the issuance log (closed here at the end). An OptionError or an error
+    of the console fails the module.
+    """
+    audits = []
+
+    def open_audit():
+        audits.append(open_audit_log(module.params["audit_log"], module.check_mode))
+        return audits[-1]
+
+    with open_console(module) as console:
+        try:
+            result = work(console, open_audit)
+        except OptionError as exc:
+            module.fail_json(msg=str(exc))
+        except console.errors as exc:
+            console.fail(exc)
+        finally:
+            for audit in audits:
+                audit.close()
+    module.exit_json(**result)
+
+
 class QMPConsole:
     """The console of a VM reached through its QMP monitor (a qemu_vm guest by ``vm``, or ``socket``)."""
 
@@ -670,6 +936,9 @@ class QMPConsole:
 
     def set_ticket(self, protocol, password, ttl, connected):
         return set_ticket(self.qmp, protocol, password, ttl, connected)
+
+    def serial_port(self):
+        return serial_console(self.qmp)
 
     def fail(self, exc):
         fail_qmp(self.module, exc)
@@ -745,7 +1014,7 @@ def open_console(module):
 def main():
     argument_spec = dict(QMP_ARGUMENT_SPEC, **LIBVIRT_ARGUMENT_SPEC)
     argument_spec.update(
-        protocol=dict(type="str", choices=["spice", "vnc"], default="spice"),
+        protocol=dict(type="str", choices=["spice", "vnc", "serial"], default="spice"),
         password=dict(type="str", no_log=True),
         ttl=dict(type="raw", default=30),
         connected=dict(type="str", choices=["keep", "disconnect", "fail"], default="keep"),
@@ -762,6 +1031,9 @@ def main():
         ticket_file=dict(type="path", no_log=False),
         dest=dict(type="path"),
         return_secret=dict(type="bool", default=False, no_log=False),
+        client_cert_file=dict(type="str"),
+        client_key_file=dict(type="str"),
+        client_ca_file=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -771,7 +1043,6 @@ def main():
     )
     params = module.params
     protocol = params["protocol"]
-    password = params["password"]
     try:
         ttl = check_options(params, module.warn)
         ca_pem, host_subject = tls_settings(params) if protocol == "spice" else (None, None)
@@ -780,63 +1051,11 @@ def main():
         check_ticket_file(kept)
     except OptionError as exc:
         module.fail_json(msg=str(exc))
-
-    audit = None
-    with open_console(module) as console:
-        try:
-            tls_port, port = console.ports(protocol, params["connected"])
-            result = dict(
-                changed=True,
-                protocol=protocol,
-                ttl=ttl,
-                expires=int(time.time()) + ttl,
-                tls_port=tls_port,
-                port=port,
-                console_host=params["console_host"] or socket.gethostname(),
-                host_subject=host_subject,
-                ticket_file=kept,
-            )
-            proxy = params["proxy"]
-            if keys is not None:
-                # The token leaves the node only inside "vv", which the action plugin drops.
-                proxy, token = token_proxy_url(params, keys)
-                result.update(proxy_username=token.username, proxy_token_expires=token.expires,
-                              proxy_token_key_id=token.key_id)
-            # What the .vv holds besides the ticket; the action plugin renders it and drops this key.
-            result["vv"] = dict(
-                protocol=protocol,
-                host=result["console_host"],
-                # With TLS the file offers only the TLS port: every channel is secure anyway.
-                tls_port=tls_port,
-                port=port if tls_port is None else None,
-                proxy=proxy,
-                ca_pem=ca_pem,
-                host_subject=host_subject,
-                title=params["title"],
-            )
-            try:
-                render_vv(password=password, **result["vv"])
-            except ValueError as exc:
-                raise OptionError("cannot write a .vv with these options: %s" % exc) from None
-            clash = masked_somewhere(password, result)
-            if clash:
-                raise OptionError("password: it occurs in %s, which the module returns and Ansible's no_log masking "
-                                  "would garble; choose another, or let the module generate one" % clash)
-            if protocol == "spice" and tls_port is None:
-                module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
-            audit = open_audit_log(params["audit_log"], module.check_mode)   # after the queries, before any change
-            if not module.check_mode:
-                result["expires"] = console.set_ticket(protocol, password, ttl, params["connected"])
-                keep_ticket(kept, password, result["expires"])
-                write_audit(audit, issuance_record(params, result))
-        except OptionError as exc:
-            module.fail_json(msg=str(exc))
-        except console.errors as exc:
-            console.fail(exc)
-        finally:
-            if audit is not None:
-                audit.close()
-    module.exit_json(**result)
+    if protocol == "serial":
+        issue_on_console(module, lambda console, open_audit: issue_serial(module, console, open_audit, keys))
+    else:
+        issue_on_console(module, lambda console, open_audit: issue_ticket(
+            module, console, open_audit, ttl=ttl, ca_pem=ca_pem, host_subject=host_subject, keys=keys, kept=kept))
 
 
 if __name__ == "__main__":

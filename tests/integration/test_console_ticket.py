@@ -287,7 +287,7 @@ def test_vm_name_form_under_run_vmconsole(qemu_factory, pki, tmp_path):
     (dict(ttl="abc"), r"^ttl must be a whole number of seconds, got 'abc' \(not an integer\)$"),
     (dict(ttl=1.5), r"^ttl must be a whole number of seconds .*got 1.5$"),
     (dict(ttl=True), r"^ttl must be a number of seconds, got a boolean"),
-    (dict(protocol="rdp"), r"value of protocol must be one of: spice, vnc, got: rdp"),
+    (dict(protocol="rdp"), r"value of protocol must be one of: spice, vnc, serial, got: rdp"),
     (dict(connected="disconnect", protocol="vnc"), r"^connected=disconnect is SPICE-only: QEMU refuses it for VNC"),
     (dict(connected="fail", protocol="vnc"), r"^connected=fail is SPICE-only"),
     (dict(proxy="http://hv1:3128", protocol="vnc"), r"^proxy is SPICE-only"),

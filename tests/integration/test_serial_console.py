@@ -12,6 +12,9 @@ client is the command docs/serial-console.md documents (built by ``_serial.py``)
 shell with the proxy token in ``VMC_PROXY_TOKEN``: it must show the guest's output and the
 guest's echo of what is typed, and be refused without a client certificate, with a certificate
 of another CA, with a wrong token (407) and towards a port that is not this VM's console (403).
+console_ticket ``protocol: serial`` runs through the real ``ansible`` command against the same
+guest: its QMP ``query-chardev`` finds the port, it mints the token into ``dest``, and the
+command it returns, run as it is, shows the guest.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -29,13 +33,14 @@ import time
 import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
-    DEFAULT_TOKEN_ENV, serial_console_argv, serial_console_command,
+    DEFAULT_TOKEN_ENV, serial_chardev_port, serial_console_argv, serial_console_command,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     mint_proxy_token, new_proxy_key, parse_proxy_keys,
 )
 from ansible_collections.vmconsole.secure.tests import guest_image
 from ansible_collections.vmconsole.secure.tests.integration import _procs
+from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import adhoc
 
 OPENSSL = shutil.which("openssl") or "openssl"
 SERIAL_PORTS = (62000, 62999)
@@ -287,3 +292,76 @@ def test_refusals(serial_node, tmp_path):
     for secret in (token.token, forged, other_vm.token):
         assert secret not in logs
     assert base64.b64encode(("%s:%s" % (token.username, token.token)).encode()).decode() not in logs
+
+
+# --- console_ticket protocol=serial -------------------------------------------------------------------
+
+def run_returned_command(line):
+    """Run a command line as console_ticket returned it (openssl as this test finds it) until the guest shows."""
+    env = dict(os.environ)
+    env.pop(DEFAULT_TOKEN_ENV, None)
+    assert line.startswith("openssl s_client "), line
+    client = Client(OPENSSL + line[len("openssl"):], env=env, shell=True)
+    try:
+        client.wait_for(GUEST_LINE, 30, what="guest output through console_ticket's command")
+    finally:
+        client.stop()
+
+
+def test_console_ticket_serial_issues_a_token_whose_command_shows_the_guest(serial_node, tmp_path):
+    node, vm, pki = serial_node, serial_node["vm"], serial_node["pki"]
+    qmp = vm.qmp()
+    try:
+        chardevs = qmp.execute("query-chardev")
+    finally:
+        qmp.close()
+    assert serial_chardev_port(chardevs) == vm.serial_port, chardevs    # the real QEMU's filename format
+
+    dest, audit_log = tmp_path / "serial1.token", tmp_path / "tickets.log"
+    args = dict(vm=vm.name, socket_dir=os.path.dirname(vm.qmp_path), protocol="serial", console_host=pki.cn,
+                proxy="http://127.0.0.1:%d" % node["squid"].port, proxy_user="alice@example.org",
+                proxy_token_key_file=node["squid"].keys_file, client_cert_file=pki.client_cert_file,
+                client_key_file=pki.client_key_file, client_ca_file=pki.ca_file, dest=str(dest),
+                audit_log=str(audit_log))
+    result, proc = adhoc(args)
+    assert not result.get("failed"), "%s\n%s" % (result.get("msg"), proc.stderr)
+    token = dest.read_text().strip()
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert len(token) > 40 and token not in proc.stdout + proc.stderr
+    assert (result["serial_port"], result["proxy_username"]) == (vm.serial_port, "alice_40example_2Eorg__serial1")
+    assert "-proxy_pass file:%s " % dest in result["command"]
+    record = json.loads(audit_log.read_text())
+    assert (record["protocol"], record["proxy_username"], record["proxy_token_expires"]) == (
+        "serial", result["proxy_username"], result["expires"])
+    run_returned_command(result["command"])
+
+    # Check mode reads the port and returns the command, and mints and writes nothing.
+    dest.unlink()
+    result, proc = adhoc(dict(args, return_secret=True), "--check")
+    assert not result.get("failed") and result["serial_port"] == vm.serial_port, result
+    assert "proxy_token" not in result and not dest.exists() and len(audit_log.read_text().splitlines()) == 1
+
+
+def test_console_playbook_serial_prints_the_command(serial_node, tmp_path):
+    node, vm, pki = serial_node, serial_node["vm"], serial_node["pki"]
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    argv = ["ansible-playbook", "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3",
+            "-vvv", "vmconsole.secure.console", "-e", "vm=%s" % vm.name, "-e", "target=localhost",
+            "-e", "ansible_become=false", "-e", "protocol=serial", "-e", "proxy_user=alice",
+            "-e", "socket_dir=%s" % os.path.dirname(vm.qmp_path), "-e", "console_host=%s" % pki.cn,
+            "-e", "proxy=http://127.0.0.1:%d" % node["squid"].port, "-e", "proxy_token_key_file=%s" % node["squid"].keys_file,
+            "-e", "audit_log=%s" % (tmp_path / "tickets.log"), "-e", "client_cert_file=%s" % pki.client_cert_file,
+            "-e", "client_key_file=%s" % pki.client_key_file, "-e", "client_ca_file=%s" % pki.ca_file]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=str(workdir), env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dest = workdir / ("%s.token" % vm.name)
+    token = dest.read_text().strip()
+    assert len(token) > 40 and token not in proc.stdout + proc.stderr, "the token is in no output at -vvv"
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert "the proxy token is in %s (mode 0600)" % dest in proc.stdout, proc.stdout
+    assert not list(workdir.glob("*.vv"))
+    line = re.search(r'"(openssl s_client [^"]*-proxy_pass file:%s [^"]*)"' % re.escape(str(dest)), proc.stdout)
+    assert line, proc.stdout
+    run_returned_command(line.group(1))

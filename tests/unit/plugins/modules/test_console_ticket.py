@@ -442,3 +442,191 @@ def test_libvirt_domain_without_passwd_gets_a_hint(lv_ticket):
                                   "spice_password, and QEMU refuses tickets; define the domain with a passwd, e.g. a "
                                   "random one with a passwdValidTo in the past)")
     assert len(domain.updates) == 2
+
+
+# --- protocol=serial: a proxy token and the client command, nothing set in QEMU -------------------------
+
+SERIAL_CHARDEVS = [  # QEMU 7.2.22's query-chardev for a qemu_vm guest (read from a real one)
+    {"frontend-open": True, "filename": "disconnected:tcp:127.0.0.1:62017,server=on", "label": "vmconsole-serial"},
+    {"frontend-open": True, "filename": "unix:/run/vmconsole/web1.qmp,server=on", "label": "compat_monitor0"},
+]
+SERIAL_TABLE = {"query-chardev": SERIAL_CHARDEVS}
+
+
+@pytest.fixture
+def serial(ticket, keys_file):
+    """``serial(table=SERIAL_TABLE, check_mode=False, **args)``: protocol=serial for alice and web1."""
+    def run(table=None, check_mode=False, **args):
+        params = dict(vm="web1", protocol="serial", password=None, proxy_user="alice", proxy_token_key_file=keys_file)
+        params.update(args)
+        return ticket(SERIAL_TABLE if table is None else table, check_mode=check_mode, **params)
+    return run
+
+
+def test_serial_reads_the_port_and_mints_only_a_proxy_token(serial, keys_file):
+    before = time.time()
+    result, server = serial(proxy="http://hv1.example.org:3128")
+    assert not result.get("failed"), result
+    assert server.commands == ["qmp_capabilities", "query-chardev"], "one read-only query, nothing set in QEMU"
+    token = result["serial_handover"]["proxy_token"]
+    check = verify_proxy_token(load_proxy_keys(keys_file), result["proxy_username"], token)
+    assert check.ok and (check.user, check.vm, check.key_id) == ("alice", "web1", "k2")
+    assert (result["protocol"], result["serial_port"], result["proxy_username"], result["console_host"]) == (
+        "serial", 62017, "alice__web1", "hv1")
+    assert result["expires"] == result["proxy_token_expires"] == check.expires
+    assert int(before) + 28800 <= result["expires"] <= time.time() + 28800 and result["ttl"] == 28800
+    home = "~/.vmconsole/pki/default/clients/alice/"
+    assert result["argv"] == [
+        "openssl", "s_client", "-quiet", "-proxy", "hv1.example.org:3128", "-proxy_user", "alice__web1",
+        "-proxy_pass", "env:VMC_PROXY_TOKEN", "-connect", "hv1:62017", "-cert", home + "clientcert.pem",
+        "-key", home + "clientkey.pem", "-CAfile", home + "cacert.pem", "-verify_return_error", "-verify_hostname", "hv1"]
+    assert result["command"] == " ".join(result["argv"]) and "\n" not in result["command"]
+    outside = dict(result)
+    del outside["serial_handover"]
+    assert token not in json.dumps(outside), "the token leaves the module only in serial_handover"
+    for key in ("vv", "tls_port", "port", "host_subject", "ticket_file"):
+        assert key not in result
+
+
+def test_serial_port_while_a_client_is_connected_and_client_paths(serial):
+    connected = [dict(SERIAL_CHARDEVS[0], filename="tcp:127.0.0.1:62933,server=on <-> 127.0.0.1:49996")]
+    result, dummy = serial({"query-chardev": connected}, client_cert_file="/home/al ice/c.pem",
+                           client_key_file="~/k.pem", client_ca_file="ca.pem", console_host="10.90.2.11")
+    assert result["serial_port"] == 62933
+    assert result["argv"][result["argv"].index("-proxy") + 1] == "10.90.2.11:3128", "default: the node's own proxy"
+    assert "-cert '/home/al ice/c.pem' -key ~/k.pem -CAfile ca.pem" in result["command"]
+    assert result["command"].endswith("-verify_ip 10.90.2.11")
+
+
+@pytest.mark.parametrize("chardevs, message", [
+    ([SERIAL_CHARDEVS[1]], "the VM has no serial console: QEMU has no chardev vmconsole-serial (the guest was started "
+                           "with serial: false"),
+    ([], "the VM has no serial console"),
+    ([dict(SERIAL_CHARDEVS[0], filename="pty:/dev/pts/3")], "the VM's serial console cannot be reached through the "
+                                                            "proxy: chardev vmconsole-serial is not a TCP socket"),
+])
+def test_serial_without_a_tcp_chardev_mints_nothing(serial, audit_log, chardevs, message):
+    result, server = serial({"query-chardev": chardevs})
+    assert result.get("failed") and result["msg"].startswith(message), result["msg"]
+    assert "serial_handover" not in result and server.commands == ["qmp_capabilities", "query-chardev"]
+    assert not audit_log.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(proxy_user=None), "protocol=serial needs proxy_user: the serial console has no ticket"),
+    (dict(password="Passw0rd"), "password does not apply to protocol=serial"),
+    (dict(connected="disconnect"), "connected=disconnect is SPICE-only"),
+    (dict(title="x"), "title does not apply to protocol=serial"),
+    (dict(vm=None, socket="/run/x.qmp"), "proxy_user needs vm or libvirt_domain (the token names the VM), not socket"),
+    (dict(proxy="http://u:p@hv1:3128"), "proxy must not hold credentials with proxy_user"),
+    (dict(client_key_file="-x"), "client_key_file must be a file path on the client's machine"),
+    (dict(proxy_token_key_file="/nonexistent/keys.json"), "proxy_token_key_file: proxy token keys /nonexistent"),
+])
+def test_serial_refusals_before_connecting(serial, audit_log, args, message):
+    result, server = serial(**args)
+    assert result.get("failed") and result["msg"].startswith(message), result["msg"]
+    assert server.connections == 0 and not audit_log.exists()
+
+
+def test_serial_is_refused_for_a_libvirt_domain(lv_ticket, keys_file):
+    domain = FakeDomain(LV1_XML)
+    result, lib = lv_ticket(domain, protocol="serial", password=None, proxy_user="alice", proxy_token_key_file=keys_file)
+    assert result["msg"].startswith("protocol=serial is not supported for a libvirt_domain yet"), result["msg"]
+    assert lib.calls == [] and domain.updates == []
+
+
+def test_serial_issuance_is_audited_without_the_token(serial, audit_log):
+    result, dummy = serial()
+    text = audit_log.read_text()
+    record = json.loads(text)
+    assert {k: record[k] for k in ("event", "vm", "protocol", "connected", "ticket_expires", "proxy_user",
+                                   "proxy_username", "proxy_token_key_id", "proxy_token_expires")} == dict(
+        event="console_ticket", vm="web1", protocol="serial", connected=None, ticket_expires=None, proxy_user="alice",
+        proxy_username="alice__web1", proxy_token_key_id="k2", proxy_token_expires=result["expires"])
+    assert result["serial_handover"]["proxy_token"] not in text
+
+
+def test_serial_check_mode_reads_and_mints_nothing(serial, audit_log):
+    result, server = serial(check_mode=True)
+    assert not result.get("failed") and result["changed"] is True
+    assert server.commands == ["qmp_capabilities", "query-chardev"]
+    assert "serial_handover" not in result and result["proxy_token_key_id"] == "k2"
+    assert result["serial_port"] == 62017 and "env:VMC_PROXY_TOKEN" in result["command"]
+    assert not audit_log.exists()
+
+
+def test_unwritable_audit_log_mints_no_serial_token(serial, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result, dummy = serial(audit_log=str(tmp_path / "file" / "tickets.log"))
+    assert result["msg"].startswith("audit_log %s cannot be written" % (tmp_path / "file" / "tickets.log"))
+    assert "serial_handover" not in result
+
+
+# Both halves together: the action plugin around the module's main() (fake QMP).
+
+def run_action(run_module, args, check_mode=False):
+    """The console_ticket action plugin with its module run in-process; (result, module args, the module's result)."""
+    from unittest import mock
+
+    from ansible_collections.vmconsole.secure.plugins.action import console_ticket as action
+
+    task = mock.MagicMock()
+    task.args, task.async_val, task.check_mode, task.delegate_to = dict(args), 0, check_mode, None
+    connection = mock.MagicMock()
+    connection._shell.tmpdir = None
+    plugin = action.ActionModule(task, connection, mock.MagicMock(), loader=None, templar=None, shared_loader_obj=None)
+    seen = {}
+
+    def execute_module(module_name, module_args, task_vars):
+        seen.update(args=dict(module_args), result=run_module(console_ticket.main, module_args, check_mode=check_mode))
+        return dict(seen["result"])
+
+    with mock.patch.object(plugin, "_execute_module", side_effect=execute_module), \
+            mock.patch.object(plugin, "_remove_tmp_path"):
+        result = plugin.run(task_vars={"inventory_hostname": "hv1"})
+    return result, seen.get("args"), seen.get("result")
+
+
+@pytest.fixture
+def serial_action(fake_qmp, run_module, keys_file, audit_log):
+    """``serial_action(check_mode=False, **args)`` -> (action result, module args, module result, server)."""
+    def run(check_mode=False, **args):
+        server = fake_qmp(qemu(SERIAL_TABLE), name="web1.qmp")
+        params = dict(vm="web1", socket_dir=os.path.dirname(server.path), protocol="serial", proxy_user="alice",
+                      proxy_token_key_file=keys_file, audit_log=str(audit_log))
+        params.update(args)
+        return run_action(run_module, params, check_mode) + (server,)
+    return run
+
+
+def test_serial_dest_gets_the_token_0600_and_the_command_reads_it(serial_action, keys_file, tmp_path):
+    dest = tmp_path / "web1.token"
+    result, sent, module_result, dummy = serial_action(dest=str(dest))
+    assert not result.get("failed"), result
+    assert "password" not in sent, "no ticket is generated for a serial console"
+    token = module_result["serial_handover"]["proxy_token"]
+    assert dest.read_text() == token + "\n" and stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert "-proxy_pass file:%s " % dest in result["command"] and result["dest"] == str(dest)
+    assert verify_proxy_token(load_proxy_keys(keys_file), result["proxy_username"], token).ok
+    assert token not in repr(result) and "_ansible_no_log" not in result and "serial_handover" not in result
+
+
+def test_serial_token_is_returned_only_with_return_secret(serial_action):
+    result, sent, module_result, dummy = serial_action(return_secret=True)
+    token = module_result["serial_handover"]["proxy_token"]
+    assert result["proxy_token"] == token and result["_ansible_no_log"] is True
+    assert "env:VMC_PROXY_TOKEN" in result["command"] and token not in result["command"]
+    assert "ticket" not in result and "serial_handover" not in result
+
+
+def test_serial_token_that_would_reach_nobody_is_not_minted(serial_action, audit_log):
+    result, sent, module_result, server = serial_action()
+    assert result["msg"] == "the proxy token would reach nobody: set dest (a file for the token) or return_secret=true"
+    assert sent is None and server.connections == 0 and not audit_log.exists()
+
+
+def test_serial_check_mode_writes_nothing(serial_action, tmp_path, audit_log):
+    dest = tmp_path / "web1.token"
+    result, sent, module_result, dummy = serial_action(check_mode=True, dest=str(dest), return_secret=True)
+    assert not result.get("failed") and "proxy_token" not in result and "file:%s" % dest in result["command"]
+    assert not dest.exists() and not audit_log.exists()
