@@ -14,7 +14,7 @@ options:
   vm:
     description:
       - Name of the VM. Its QMP socket is O(socket_dir)/C(<vm>.qmp).
-      - Exactly one of O(vm) and O(socket) (or O(libvirt_domain), where the module has it) is required.
+      - Exactly one of O(vm) and O(socket) (or C(libvirt_domain), where the module has it) is required.
     type: str
   socket:
     description:

@@ -263,7 +263,6 @@ def subject_matches(der, text):
                for (oid, value, dummy), (want_oid, want_value) in zip(entries, wanted))
 
 
-
 def tls_handshake(sock, context, *, address, timeout, mismatch, unreachable, server_hostname=None, hint=""):
     """Wrap ``sock`` in TLS with ``context``: the one TLS start of the console probes.
 
