@@ -146,7 +146,13 @@ options:
   target_cert_subject:
     description:
       - Subject of the target's SPICE server certificate in spice-gtk's form (C(C=XX,O=Example,CN=hv2)), from the
-        PKI facts (C(vmconsole_pki_host_subject) of the target). Required with O(target_tls_port).
+        PKI facts (C(vmconsole_pki_host_subject) of the target). With O(target_tls_port), this or
+        O(target_cert_pem) is required.
+    type: str
+  target_cert_pem:
+    description:
+      - The target's SPICE server certificate (PEM text), instead of O(target_cert_subject) - the module reads the
+        subject from it in spice-gtk's form, as the pki role does for C(vmconsole_pki_host_subject).
     type: str
   clients:
     description:
@@ -410,7 +416,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module impor
     open_qmp,
     qmp_socket_path,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject
+from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject, subject_from_pem
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import validate_ticket, validate_ttl
 
 SOURCE_STEPS = ("announce", "migrate")
@@ -427,6 +433,7 @@ STEP_OPTIONS = dict(
     target_tls_port=("announce",),
     target_port=("announce",),
     target_cert_subject=("announce",),
+    target_cert_pem=("announce",),
 )
 
 
@@ -504,10 +511,15 @@ def check_announce_options(params):
         port = params[option]
         if port is not None and not 1 <= port <= 65535:
             raise StepError("%s must be a port number from 1 to 65535, got %d" % (option, port))
+    if params["target_cert_pem"]:
+        try:
+            params["target_cert_subject"] = subject_from_pem(params["target_cert_pem"])
+        except ValueError as exc:
+            raise StepError("target_cert_pem is not a PEM certificate: %s" % exc) from None
     if params["target_tls_port"] is not None:
         if not params["target_cert_subject"]:
-            raise StepError("target_tls_port needs target_cert_subject: the clients check the target's SPICE "
-                            "certificate against it (vmconsole_pki_host_subject of the target)")
+            raise StepError("target_tls_port needs target_cert_subject or target_cert_pem: the clients check the "
+                            "target's SPICE certificate against it (vmconsole_pki_host_subject of the target)")
     if params["target_cert_subject"]:
         try:
             parse_subject(params["target_cert_subject"])
@@ -783,6 +795,7 @@ def main():
         target_tls_port=dict(type="int"),
         target_port=dict(type="int"),
         target_cert_subject=dict(type="str"),
+        target_cert_pem=dict(type="str"),
         clients=dict(type="list", elements="dict", default=[],
                      options=dict(connection_id=dict(type="int", required=True), channels=dict(type="int", default=1))),
         wait_clients_timeout=dict(type="float", default=8),
@@ -791,7 +804,7 @@ def main():
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
-        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE,
+        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE + [("target_cert_subject", "target_cert_pem")],
         required_one_of=QMP_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )

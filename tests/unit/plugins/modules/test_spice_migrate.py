@@ -212,6 +212,19 @@ def test_announce_tells_the_clients_where_the_vm_goes(step):
     assert result["warned"] == []
 
 
+def test_announce_reads_the_subject_from_the_target_certificate(step):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    from ansible_collections.vmconsole.secure.tests.unit.fakespice import issue_cert, make_ca, pem
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example, Inc"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "hv2")])
+    dummy, cert = issue_cert(make_ca(), name)
+    table = {"query-status": RUNNING, "query-spice": spice(7), "client_migrate_info": {}}
+    result, server = step("announce", table, **dict(ANNOUNCE, target_cert_subject=None, target_cert_pem=pem(cert)))
+    assert sent(server, "client_migrate_info")[0]["cert-subject"] == "C=XX,O=Example\\, Inc,CN=hv2"
+
+
 def test_announce_without_clients_still_announces(step):
     table = {"query-status": RUNNING, "query-spice": spice(), "client_migrate_info": {}}
     result, server = step("announce", table, **ANNOUNCE)
@@ -424,7 +437,10 @@ def test_confirm_fails_when_the_migration_did_not_arrive(step):
     ("incoming", dict(migration_uri=URI, ticket_ttl=0), r"^ticket_ttl: ttl must be between 1 and 86400 seconds"),
     ("announce", dict(ANNOUNCE, target_host=None), r"^step=announce needs target_host"),
     ("announce", dict(target_host="hv2"), r"^step=announce needs target_tls_port"),
-    ("announce", dict(ANNOUNCE, target_cert_subject=None), r"^target_tls_port needs target_cert_subject"),
+    ("announce", dict(ANNOUNCE, target_cert_subject=None), r"^target_tls_port needs target_cert_subject or target_cert_pem"),
+    ("announce", dict(ANNOUNCE, target_cert_subject=None, target_cert_pem="not a certificate"),
+     r"^target_cert_pem is not a PEM certificate: no PEM certificate"),
+    ("announce", dict(ANNOUNCE, target_cert_pem="x"), r"parameters are mutually exclusive: target_cert_subject\|target_cert_pem"),
     ("announce", dict(ANNOUNCE, target_tls_port=70000), r"^target_tls_port must be a port number from 1 to 65535"),
     ("announce", dict(ANNOUNCE, target_cert_subject="CN=a,X=b"), r"^target_cert_subject: host subject: unknown attribute"),
     ("wait_clients", dict(wait_clients_timeout=-1), r"^wait_clients_timeout must be 0 or more seconds"),
