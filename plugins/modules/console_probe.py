@@ -260,6 +260,14 @@ sasl_mechanism:
   returned: always
   type: str
   sample: SCRAM-SHA-256
+security_types:
+  description:
+    - The RFB security types the VNC server offered (19 is VeNCrypt, 2 VNC authentication, 1 none), or null when
+      the probe did not get that far, and for SPICE.
+  returned: always
+  type: list
+  elements: int
+  sample: [19]
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -303,7 +311,7 @@ def probe(params):
                                 client_key=params["client_key"], sasl_user=params["vnc_sasl_user"], **ca)
         return dict(status=result["status"], detail=result["detail"], link_result=None, http_status=None,
                     subject=result["subject"], vencrypt_subtype=result["vencrypt_subtype"],
-                    sasl_mechanism=result["sasl_mechanism"])
+                    sasl_mechanism=result["sasl_mechanism"], security_types=result["security_types"])
 
     for option in ("client_cert", "client_key", "vnc_sasl_user"):
         if params[option] is not None:
@@ -316,7 +324,7 @@ def probe(params):
     result = spice_link_probe(params["host"], params["port"], params["ticket"], ca_pem=ca_pem,
                               host_subject=params["host_subject"], proxy=proxy, tls=params["tls"],
                               timeout=params["timeout"])
-    return dict(result, vencrypt_subtype=None, sasl_mechanism=None)
+    return dict(result, vencrypt_subtype=None, sasl_mechanism=None, security_types=None)
 
 
 def main():

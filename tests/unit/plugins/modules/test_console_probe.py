@@ -44,6 +44,7 @@ def test_sasl_probe_through_the_module(run_module, vencrypt, tls):
     result = run_module(console_probe.main, args, check_mode=True)
     assert (result["status"], result["changed"], result["vencrypt_subtype"]) == ("accepted", False, 263)
     assert (result["sasl_mechanism"], result["subject"], result["link_result"]) == ("SCRAM-SHA-256", "CN=node1", None)
+    assert result["security_types"] == [19]
     assert PASSWORD not in str(result)
 
     result = run_module(console_probe.main, dict(args, ticket=PASSWORD + "x"))
