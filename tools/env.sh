@@ -9,7 +9,9 @@ export VMC_ROOT VMC_WORK VMC_VENV VMC_COLLECTIONS
 export PATH="$VMC_VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$VMC_COLLECTIONS"
 export ANSIBLE_CONFIG="$VMC_ROOT/ansible.cfg"
-# The lab's podman: runc, cgroupfs and explicit ulimits (see lab/README.md for why).
+# The lab's connection (lab/plugins/connection/lab_podman.py: podman with pipelining).
+export ANSIBLE_CONNECTION_PLUGINS="$VMC_ROOT/lab/plugins/connection"
+# The lab's podman: runc, cgroupfs and explicit ulimits (see lab/containers.conf for why).
 export CONTAINERS_CONF="$VMC_ROOT/lab/containers.conf"
 export CONTAINERS_STORAGE_CONF="$VMC_ROOT/lab/storage.conf"
 export PYTHONPATH="$VMC_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}"

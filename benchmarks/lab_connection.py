@@ -1,0 +1,101 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""What the lab's connection saves per task, against the connection it extends.
+
+Run from the repository root after `. tools/env.sh`:  python benchmarks/lab_connection.py [--runs N] [--tasks N]
+
+Starts one lab container (the stack image, systemd as PID 1) of its own and runs the same
+playbook (N `ansible.builtin.command` tasks and one `ansible.builtin.copy`) with
+`lab_podman` (lab/plugins/connection: modules piped into `podman exec --interactive`)
+and with `containers.podman.podman` (mount, then mkdir, copy, chmod + run, rm per task),
+interleaved, plus the floor under both: `podman exec` of `true` as many times as there
+are tasks. Prints medians, seconds per task and the ratios. The container is removed at
+the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAME = "vmc-bench-connection-%d" % os.getpid()
+
+PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.command: "true"
+      loop: "{{ range(%d) | list }}"
+      changed_when: false
+    - ansible.builtin.copy:
+        content: "bench\\n"
+        dest: /root/bench
+        mode: "0600"
+"""
+
+
+def run(argv, **kwargs):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, **kwargs)
+    if proc.returncode != 0:
+        raise SystemExit("%s failed (rc %d):\n%s" % (" ".join(argv), proc.returncode, proc.stdout[-3000:]))
+    return proc.stdout
+
+
+def timed(argv, **kwargs):
+    start = time.perf_counter()
+    run(argv, **kwargs)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=20)
+    args = parser.parse_args()
+
+    image = run([os.path.join(ROOT, "lab", "build-image.sh"), "stack"]).strip().splitlines()[-1]
+    run(["podman", "run", "--detach", "--privileged", "--systemd=always", "--tmpfs=/tmp", "--name", NAME, image])
+    try:
+        run(["timeout", "90", "podman", "exec", NAME, "systemctl", "is-system-running", "--wait"])
+        with tempfile.TemporaryDirectory() as tmp:
+            playbook = os.path.join(tmp, "bench.yml")
+            with open(playbook, "w") as f:
+                f.write(PLAYBOOK % args.tasks)
+            common = ["ansible-playbook", "-i", NAME + ",", "-e", "ansible_python_interpreter=/usr/bin/python3",
+                      "-e", "ansible_user=root", playbook]
+            sides = {
+                "lab_podman": common + ["-c", "lab_podman"],
+                "containers.podman.podman": common + ["-c", "containers.podman.podman"],
+            }
+            floor = "podman exec true x%d" % (args.tasks + 1)
+            times = {name: [] for name in list(sides) + [floor]}
+            for _run in range(args.runs):
+                for name, argv in sides.items():
+                    times[name].append(timed(argv))
+                times[floor].append(timed(["sh", "-c", 'for i in $(seq %d); do podman exec "$0" true; done' % (args.tasks + 1),
+                                           NAME]))
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "2", NAME], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+
+    tasks = args.tasks + 1
+    med = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in med.items():
+        print("%-42s %7.2f s  %6.3f s/task  (%d runs)" % (name, value, value / tasks, args.runs))
+    print("%-42s %7.2f" % ("ratio containers.podman.podman / lab_podman",
+                           med["containers.podman.podman"] / med["lab_podman"]))
+    print("%-42s %7.2f" % ("ratio lab_podman / podman exec floor", med["lab_podman"] / med[floor]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
