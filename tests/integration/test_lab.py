@@ -101,3 +101,33 @@ def test_a_stale_lab_is_refused_and_destroy_leaves_nothing(tmp_path, lab_name):
     assert leftovers(lab_name) == []
     assert not (tmp_path / "lab" / lab_name).exists()
     assert playbook(DESTROY, spec, tmp_path).returncode == 0, "destroying an absent lab is not an error"
+
+
+def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_name):
+    """lab_podman: a module runs with one `podman exec` (nothing copied into the host), and
+    copy and fetch (which do copy files) still work."""
+    spec = lab_spec(tmp_path, lab_name, [
+        {"name": "hv1", "groups": ["hypervisors"], "addresses": {"cluster": "10.89.203.11"}},
+    ], 203)
+    created = playbook(CREATE, spec, tmp_path)
+    assert created.returncode == 0, created.stdout[-3000:]
+    inventory = tmp_path / "lab" / lab_name / "inventory.yml"
+    env = dict(os.environ, VMC_WORK=str(tmp_path), ANSIBLE_NOCOLOR="1")
+
+    def adhoc(module, args, *extra):
+        return subprocess.run(["ansible", "-i", str(inventory), "hv1", "-m", module, "-a", args, *extra],
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    ran = adhoc("ansible.builtin.command", "cat /etc/hostname", "-vvv")
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    assert "hv1" in ran.stdout
+    podman_runs = [line for line in ran.stdout.splitlines() if "RUN [" in line]
+    assert len(podman_runs) == 1 and "b'--interactive'" in podman_runs[0], "\n".join(podman_runs) or ran.stdout[-3000:]
+    assert "PUT " not in ran.stdout, "the module was copied instead of piped"
+
+    copied = adhoc("ansible.builtin.copy", "content='lab\n' dest=/root/copied mode=0600")
+    assert copied.returncode == 0 and "CHANGED" in copied.stdout, copied.stdout[-3000:]
+    fetched = adhoc("ansible.builtin.fetch", f"src=/root/copied dest={tmp_path}/fetched/ flat=true")
+    assert fetched.returncode == 0, fetched.stdout[-3000:]
+    assert (tmp_path / "fetched" / "copied").read_text() == "lab\n"
+    assert playbook(DESTROY, spec, tmp_path).returncode == 0
