@@ -6,10 +6,15 @@
 # anything failed, and the last line counts tests in pytest's "N passed, N failed" form
 # (pytest tests counted one by one; lint, sanity and each scenario count as one test).
 #
+# The end is a time table: every stage and every scenario with its seconds (also in
+# .work/test/times.tsv), so each change shows what it cost.
+#
 # Usage: tools/test.sh [stage...]   stages: lint sanity unit integration molecule
+# VMC_MOLECULE_JOBS: scenarios run at once (default 3; 2 cores do not gain from more).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+t0=$(date +%s)
 bash tools/bootstrap.sh test || exit 1
 # shellcheck source=tools/env.sh
 . tools/env.sh
@@ -18,6 +23,8 @@ stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(lint sanity unit integration molecule)
 out=$VMC_WORK/test
 rm -rf "$out"; mkdir -p "$out"
+times=$out/times.tsv
+printf 'bootstrap\t%s\t0\n' "$(( $(date +%s) - t0 ))" > "$times"
 passed=0 failed=0 skipped=0
 failures=()
 
@@ -53,6 +60,7 @@ timed() {  # name command...
   start=$(date +%s)
   "$@"; rc=$?
   echo "-- $name: rc=$rc in $(( $(date +%s) - start )) s"
+  printf '%s\t%s\t%s\n' "$name" "$(( $(date +%s) - start ))" "$rc" >> "$times"
   return $rc
 }
 
@@ -84,35 +92,68 @@ for stage in "${stages[@]}"; do
     ;;
   integration)
     note "integration tests (pytest tests/integration: real QEMU, Xvfb, remote-viewer)"
-    timed integration pytest -q -p no:cacheprovider tests/integration --junitxml="$out/integration.xml"
+    # Two workers (one per core), each test file on one worker: files share no process,
+    # port or display (each test takes free ones and retries a lost race).
+    timed integration pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration --junitxml="$out/integration.xml"
     count_junit integration $? "$out/integration.xml"
     ;;
   molecule)
-    note "molecule scenarios (in parallel, one process each)"
-    # Build the shared base image once before the scenarios race for it.
-    lab/build-image.sh >/dev/null || { count_one lab-image 1; continue; }
+    note "molecule scenarios (${VMC_MOLECULE_JOBS:-3} at a time, one process each, longest first)"
+    mstart=$(date +%s)
+    # Build the lab images once before the scenarios race for them.
+    if ! timed lab-images bash -c 'lab/build-image.sh base >/dev/null && lab/build-image.sh stack >/dev/null'; then
+      count_one lab-images 1; continue
+    fi
+    # Longest first (the order of the last run's times, when there is one), so the
+    # longest scenario never starts last.
     scenarios=()
-    for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
+    while read -r s; do scenarios+=("$s"); done < <(python3 - "$VMC_WORK/molecule-times.tsv" molecule/*/molecule.yml <<'PY'
+import os, sys
+last = {}
+try:
+    for line in open(sys.argv[1]):
+        name, secs = line.split("\t")[:2]
+        last[name] = int(secs)
+except (OSError, ValueError):
+    pass
+names = [os.path.basename(os.path.dirname(p)) for p in sys.argv[2:]]
+# qemu_source compiles QEMU: the longest when nothing is known.
+for n in sorted(names, key=lambda n: (-last.get(n, 10**6 if n == "qemu_source" else 0), n)):
+    print(n)
+PY
+    )
     declare -A pids=()
+    running() { local n=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done; echo $n; }
     for s in "${scenarios[@]}"; do
+      while [ "$(running)" -ge "${VMC_MOLECULE_JOBS:-3}" ]; do sleep 2; done
       ( start=$(date +%s); molecule test -s "$s" >"$out/molecule-$s.log" 2>&1; rc=$?
-        echo "-- molecule $s: rc=$rc in $(( $(date +%s) - start )) s" >>"$out/molecule-$s.log"; exit $rc ) &
+        echo $(( $(date +%s) - start )) > "$out/molecule-$s.secs"; exit $rc ) &
       pids[$s]=$!
     done
+    : > "$out/molecule-times.tsv"
     for s in "${scenarios[@]}"; do
       wait "${pids[$s]}"; rc=$?
-      tail -n 1 "$out/molecule-$s.log"
+      secs=$(cat "$out/molecule-$s.secs" 2>/dev/null || echo 0)
+      echo "-- molecule $s: rc=$rc in $secs s" | tee -a "$out/molecule-$s.log"
+      printf 'molecule %s\t%s\t%s\n' "$s" "$secs" "$rc" >> "$times"
+      printf '%s\t%s\n' "$s" "$secs" >> "$out/molecule-times.tsv"
       if [ $rc != 0 ]; then
         echo "---- molecule $s failed; the end of its log ($out/molecule-$s.log):"
         grep -v '^\s*$' "$out/molecule-$s.log" | tail -n 60
       fi
       count_one "molecule-$s" $rc
     done
+    cp "$out/molecule-times.tsv" "$VMC_WORK/molecule-times.tsv"
+    printf 'molecule (wall)\t%s\t0\n' "$(( $(date +%s) - mstart ))" >> "$times"
     ;;
   *) echo "unknown stage: $stage (lint sanity unit integration molecule)"; exit 2 ;;
   esac
 done
 
+printf 'total\t%s\t0\n' "$(( $(date +%s) - t0 ))" >> "$times"
+echo
+echo "time table (seconds; scenarios overlap, 'molecule (wall)' is their stage):"
+awk -F '\t' '{ printf "  %-28s %6d%s\n", $1, $2, ($3 != 0 ? "  (failed)" : "") }' "$times"
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed stages: ${failures[*]}"
 echo "summary: $passed passed, $failed failed, $skipped skipped"
