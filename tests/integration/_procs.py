@@ -38,15 +38,22 @@ PORT_TAKEN_MARKERS = ("Failed to open SPICE sockets", "Address already in use")
 
 # --- small helpers -------------------------------------------------------------------------
 
-def wait_until(predicate, timeout, interval=0.05, what="condition"):
-    """Poll ``predicate()`` until it returns a true value (returned) or ``timeout`` passes."""
+def wait_until(predicate, timeout, interval=0.05, what="condition", logs=None):
+    """Poll ``predicate()`` until it returns a true value (returned) or ``timeout`` passes.
+
+    ``logs`` names the logs of the daemons waited for, ``{label: path}``: a timeout quotes
+    their ends, so a failure shows what the daemon said, not only that it was slow.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise TimeoutError("timed out after %.1f s waiting for %s" % (timeout, what))
+            message = "timed out after %.1f s waiting for %s" % (timeout, what)
+            for label, path in (logs or {}).items():
+                message += "\n--- %s (%s), its end:\n%s" % (label, path, read_log(path, 4000))
+            raise TimeoutError(message)
         time.sleep(interval)
 
 
@@ -553,6 +560,11 @@ class Squid:
 
     def log(self):
         return read_log(self.cache_log)
+
+    @property
+    def logs(self):
+        """Its logs, for ``wait_until(..., logs=squid.logs)``."""
+        return {"squid cache.log": self.cache_log, "squid access.log": self.access_log}
 
     def stop(self):
         if self.proc is not None:

@@ -95,7 +95,7 @@ class Node:
             result = self.probe(token, vm)
             return result if result["http_status"] == 407 else None
         return _procs.wait_until(refused, SQUID_CREDENTIALS_TTL + 5, interval=0.5,
-                                 what="squid to refuse the revoked token")
+                                 what="squid to refuse the revoked token", logs=self.squid.logs)
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ def test_valid_token_reaches_the_vm_through_squid(node):
     assert node.probe(token, ticket="WrongT1cket")["status"] == "refused", "QEMU still checks the ticket"
     # The audit trail: who (user and VM, decoded), where to, status; never the token.
     _procs.wait_until(lambda: "CONNECT %s:%d 200" % (node.name, node.vm.tls_port) in _procs.read_log(node.squid.access_log),
-                      5, what="squid's access log")
+                      5, what="squid's access log", logs=node.squid.logs)
     line = [x for x in _procs.read_log(node.squid.access_log).splitlines() if " 200 " in x][0]
     assert " %s user=alice;vm=%s CONNECT " % (token.username, node.vm.name) in line, line
     assert_no_secret_in_logs(node, token.token, TICKET)
@@ -217,13 +217,15 @@ def test_remote_viewer_connects_through_squid(node, xvfb, tmp_path):
         try:
             event = qmp.wait_event("SPICE_INITIALIZED", 30, match=lambda e: e["data"]["client"]["channel-type"] == MAIN)
             assert event["data"]["client"]["tls"] is True
-            _procs.wait_until(lambda: "main channel: opened" in _procs.read_log(log_path), 10, what="remote-viewer's log")
+            _procs.wait_until(lambda: "main channel: opened" in _procs.read_log(log_path), 10, what="remote-viewer's log",
+                              logs={"remote-viewer": log_path, **node.squid.logs})
         finally:
             _procs.stop_process(viewer)
     # squid writes a tunnel's line when the tunnel ends: after the viewer is gone, not at once.
     line = "%s user=alice@example.org;vm=%s CONNECT %s:%d 200" % (
         result["proxy_username"], node.vm.name, node.name, node.vm.tls_port)
-    _procs.wait_until(lambda: line in _procs.read_log(node.squid.access_log), 15, what="squid's access log line")
+    _procs.wait_until(lambda: line in _procs.read_log(node.squid.access_log), 15, what="squid's access log line",
+                      logs=node.squid.logs)
     record = json.loads(audit.read_text())
     assert (record["proxy_user"], record["vm"], record["proxy_token_expires"]) == (
         "alice@example.org", node.vm.name, result["proxy_token_expires"])
@@ -294,7 +296,8 @@ def test_squid_restarts_a_killed_helper(node):
         result = node.probe(node.token(user="after-%d" % time.monotonic_ns()))
         return result if result["status"] == "accepted" else None
 
-    _procs.wait_until(fresh_probe, 15, interval=0.5, what="a console through squid after the helpers were killed")
+    _procs.wait_until(fresh_probe, 15, interval=0.5, what="a console through squid after the helpers were killed",
+                      logs=node.squid.logs)
     assert node.squid.proc.poll() is None
     alive = node.squid.helper_pids("auth") + node.squid.helper_pids("acl")
     assert alive and not set(alive) & set(killed)

@@ -208,7 +208,8 @@ def test_one_liner_shows_the_guest_and_echoes_what_is_typed(serial_node):
     # squid logged who reached which port (user and VM decoded), never the token.
     entry = "%s user=alice@example.org;vm=%s CONNECT %s:%d 200" % (token.username, vm.name, node["pki"].cn,
                                                                    vm.serial_port)
-    _procs.wait_until(lambda: entry in _procs.read_log(node["squid"].access_log), 15, what="squid's access log line")
+    _procs.wait_until(lambda: entry in _procs.read_log(node["squid"].access_log), 15, what="squid's access log line",
+                      logs=node["squid"].logs)
     assert token.token not in squid_logs(node)
 
 
