@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The built-in demo lab outside Molecule (same create/destroy playbooks as the scenarios).
-#   tools/lab.sh up     start hv1, hv2 and client (kept when already running)
-#   tools/lab.sh down   remove every container, network and volume of the lab
+#   tools/lab.sh up     start hv1..hvN and client (kept when already running); N = $NODES
+#                       (default 2; `make lab-up NODES=8`), hosts from lab/topology.py
+#   tools/lab.sh down   remove every container, network and volume of the lab (any size)
 # The inventory is written to .work/lab/vmc-demo/inventory.yml (ansible.cfg points there).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +16,10 @@ esac
 . tools/env.sh
 [ -x "$VMC_VENV/bin/ansible-playbook" ] || { echo "no venv yet: run tools/bootstrap.sh" >&2; exit 1; }
 if [ "$1" = up ]; then
-  ansible-playbook molecule/shared/create.yml -e @lab/demo.yml
+  mkdir -p "$VMC_WORK/lab"
+  hosts="$VMC_WORK/lab/vmc-demo-hosts.json"
+  python3 lab/topology.py "${NODES:-2}" "${GUEST_MEMORY:-128M}" > "$hosts"
+  ansible-playbook molecule/shared/create.yml -e @lab/demo.yml -e "@$hosts"
 else
   ansible-playbook molecule/shared/destroy.yml -e @lab/demo.yml
 fi
