@@ -117,8 +117,10 @@ try:
 except (OSError, ValueError):
     pass
 names = [os.path.basename(os.path.dirname(p)) for p in sys.argv[2:]]
-# qemu_source compiles QEMU: the longest when nothing is known.
-for n in sorted(names, key=lambda n: (-last.get(n, 10**6 if n == "qemu_source" else 0), n)):
+# Without a last run (a fresh clone): seconds measured on 2026-12-06, cold compiler cache.
+known = {"qemu_source": 1546, "migration": 1022, "libvirt": 722, "proxy": 657, "qemu": 516, "pki": 402,
+         "firewall": 343}
+for n in sorted(names, key=lambda n: (-last.get(n, known.get(n, 0)), n)):
     print(n)
 PY
     )
