@@ -154,8 +154,8 @@ done
 
 printf 'total\t%s\t0\n' "$(( $(date +%s) - t0 ))" >> "$times"
 echo
-echo "time table (seconds; scenarios overlap, 'molecule (wall)' is their stage):"
-awk -F '\t' '{ printf "  %-28s %6d%s\n", $1, $2, ($3 != 0 ? "  (failed)" : "") }' "$times"
+echo "time table (seconds; scenarios overlap, 'molecule (wall)' is their stage; under each scenario its phases):"
+python3 tools/time_table.py "$out"
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed stages: ${failures[*]}"
 echo "summary: $passed passed, $failed failed, $skipped skipped"
