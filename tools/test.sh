@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# All tests of vmconsole.secure, in the order a reviewer would read them:
-#   lint -> ansible-test sanity -> unit -> integration (real QEMU, Xvfb, remote-viewer)
-#   -> every Molecule scenario (real podman labs, independent scenarios in parallel).
+# All tests of vmconsole.secure: ansible-lint, ansible-test sanity, unit, integration
+# (real QEMU, squid, Xvfb, remote-viewer) and every Molecule scenario (real podman labs).
+# The integration tests run first, alone; then the scenarios run in the background (a
+# few at a time) while lint, sanity and unit run in the foreground.
 # Every stage runs even when an earlier one failed; the exit status is non-zero when
 # anything failed, and the last line counts tests in pytest's "N passed, N failed" form
 # (pytest tests counted one by one; lint, sanity and each scenario count as one test).
@@ -64,8 +65,8 @@ timed() {  # name command...
   return $rc
 }
 
-for stage in "${stages[@]}"; do
-  case $stage in
+run_stage() {  # stage
+  case $1 in
   lint)
     note "ansible-lint (profile production)"
     timed ansible-lint ansible-lint --nocolor; count_one ansible-lint $?
@@ -97,17 +98,22 @@ for stage in "${stages[@]}"; do
     timed integration pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration --junitxml="$out/integration.xml"
     count_junit integration $? "$out/integration.xml"
     ;;
-  molecule)
-    note "molecule scenarios (${VMC_MOLECULE_JOBS:-3} at a time, one process each, longest first)"
-    mstart=$(date +%s)
-    # Build the lab images once before the scenarios race for them.
-    if ! timed lab-images bash -c 'lab/build-image.sh base >/dev/null && lab/build-image.sh stack >/dev/null'; then
-      count_one lab-images 1; continue
-    fi
-    # Longest first (the order of the last run's times, when there is one), so the
-    # longest scenario never starts last.
-    scenarios=()
-    while read -r s; do scenarios+=("$s"); done < <(python3 - "$VMC_WORK/molecule-times.tsv" molecule/*/molecule.yml <<'PY'
+  esac
+}
+
+# The Molecule stage, in the background: the lab images, then the scenarios
+# VMC_MOLECULE_JOBS at a time, longest first. Each scenario leaves its log, rc and seconds
+# in $out; molecule_collect counts them.
+molecule_start() {
+  local mstart s
+  mstart=$(date +%s)
+  # Build the lab images once before the scenarios race for them.
+  if ! timed lab-images bash -c 'lab/build-image.sh base >/dev/null && lab/build-image.sh stack >/dev/null'; then
+    echo 1 > "$out/lab-images.rc"; return
+  fi
+  # Longest first (the order of the last run's times, when there is one), so the
+  # longest scenario never starts last.
+  python3 - "$VMC_WORK/molecule-times.tsv" molecule/*/molecule.yml > "$out/molecule-order" <<'PY'
 import os, sys
 last = {}
 try:
@@ -123,34 +129,56 @@ known = {"qemu_source": 1546, "migration": 1022, "libvirt": 722, "proxy": 657, "
 for n in sorted(names, key=lambda n: (-last.get(n, known.get(n, 0)), n)):
     print(n)
 PY
-    )
-    declare -A pids=()
-    running() { local n=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done; echo $n; }
-    for s in "${scenarios[@]}"; do
-      while [ "$(running)" -ge "${VMC_MOLECULE_JOBS:-3}" ]; do sleep 2; done
-      ( start=$(date +%s); molecule test -s "$s" >"$out/molecule-$s.log" 2>&1; rc=$?
-        echo $(( $(date +%s) - start )) > "$out/molecule-$s.secs"; exit $rc ) &
-      pids[$s]=$!
-    done
-    : > "$out/molecule-times.tsv"
-    for s in "${scenarios[@]}"; do
-      wait "${pids[$s]}"; rc=$?
-      secs=$(cat "$out/molecule-$s.secs" 2>/dev/null || echo 0)
-      echo "-- molecule $s: rc=$rc in $secs s" | tee -a "$out/molecule-$s.log"
-      printf 'molecule %s\t%s\t%s\n' "$s" "$secs" "$rc" >> "$times"
-      printf '%s\t%s\n' "$s" "$secs" >> "$out/molecule-times.tsv"
-      if [ $rc != 0 ]; then
-        echo "---- molecule $s failed; the end of its log ($out/molecule-$s.log):"
-        grep -v '^\s*$' "$out/molecule-$s.log" | tail -n 60
-      fi
-      count_one "molecule-$s" $rc
-    done
-    cp "$out/molecule-times.tsv" "$VMC_WORK/molecule-times.tsv"
-    printf 'molecule (wall)\t%s\t0\n' "$(( $(date +%s) - mstart ))" >> "$times"
-    ;;
+  local -a pids=()
+  while read -r s; do
+    while [ "$(jobs -rp | wc -l)" -ge "${VMC_MOLECULE_JOBS:-3}" ]; do sleep 2; done
+    ( start=$(date +%s); molecule test -s "$s" >"$out/molecule-$s.log" 2>&1; rc=$?
+      echo $(( $(date +%s) - start )) > "$out/molecule-$s.secs"; echo $rc > "$out/molecule-$s.rc" ) &
+    pids+=($!)
+  done < "$out/molecule-order"
+  wait "${pids[@]}"
+  echo $(( $(date +%s) - mstart )) > "$out/molecule-wall.secs"
+}
+
+molecule_collect() {  # pid of molecule_start
+  local s rc secs
+  wait "$1"
+  note "molecule scenarios (${VMC_MOLECULE_JOBS:-3} at a time, longest first; logs in $out)"
+  if [ -f "$out/lab-images.rc" ]; then count_one lab-images 1; return; fi
+  : > "$out/molecule-times.tsv"
+  while read -r s; do
+    rc=$(cat "$out/molecule-$s.rc" 2>/dev/null || echo 1)
+    secs=$(cat "$out/molecule-$s.secs" 2>/dev/null || echo 0)
+    echo "-- molecule $s: rc=$rc in $secs s" | tee -a "$out/molecule-$s.log"
+    printf 'molecule %s\t%s\t%s\n' "$s" "$secs" "$rc" >> "$times"
+    printf '%s\t%s\n' "$s" "$secs" >> "$out/molecule-times.tsv"
+    if [ "$rc" != 0 ]; then
+      echo "---- molecule $s failed; the end of its log ($out/molecule-$s.log):"
+      grep -v '^\s*$' "$out/molecule-$s.log" | tail -n 60
+    fi
+    count_one "molecule-$s" "$rc"
+  done < "$out/molecule-order"
+  cp "$out/molecule-times.tsv" "$VMC_WORK/molecule-times.tsv"
+  printf 'molecule (wall)\t%s\t0\n' "$(cat "$out/molecule-wall.secs" 2>/dev/null || echo 0)" >> "$times"
+}
+
+for stage in "${stages[@]}"; do
+  case $stage in lint|sanity|unit|integration|molecule) ;;
   *) echo "unknown stage: $stage (lint sanity unit integration molecule)"; exit 2 ;;
   esac
 done
+# Order: the integration tests first, alone (they start real daemons and wait for them),
+# then the Molecule scenarios in the background while lint, sanity and unit run: the
+# scenarios wait on containers and daemons often enough to leave a core for them.
+want() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+want integration && run_stage integration
+molecule_pid=
+if want molecule; then
+  molecule_start > "$out/molecule-stage.log" 2>&1 &
+  molecule_pid=$!
+fi
+for stage in lint sanity unit; do want $stage && run_stage $stage; done
+[ -n "$molecule_pid" ] && molecule_collect "$molecule_pid"
 
 printf 'total\t%s\t0\n' "$(( $(date +%s) - t0 ))" >> "$times"
 echo
