@@ -58,12 +58,12 @@ def recap(output):
 
 def measure(nodes, guest_memory, env):
     run(["bash", "tools/lab.sh", "down"], env=env)
-    up, _ = run(["bash", "tools/lab.sh", "up"], env=dict(env, NODES=str(nodes), GUEST_MEMORY=guest_memory))
+    up = run(["bash", "tools/lab.sh", "up"], env=dict(env, NODES=str(nodes), GUEST_MEMORY=guest_memory))[0]
     first, out1 = run(["ansible-playbook", "playbooks/site.yml"], env=env)
     recap(out1)
     second, out2 = run(["ansible-playbook", "playbooks/site.yml"], env=env)
     changed = recap(out2)
-    _, out3 = run(["ansible-playbook", "benchmarks/cluster_matrix.yml"], env=env)
+    out3 = run(["ansible-playbook", "benchmarks/cluster_matrix.yml"], env=env)[1]
     matrix = json.loads(re.search(r"CLUSTER-MATRIX (\{.*\})", out3).group(1).replace('\\"', '"'))
     sizes = [json.loads(m.replace('\\"', '"')) for m in re.findall(r"CLUSTER-SIZE (\{[^}]*\})", out3)]
     return {"nodes": nodes, "lab_up": up, "first": first, "second": second,
