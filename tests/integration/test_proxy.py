@@ -283,11 +283,20 @@ def test_a_thousand_malformed_requests_are_refused_and_squid_keeps_serving(node)
 
 
 def test_squid_restarts_a_killed_helper(node):
+    """A helper that crashes is replaced and the next console is admitted (measured: 0.0-0.5 s).
+
+    squid (5.7, helper.cc handleKilledServer) stops itself with "helpers are crashing too
+    rapidly" when a helper dies without having answered once within 30 s of the last helper
+    start: in production systemd then restarts squid (molecule/proxy measures that path). So
+    the helper killed here must be one that answered: with startup=1 and one request before,
+    it is the only one; a second helper (a spare squid started) would make the test ambiguous,
+    and it says so instead of timing out.
+    """
     assert node.probe(node.token(user="before"))["status"] == "accepted"   # both helpers have answered
     killed = []
     for mode in ("auth", "acl"):
         pids = node.squid.helper_pids(mode)
-        assert pids, "no %s helper running:\n%s" % (mode, node.squid.log())
+        assert len(pids) == 1, "expected the one %s helper that answered, found %r:\n%s" % (mode, pids, node.squid.log())
         os.kill(pids[0], signal.SIGKILL)
         killed.append(pids[0])
 
