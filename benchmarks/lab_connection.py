@@ -65,7 +65,14 @@ def main():
     image = run([os.path.join(ROOT, "lab", "build-image.sh"), "stack"]).strip().splitlines()[-1]
     run(["podman", "run", "--detach", "--privileged", "--systemd=always", "--tmpfs=/tmp", "--name", NAME, image])
     try:
-        run(["timeout", "90", "podman", "exec", NAME, "systemctl", "is-system-running", "--wait"])
+        # systemd's bus appears a moment after the container starts: ask until it answers.
+        deadline = time.monotonic() + 90
+        while subprocess.run(["podman", "exec", NAME, "systemctl", "is-system-running", "--wait"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False).stdout.strip() not in (
+                                 b"running", b"degraded"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the container's systemd did not come up in 90 s")
+            time.sleep(0.5)
         with tempfile.TemporaryDirectory() as tmp:
             playbook = os.path.join(tmp, "bench.yml")
             with open(playbook, "w") as f:
