@@ -84,12 +84,16 @@ def main():
                 "containers.podman.podman": common + ["-c", "containers.podman.podman"],
             }
             floor = "podman exec true x%d" % (args.tasks + 1)
-            times = {name: [] for name in list(sides) + [floor]}
+            enter = "nsenter true x%d" % (args.tasks + 1)
+            pid = run(["podman", "inspect", "--format", "{{.State.Pid}}", NAME]).strip()
+            times = {name: [] for name in list(sides) + [floor, enter]}
             for _run in range(args.runs):
                 for name, argv in sides.items():
                     times[name].append(timed(argv))
                 times[floor].append(timed(["sh", "-c", 'for i in $(seq %d); do podman exec "$0" true; done' % (args.tasks + 1),
                                            NAME]))
+                times[enter].append(timed(["sh", "-c", 'for i in $(seq %d); do nsenter -t "$0" -a true; done' % (args.tasks + 1),
+                                           pid]))
     finally:
         subprocess.run(["podman", "rm", "--force", "--time", "2", NAME], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
@@ -101,6 +105,7 @@ def main():
     print("%-42s %7.2f" % ("ratio containers.podman.podman / lab_podman",
                            med["containers.podman.podman"] / med["lab_podman"]))
     print("%-42s %7.2f" % ("ratio lab_podman / podman exec floor", med["lab_podman"] / med[floor]))
+    print("%-42s %7.3f s/task" % ("lab_podman above its nsenter floor", (med["lab_podman"] - med[enter]) / tasks))
     return 0
 
 

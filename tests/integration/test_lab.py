@@ -104,8 +104,9 @@ def test_a_stale_lab_is_refused_and_destroy_leaves_nothing(tmp_path, lab_name):
 
 
 def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_name):
-    """lab_podman: a module runs with one `podman exec` (nothing copied into the host), and
-    copy and fetch (which do copy files) still work."""
+    """lab_podman: a module runs as one process entered into the container (no podman call,
+    nothing copied), in the container's cgroup and environment; copy and fetch work, and a
+    container that was replaced under the same name is found again."""
     spec = lab_spec(tmp_path, lab_name, [
         {"name": "hv1", "groups": ["hypervisors"], "addresses": {"cluster": "10.89.203.11"}},
     ], 203)
@@ -118,11 +119,17 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
         return subprocess.run(["ansible", "-i", str(inventory), "hv1", "-m", module, "-a", args, *extra],
                               env=env, capture_output=True, text=True, timeout=120, check=False)
 
-    ran = adhoc("ansible.builtin.command", "cat /etc/hostname", "-vvv")
+    container = f"{lab_name}-hv1"
+    cgroup = subprocess.run(["podman", "inspect", "--format", "{{.State.CgroupPath}}", container],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    ran = adhoc("ansible.builtin.command", "sh -c 'cat /etc/hostname /proc/self/cgroup; echo container=$container'",
+                "-vvv")
     assert ran.returncode == 0, ran.stdout[-3000:]
-    assert "hv1" in ran.stdout
+    assert "hv1" in ran.stdout and "container=podman" in ran.stdout
+    assert f":{cgroup}\n" in ran.stdout, "the command did not run in the container's cgroup"
     podman_runs = [line for line in ran.stdout.splitlines() if "RUN [" in line]
-    assert len(podman_runs) == 1 and "b'--interactive'" in podman_runs[0], "\n".join(podman_runs) or ran.stdout[-3000:]
+    entered = [line for line in ran.stdout.splitlines() if "NSENTER " in line]
+    assert podman_runs == [] and len(entered) == 1, ran.stdout[-3000:]
     assert "PUT " not in ran.stdout, "the module was copied instead of piped"
 
     copied = adhoc("ansible.builtin.copy", "content='lab\n' dest=/root/copied mode=0600")
@@ -130,4 +137,16 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
     fetched = adhoc("ansible.builtin.fetch", f"src=/root/copied dest={tmp_path}/fetched/ flat=true")
     assert fetched.returncode == 0, fetched.stdout[-3000:]
     assert (tmp_path / "fetched" / "copied").read_text() == "lab\n"
+    mode = adhoc("ansible.builtin.command", "stat -c %a /root/copied")
+    assert mode.returncode == 0 and "\n600" in mode.stdout, mode.stdout[-3000:]
+
+    # Same name, new container (new PID): the cached PID is noticed as stale.
+    old = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", container],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["podman", "restart", "--time", "2", container], capture_output=True, check=True)
+    again = adhoc("ansible.builtin.command", "cat /etc/hostname", "-vvv")
+    assert again.returncode == 0 and "hv1" in again.stdout, again.stdout[-3000:]
+    new = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", container],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert new != old
     assert playbook(DESTROY, spec, tmp_path).returncode == 0
