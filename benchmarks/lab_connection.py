@@ -9,11 +9,13 @@ Run from the repository root after `. tools/env.sh`:  python benchmarks/lab_conn
 
 Starts one lab container (the stack image, systemd as PID 1) of its own and runs the same
 playbook (N `ansible.builtin.command` tasks and one `ansible.builtin.copy`) with
-`lab_podman` (lab/plugins/connection: modules piped into `podman exec --interactive`)
+`lab_podman` (lab/plugins/connection: nsenter into the container, modules piped in)
 and with `containers.podman.podman` (mount, then mkdir, copy, chmod + run, rm per task),
 interleaved, plus the floor under both: `podman exec` of `true` as many times as there
-are tasks. Prints medians, seconds per task and the ratios. The container is removed at
-the end.
+are tasks, and `nsenter` of `true` likewise. Then the CPU the host (the container's
+cgroup) spends on the same playbook with and without lab/python/vmc_lab_zipcache.py (a
+second container without it). Prints medians, seconds per task and the ratios. Both
+containers are removed at the end.
 """
 
 from __future__ import annotations
@@ -56,6 +58,24 @@ def timed(argv, **kwargs):
     return time.perf_counter() - start
 
 
+def container_cpu_file(name):
+    """The cgroup v1 cpuacct (or v2 cpu.stat) file of a running container."""
+    path = run(["podman", "inspect", "--format", "{{.State.CgroupPath}}", name]).strip().strip("/")
+    for candidate in ("/sys/fs/cgroup/cpuacct/%s/cpuacct.usage" % path, "/sys/fs/cgroup/%s/cpu.stat" % path):
+        if os.path.exists(candidate):
+            return candidate
+    raise SystemExit("no CPU accounting file for container %s" % name)
+
+
+def read_cpu(path):
+    """CPU seconds the container's processes used so far."""
+    with open(path) as f:
+        text = f.read()
+    if path.endswith("cpuacct.usage"):
+        return int(text) / 1e9
+    return int(dict(line.split() for line in text.splitlines())["usage_usec"]) / 1e6
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -63,7 +83,12 @@ def main():
     args = parser.parse_args()
 
     image = run([os.path.join(ROOT, "lab", "build-image.sh"), "stack"]).strip().splitlines()[-1]
-    run(["podman", "run", "--detach", "--privileged", "--systemd=always", "--tmpfs=/tmp", "--name", NAME, image])
+    pydir = os.path.join(ROOT, "lab", "python")
+    cache = ["--volume=%s/%s:/usr/lib/python3/dist-packages/%s:ro" % (pydir, f, f)
+             for f in ("vmc_lab_zipcache.py", "vmc_lab_zipcache.pth")]
+    # NAME as the lab starts its hosts (with the zip cache); NAME-nocache without it.
+    run(["podman", "run", "--detach", "--privileged", "--systemd=always", "--tmpfs=/tmp", "--name", NAME] + cache + [image])
+    run(["podman", "run", "--detach", "--privileged", "--systemd=always", "--tmpfs=/tmp", "--name", NAME + "-nocache", image])
     try:
         # systemd's bus appears a moment after the container starts: ask until it answers.
         deadline = time.monotonic() + 90
@@ -87,15 +112,23 @@ def main():
             enter = "nsenter true x%d" % (args.tasks + 1)
             pid = run(["podman", "inspect", "--format", "{{.State.Pid}}", NAME]).strip()
             times = {name: [] for name in list(sides) + [floor, enter]}
+            host_cpu = {"with the zip cache": [], "without": []}
+            cgroups = {"with the zip cache": container_cpu_file(NAME), "without": container_cpu_file(NAME + "-nocache")}
+            nocache = ["ansible-playbook", "-i", NAME + "-nocache,", "-e", "ansible_python_interpreter=/usr/bin/python3",
+                       "-e", "ansible_user=root", "-c", "lab_podman", playbook]
             for _run in range(args.runs):
                 for name, argv in sides.items():
                     times[name].append(timed(argv))
+                for name, argv in (("with the zip cache", sides["lab_podman"]), ("without", nocache)):
+                    before = read_cpu(cgroups[name])
+                    run(argv)
+                    host_cpu[name].append(read_cpu(cgroups[name]) - before)
                 times[floor].append(timed(["sh", "-c", 'for i in $(seq %d); do podman exec "$0" true; done' % (args.tasks + 1),
                                            NAME]))
                 times[enter].append(timed(["sh", "-c", 'for i in $(seq %d); do nsenter -t "$0" -a true; done' % (args.tasks + 1),
                                            pid]))
     finally:
-        subprocess.run(["podman", "rm", "--force", "--time", "2", NAME], stdout=subprocess.DEVNULL,
+        subprocess.run(["podman", "rm", "--force", "--time", "2", NAME, NAME + "-nocache"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
 
     tasks = args.tasks + 1
@@ -106,6 +139,10 @@ def main():
                            med["containers.podman.podman"] / med["lab_podman"]))
     print("%-42s %7.2f" % ("ratio lab_podman / podman exec floor", med["lab_podman"] / med[floor]))
     print("%-42s %7.3f s/task" % ("lab_podman above its nsenter floor", (med["lab_podman"] - med[enter]) / tasks))
+    cpu = {name: statistics.median(values) for name, values in host_cpu.items()}
+    for name, value in cpu.items():
+        print("%-42s %7.2f s  %6.3f s/task  (%d runs)" % ("host CPU, lab_podman, " + name, value, value / tasks, args.runs))
+    print("%-42s %7.2f" % ("ratio host CPU with / without the zip cache", cpu["with the zip cache"] / cpu["without"]))
     return 0
 
 

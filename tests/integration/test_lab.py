@@ -131,6 +131,9 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
     entered = [line for line in ran.stdout.splitlines() if "NSENTER " in line]
     assert podman_runs == [] and len(entered) == 1, ran.stdout[-3000:]
     assert "PUT " not in ran.stdout, "the module was copied instead of piped"
+    # lab/python/vmc_lab_zipcache.py is loaded and keeps what the module's zip compiled to.
+    cached = adhoc("ansible.builtin.command", "find /var/cache/vmc-lab-pycache -type f")
+    assert cached.returncode == 0 and len(cached.stdout.splitlines()) > 20, cached.stdout[-3000:]
 
     copied = adhoc("ansible.builtin.copy", "content='lab\n' dest=/root/copied mode=0600")
     assert copied.returncode == 0 and "CHANGED" in copied.stdout, copied.stdout[-3000:]
