@@ -130,6 +130,11 @@ def main():
     finally:
         subprocess.run(["podman", "rm", "--force", "--time", "2", NAME, NAME + "-nocache"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
+        for name in (NAME, NAME + "-nocache"):  # lab_podman's records of the two containers
+            try:
+                os.unlink("/run/vmconsole-lab/connection/%s.json" % name)
+            except OSError:
+                pass
 
     tasks = args.tasks + 1
     med = {name: statistics.median(values) for name, values in times.items()}

@@ -46,8 +46,9 @@ def podman_lines(*args):
 
 def leftovers(name):
     label = f"label=vmconsole.lab={name}"
+    records = sorted(str(p) for p in Path("/run/vmconsole-lab/connection").glob(f"{name}-*.json"))
     return (podman_lines("ps", "--all", "--quiet", "--filter", label)
-            + podman_lines("network", "ls", "--quiet", "--filter", label))
+            + podman_lines("network", "ls", "--quiet", "--filter", label) + records)
 
 
 @pytest.fixture
@@ -153,3 +154,4 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
                          capture_output=True, text=True, check=True).stdout.strip()
     assert new != old
     assert playbook(DESTROY, spec, tmp_path).returncode == 0
+    assert leftovers(lab_name) == [], "destroy left the connection's record of the container"
