@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,12 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
     old = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", container],
                          capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run(["podman", "restart", "--time", "2", container], capture_output=True, check=True)
+    # As create.yml does: a task waits for the boot (systemd-tmpfiles empties /tmp while it boots).
+    deadline = time.monotonic() + 90
+    while subprocess.run(["podman", "exec", container, "systemctl", "is-system-running", "--wait"],
+                         capture_output=True, text=True, check=False).stdout.strip() not in ("running", "degraded"):
+        assert time.monotonic() < deadline, "the restarted container did not boot in 90 s"
+        time.sleep(0.5)
     again = adhoc("ansible.builtin.command", "cat /etc/hostname", "-vvv")
     assert again.returncode == 0 and "hv1" in again.stdout, again.stdout[-3000:]
     new = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", container],
