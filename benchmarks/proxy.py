@@ -22,8 +22,10 @@ and measures, interleaved so that both sides see the same machine state:
 2. CONNECT setup (TCP connect + CONNECT + "200" read) through the token squid against the
    squid without auth: with a fresh token per request (squid's credentials and ACL caches
    miss, both helpers are asked) and with the same token again (both caches hit);
-3. N tunnels (default 200) through the token squid, each with its own token, held open
-   together for --hold seconds and echoing 1 KiB every 100 ms; every error is counted.
+3. N tunnels (default 200; --tunnels 1000 for a node's load) through the token squid, each
+   with its own token, held open together for --hold seconds and echoing 1 KiB every 100 ms;
+   every error is counted, and squid's memory (and its helpers') is read before and while
+   they are held: the memory per tunnel.
 
 --helper-queue N adds queue-size=N to both helpers (with squid's default queue, a burst of 200
 new tokens overflows the external ACL queue and squid answers 407; see benchmarks/README.md).
@@ -39,6 +41,7 @@ import base64
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -267,10 +270,12 @@ async def hold_tunnel(squid_port, console_port, token, established, deadline):
             writer.close()
 
 
-async def hold(squid_port, console_port, tokens, seconds):
+async def hold(squid_port, console_port, tokens, seconds, squid_pid):
     """All tunnels at once; the hold starts when every one is up (or has failed), at most 120 s.
-    Returns (seconds until then, [(bytes echoed, error or None)])."""
+    Returns (seconds until then, [(bytes echoed, error or None)], squid's memory in KiB:
+    before the first tunnel, and the most seen while all were held)."""
     established, state = [], {"deadline": float("inf")}
+    before = memory_kib(squid_pid)
     tasks = [asyncio.ensure_future(hold_tunnel(squid_port, console_port, token, established,
                                                lambda: state["deadline"])) for token in tokens]
     start = time.monotonic()
@@ -278,7 +283,38 @@ async def hold(squid_port, console_port, tokens, seconds):
         await asyncio.sleep(0.05)
     setup = time.monotonic() - start
     state["deadline"] = time.monotonic() + seconds
-    return setup, await asyncio.gather(*tasks)
+    peak = {"squid": 0, "helpers": 0}
+    gathered = asyncio.ensure_future(asyncio.gather(*tasks))
+    while not gathered.done():
+        now = memory_kib(squid_pid)
+        for key in peak:
+            peak[key] = max(peak[key], now[key])
+        await asyncio.wait([gathered], timeout=1.0)
+    return setup, gathered.result(), before, peak
+
+
+def memory_kib(squid_pid):
+    """{"squid": RSS of squid's own process, "helpers": the summed RSS of its helper children} (KiB)."""
+    def rss(pid):
+        try:
+            with open("/proc/%d/status" % pid) as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+    return {"squid": rss(squid_pid), "helpers": sum(rss(pid) for pid in _procs._children(squid_pid))}  # pylint: disable=protected-access
+
+
+def raise_fd_limit(tunnels):
+    """Every tunnel is a socket here and two in squid (which inherits this limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * tunnels + 1024
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise SystemExit("--tunnels %d needs %d open files; the hard limit is %d" % (tunnels, need, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 # --- measurements -------------------------------------------------------------------------
@@ -339,6 +375,7 @@ def main():
     if os.geteuid() != 0:
         raise SystemExit("run as root: squid drops to user %s" % _procs.SQUID_USER)
 
+    raise_fd_limit(options.tunnels)
     keys_text = json.dumps({"current": "k1", "keys": {"k1": new_proxy_key()}})
     keys = parse_proxy_keys(keys_text)
     server, squids, folders = None, [], []
@@ -359,7 +396,8 @@ def main():
         times = measure_connects(token_squid, plain_squid, console_port, keys, options.connects)
         tokens = [mint_proxy_token(keys, "hold-%d" % index, VM) for index in range(options.tunnels)]
         load_before = os.getloadavg()[0]
-        setup, results = asyncio.run(hold(token_squid.port, console_port, tokens, options.hold))
+        setup, results, mem_before, mem_peak = asyncio.run(
+            hold(token_squid.port, console_port, tokens, options.hold, token_squid.proc.pid))
         squid_alive = token_squid.proc.poll() is None
     finally:
         for squid in squids:
@@ -399,6 +437,11 @@ def main():
         print("  %-56s %9d / %d / %d" % ("bytes echoed per tunnel: min / median / max", min(echoed),
                                          statistics.median(echoed), max(echoed)))
     print("  %-56s %9s" % ("squid still running afterwards", "yes" if squid_alive else "NO"))
+    held = max(len(echoed), 1)
+    print("  %-56s %9d -> %d KiB" % ("squid's memory (RSS): before -> most while held", mem_before["squid"], mem_peak["squid"]))
+    print("  %-56s %9d -> %d KiB" % ("its helpers' memory (RSS, summed)", mem_before["helpers"], mem_peak["helpers"]))
+    print("  %-56s %9.1f KiB" % ("memory per tunnel (squid and helpers)",
+                                 (mem_peak["squid"] + mem_peak["helpers"] - mem_before["squid"] - mem_before["helpers"]) / held))
     for error in sorted(set(errors))[:10]:
         print("  error: %s (x%d)" % (error, errors.count(error)))
     if errors or not squid_alive:
