@@ -158,9 +158,13 @@ def with_queue_size(queue_size):
     def edit(text):
         if queue_size is None:
             return text
-        return "\n".join(line.replace(" concurrency=8", " concurrency=8 queue-size=%d" % queue_size, 1)
-                         if line.startswith(("auth_param basic children", "external_acl_type ")) else line
-                         for line in text.split("\n"))
+        def one(line):
+            if not line.startswith(("auth_param basic children", "external_acl_type ")):
+                return line
+            words = [word for word in line.split(" ") if not word.startswith("queue-size=")]
+            words.insert(words.index("concurrency=8") + 1, "queue-size=%d" % queue_size)
+            return " ".join(words)
+        return "\n".join(one(line) for line in text.split("\n"))
     return edit
 
 
@@ -411,7 +415,7 @@ def main():
     echoed = [count for count, error in results if error is None]
     print("proxy: squid %s, Python %s, %d CPUs, load average %.2f at the start of (3), helpers' queue-size %s"
           % (squid_version(), sys.version.split()[0], os.cpu_count(), load_before,
-             "squid's default" if options.helper_queue is None else options.helper_queue))
+             "as tests/integration (and the role) configure it" if options.helper_queue is None else options.helper_queue))
     print("1. bulk throughput, %d MiB per transfer, median of %d (MB/s)" % (options.mib, options.rounds))
     for direction, label in ((b"D", "server -> client"), (b"U", "client -> server")):
         direct = statistics.median(rates[("direct", direction)])

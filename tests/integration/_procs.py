@@ -449,11 +449,11 @@ def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes
         "logformat vmconsole %{%Y-%m-%dT%H:%M:%S}tl %>a:%>p %un %ea %rm %ru %>Hs %>st %<st %tr",
         "access_log stdio:%s/logs/access.log vmconsole" % workdir,
         "auth_param basic program %s %s auth --keys %s%s --concurrency" % (python, helper, keys_file, revoked),
-        "auth_param basic children 4 startup=1 idle=1 concurrency=8 queue-size=256",
+        "auth_param basic children 4 startup=1 idle=1 concurrency=8 queue-size=2048",
         "auth_param basic realm vmconsole",
         "auth_param basic credentialsttl 10 seconds",
         "auth_param basic casesensitive on",
-        "external_acl_type vmconsole_dest ttl=5 negative_ttl=5 children-max=4 children-startup=1 concurrency=8 queue-size=256 "
+        "external_acl_type vmconsole_dest ttl=5 negative_ttl=5 children-max=4 children-startup=1 concurrency=8 queue-size=2048 "
         "%%LOGIN %%DST %%PORT %s %s acl --facts %s --self %s%s --console-ports %s --concurrency"
         % (python, helper, facts_file, self_name, node_args, commas),
         "acl CONNECT method CONNECT",
