@@ -158,6 +158,7 @@ def with_queue_size(queue_size):
     def edit(text):
         if queue_size is None:
             return text
+
         def one(line):
             if not line.startswith(("auth_param basic children", "external_acl_type ")):
                 return line
