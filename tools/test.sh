@@ -172,7 +172,7 @@ done
 # Order: the integration tests first, alone (they start real daemons and wait for them),
 # then the Molecule scenarios in the background while lint, sanity and unit run: the
 # scenarios wait on containers and daemons often enough to leave a core for them.
-# Measured from clean clones on 2026-12-06: 1,302 s so; 1,389 s with the scenarios started
+# Measured from clean clones on 2026-12-06: 1,302 s so; 1,388 s with the scenarios started
 # first and the integration tests beside them (both compete for the two cores, and the
 # longest scenarios, started first, took 30-50 % longer).
 want() { [[ " ${stages[*]} " == *" $1 "* ]]; }

@@ -61,7 +61,7 @@ def make_compile_source(original, fix_filename, cache_dir=CACHE_DIR):
     return compile_source
 
 
-def install():
+def install(cache_dir=CACHE_DIR):
     try:
         import _imp  # pylint: disable=import-outside-toplevel
         import zipimport  # pylint: disable=import-outside-toplevel
@@ -70,7 +70,7 @@ def install():
         return False
     if getattr(original, "vmc_lab_zipcache", False):
         return True
-    replacement = make_compile_source(original, _imp._fix_co_filename)  # pylint: disable=protected-access
+    replacement = make_compile_source(original, _imp._fix_co_filename, cache_dir)  # pylint: disable=protected-access
     replacement.vmc_lab_zipcache = True
     zipimport._compile_source = replacement  # pylint: disable=protected-access
     return True

@@ -92,10 +92,10 @@ def patched_zipimport(tmp_path, monkeypatch):
         return original(pathname, source)
 
     monkeypatch.setattr(zipimport, "_compile_source", counted)
-    monkeypatch.setattr(vmc_lab_zipcache, "CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(vmc_lab_zipcache.make_compile_source, "__defaults__", (str(tmp_path / "cache"),))
-    assert vmc_lab_zipcache.install()
-    assert vmc_lab_zipcache.install(), "a second install is a no-op"
+    assert vmc_lab_zipcache.install(str(tmp_path / "cache"))
+    installed = zipimport._compile_source  # pylint: disable=protected-access
+    assert vmc_lab_zipcache.install(str(tmp_path / "cache")), "a second install is a no-op"
+    assert zipimport._compile_source is installed  # pylint: disable=protected-access
     yield calls
     sys.modules.pop("vmc_zip_probe", None)
 
