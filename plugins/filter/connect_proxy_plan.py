@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Filters ``connect_proxy_plan``, ``connect_proxy_keys`` and ``cluster_nodes``: the decisions of
+the ``connect_proxy`` role (see the ``.yml`` file of each). The logic is in
+``module_utils/_connect_proxy.py``; the key store is read with the collection's token code
+(``module_utils/_tickets.py``), whose messages never hold a key.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.vmconsole.secure.plugins.module_utils import _connect_proxy
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import parse_proxy_keys
+
+
+def connect_proxy_plan(settings, host):
+    """The connect_proxy role's checks and cluster for one node (see connect_proxy_plan.yml)."""
+    if not isinstance(settings, dict) or not isinstance(host, dict) or "name" not in host:
+        raise AnsibleFilterError("connect_proxy_plan: the input must be the role's variables and host a dict with "
+                                 "the node's name")
+    out = _connect_proxy.plan(settings, host)
+    if "play_hosts" in host:
+        out["rotation_errors"] = _connect_proxy.rotation_errors(settings, list(host["play_hosts"]))
+    return out
+
+
+def connect_proxy_keys(stored_text, stage, now, new_id, new_key, overlap, key_store):
+    """The token keys every node must hold after this run (see connect_proxy_keys.yml)."""
+    stored = problem = None
+    if stored_text is not None:
+        try:
+            parse_proxy_keys(stored_text)
+            stored = json.loads(stored_text)
+        except ValueError as exc:
+            problem = str(exc)
+    try:
+        out = _connect_proxy.keys(stored, int(stage), int(now), new_id, new_key, int(overlap), key_store, problem)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError("connect_proxy_keys: %s" % exc) from None
+    out["stored"] = stored
+    return out
+
+
+def cluster_nodes(hosts, hostvars):
+    """``{name, address}`` of each host, from its vmconsole_cluster_address (see cluster_nodes.yml)."""
+    return _connect_proxy.cluster_nodes(hosts, hostvars)
+
+
+class FilterModule:
+    """The connect_proxy role's decisions."""
+
+    def filters(self):
+        return {
+            "connect_proxy_plan": connect_proxy_plan,
+            "connect_proxy_keys": connect_proxy_keys,
+            "cluster_nodes": cluster_nodes,
+        }

@@ -1,0 +1,248 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The decisions of the ``connect_proxy`` role: its input checks, the cluster's nodes and their
+addresses, and the token keys a rotation stage leaves on every node.
+
+Private to this collection, reached through the filters ``vmconsole.secure.connect_proxy_plan``,
+``vmconsole.secure.connect_proxy_keys`` and ``vmconsole.secure.cluster_nodes``. ``settings``
+holds the role's variables keyed by name (``connect_proxy_port``, ...), plus the private
+``__connect_proxy_stage`` (the rotation stage as a number). Every message names the variable and
+the reason; no message holds a key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import (
+    is_host_name, is_ip_address, is_ip_network,
+)
+
+_DIGITS = re.compile(r"^[0-9]+$")
+RANGES = (("connect_proxy_spice_ports", "SPICE"), ("connect_proxy_vnc_ports", "VNC"),
+          ("connect_proxy_serial_ports", "serial"))
+# Whole-number settings and their least value.
+NUMBERS = (("connect_proxy_key_overlap", 0), ("connect_proxy_credentials_ttl", 1), ("connect_proxy_log_days", 1),
+           ("connect_proxy_idle_timeout", 60), ("connect_proxy_shutdown_lifetime", 0))
+
+
+def _json(value):
+    return json.dumps(value)
+
+
+def _text(value):
+    return value if isinstance(value, str) else str(value)
+
+
+def _is_list(value):
+    return isinstance(value, (list, tuple))
+
+
+def _whole(value):
+    return not isinstance(value, bool) and bool(_DIGITS.match(_text(value)))
+
+
+def cluster_nodes(hosts, hostvars):
+    """The default of connect_proxy_nodes: ``{name, address}`` of each host, the address its
+    ``vmconsole_cluster_address`` (the first of a list; empty: resolve the name)."""
+    out = []
+    for host in hosts:
+        address = hostvars[host].get("vmconsole_cluster_address") or ""
+        if not isinstance(address, str):
+            address = next(iter(address), "")
+        out.append({"name": host, "address": address})
+    return out
+
+
+# --- Input checks ---------------------------------------------------------------------------
+
+def range_errors(s):
+    out = []
+    for var, _label in RANGES:
+        v = s[var]
+        if not _is_list(v) or len(v) != 2 or not all(_DIGITS.match(_text(p)) for p in v):
+            out.append("%s is %s: a port range is a list [low, high] of two port numbers" % (var, _json(v)))
+        elif int(v[0]) < 1 or int(v[1]) > 65535 or int(v[0]) > int(v[1]):
+            out.append("%s is %s: ports go from 1 to 65535 and low must not be above high" % (var, _json(v)))
+    return out
+
+
+def ranges(s):
+    """The console ranges as ``low-high`` (valid input only)."""
+    return ["%d-%d" % (int(s[var][0]), int(s[var][1])) for var, _label in RANGES]
+
+
+def port_errors(s, ranges_ok):
+    p = s["connect_proxy_port"]
+    if not _whole(p) or not 1 <= int(p) <= 65535:
+        return ["connect_proxy_port (vmconsole_proxy_port) is %s: a port is a number from 1 to 65535" % _json(p)]
+    out = []
+    if ranges_ok:
+        for var, label in RANGES:
+            if int(s[var][0]) <= int(p) <= int(s[var][1]):
+                out.append("connect_proxy_port %s lies inside %s %s (%s): the proxy port answers clients, console "
+                           "ports only the node itself" % (_text(p), var, _json(s[var]), label))
+    return out
+
+
+def listen_errors(s):
+    out = []
+    if not is_ip_address(s["connect_proxy_listen_address"]):
+        out.append("connect_proxy_listen_address is %s: give one IP address (0.0.0.0 for every IPv4 address, :: for "
+                   "every address)" % _json(s["connect_proxy_listen_address"]))
+    public = s["connect_proxy_public_host"]
+    if not (is_host_name(public) or is_ip_address(public)):
+        out.append("connect_proxy_public_host is %s: the name clients use for this proxy is a host name or an IP "
+                   "address" % _json(public))
+    return out
+
+
+def network_errors(s):
+    nets = s["connect_proxy_client_networks"]
+    if not _is_list(nets):
+        return ["connect_proxy_client_networks (vmconsole_client_networks) must be a list of networks, not %s"
+                % _json(nets)]
+    return ["connect_proxy_client_networks (vmconsole_client_networks) contains %s, which is not a network in CIDR "
+            "form (address/prefix, e.g. 192.0.2.0/24 or 2001:db8::/64)" % _json(net)
+            for net in nets if not is_ip_network(net)]
+
+
+def node_errors(s, me):
+    nodes = s["connect_proxy_nodes"]
+    if not _is_list(nodes):
+        return ["connect_proxy_nodes must be a list of {name, address}, not %s" % _json(nodes)]
+    if not nodes:
+        return ["connect_proxy_nodes is empty: squid would know no cluster node. Put the hypervisors in group"
+                " hypervisors (with vmconsole_cluster_address), or list them in connect_proxy_nodes"]
+    out = []
+    for index, node in enumerate(nodes):
+        at = "connect_proxy_nodes[%d]" % index
+        if not isinstance(node, dict) or "name" not in node:
+            out.append("%s is %s: each node is {name: NAME, address: IP}" % (at, _json(node)))
+        elif not is_host_name(node["name"]):
+            out.append("%s.name is %s: a node name is a host name (letters, digits, - and .)" % (at, _json(node["name"])))
+        elif node.get("address") and not is_ip_address(node["address"]):
+            out.append("%s.address (%s) is %s: give an IP address, or leave it empty to resolve the name"
+                       % (at, node["name"], _json(node["address"])))
+    if not out:
+        names = [node["name"].lower() for node in nodes]
+        if len(set(names)) != len(names):
+            out.append("connect_proxy_nodes names a node twice: " + ", ".join(names))
+        if me not in [node["name"] for node in nodes]:
+            out.append("this host (%s) is not in connect_proxy_nodes (%s): the proxy runs on cluster nodes, and must "
+                       "know itself to send its own consoles to 127.0.0.1" % (me, ", ".join(names)))
+    return out
+
+
+def number_errors(s):
+    out = ["%s is %s: a whole number, at least %d" % (name, _json(s[name]), low)
+           for name, low in NUMBERS if not _whole(s[name]) or int(s[name]) < low]
+    if not isinstance(s["connect_proxy_tokens"], bool):
+        out.append("connect_proxy_tokens is %s: true or false" % _json(s["connect_proxy_tokens"]))
+    if s["__connect_proxy_stage"] not in (0, 1, 2, 3):
+        out.append("connect_proxy_rotate_stage is %s: 1, 2 or 3" % _json(s["connect_proxy_rotate_stage"]))
+    return out
+
+
+def _resolved_address(result):
+    """The first address getent found for a name (a result of ansible.builtin.getent), or None."""
+    found = ((result.get("ansible_facts") or {}).get("getent_ahosts") or {})
+    return next((address for address, value in found.items() if value is not None), None)
+
+
+def plan(s, host):
+    """The checks and the cluster of one node: ``host`` has ``name`` (inventory_hostname) and,
+    once the preflight resolved the nodes without an address, ``resolved`` (getent's results)."""
+    me = host["name"]
+    ranges_ok = not range_errors(s)
+    nodes_bad = node_errors(s, me)
+    errors = (range_errors(s) + port_errors(s, ranges_ok) + listen_errors(s) + network_errors(s) + nodes_bad
+              + number_errors(s))
+    out = {"errors": errors, "unaddressed": [], "addresses": {}}
+    if nodes_bad:
+        return out
+    nodes = s["connect_proxy_nodes"]
+    out["unaddressed"] = [node["name"] for node in nodes if not node.get("address")]
+    out["self"] = next(node for node in nodes if node["name"] == me)
+    out["others"] = [node for node in nodes if node["name"] != me]
+    if "resolved" in host:
+        addresses = dict((node["name"], node["address"]) for node in nodes if node.get("address"))
+        for result in host["resolved"] or []:
+            address = _resolved_address(result)
+            if address is not None:
+                addresses[result["item"]] = address
+        out["addresses"] = addresses
+        out["errors"] = errors + ["connect_proxy_nodes: node %s has no address and its name does not resolve on this "
+                                  "host; give its address (vmconsole_cluster_address)" % name
+                                  for name in out["unaddressed"] if name not in addresses]
+    if ranges_ok:
+        out["ranges"] = ranges(s)
+    return out
+
+
+def rotation_errors(s, play_hosts):
+    """A rotation stage must run on every node: the nodes the play lacks."""
+    stage = s["__connect_proxy_stage"]
+    nodes = s["connect_proxy_nodes"]
+    if stage not in (1, 2, 3) or not _is_list(nodes) or not all(isinstance(n, dict) and "name" in n for n in nodes):
+        return []
+    missing = [node["name"] for node in nodes if node["name"] not in play_hosts]
+    if not missing:
+        return []
+    return ["connect_proxy_rotate_stage %d must run on every node, and %s is not in the play (or failed): each stage is"
+            " complete only when every node holds the same keys" % (stage, ", ".join(missing))]
+
+
+# --- Token keys -----------------------------------------------------------------------------
+
+def keys(stored, stage, now, new_id, new_key, overlap, key_store, problem=None):
+    """The token keys every node must hold after this run: ``{'errors': [...], 'keys_data': ...}``.
+
+    ``stored``: the controller's key store (None: none yet); ``problem``: why it could not be
+    read (the collection's token parser's message, never a key). Stage 0 keeps the store (or
+    makes the first key), 1 adds a new key, 2 makes it current, 3 drops the old keys once no
+    token of theirs can be alive (``overlap`` seconds after the switch).
+    """
+    errors = []
+    if problem is not None:
+        errors.append("the stored token keys %s are unusable (%s): repair or restore the file (connect_proxy_key_dir);"
+                      " removing it makes a new key and invalidates every token" % (key_store, problem))
+        return {"errors": errors, "keys_data": None}
+    if stored is None:
+        if stage > 0:
+            errors.append("connect_proxy_rotate_stage %d: there are no keys to rotate yet in %s (run the role first)"
+                          % (stage, key_store))
+        return {"errors": errors, "keys_data": {"current": new_id, "keys": {new_id: new_key}}}
+    data = dict(stored, keys=dict(stored["keys"]))
+    current = data["current"]
+    pending = sorted(k for k in data["keys"] if k > current)
+    previous = sorted(k for k in data["keys"] if k < current)
+    promoted = data.get("promoted", 0)
+    if isinstance(promoted, bool) or not isinstance(promoted, (int, float)):
+        errors.append('the stored token keys %s have a "promoted" that is not a number of seconds since the epoch'
+                      % key_store)
+    elif stage == 1 and not pending and previous:
+        errors.append("connect_proxy_rotate_stage 1: the last rotation is not finished (%s is still accepted): run "
+                      "stage 3 first" % ", ".join(previous))
+    elif stage == 1 and not pending:
+        data["keys"][new_id] = new_key
+    elif stage == 2 and pending:
+        data.update(current=pending[-1], promoted=int(now))
+    elif stage == 2 and not previous:
+        errors.append("connect_proxy_rotate_stage 2: there is no new key to make current: run stage 1 first")
+    elif stage == 3 and pending:
+        errors.append("connect_proxy_rotate_stage 3: key %s was added but is not current yet: run stage 2 first"
+                      % ", ".join(pending))
+    elif stage == 3 and previous and int(now) - promoted < int(overlap):
+        errors.append("connect_proxy_rotate_stage 3: key %s became current %d s ago; tokens of %s may live until %d s "
+                      "after that (connect_proxy_key_overlap): run stage 3 again after %s"
+                      % (current, int(now) - promoted, ", ".join(previous), int(overlap),
+                         time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(promoted + int(overlap)))))
+    elif stage == 3 and previous:
+        data["keys"] = {current: data["keys"][current]}
+    return {"errors": errors, "keys_data": data}

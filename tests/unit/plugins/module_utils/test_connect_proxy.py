@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""module_utils/_connect_proxy.py and the filters connect_proxy_plan, connect_proxy_keys and
+cluster_nodes: the connect_proxy role's checks, its view of the cluster, and the token keys a
+rotation stage leaves. The settings start from the role's own defaults/main.yml."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+import yaml
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.vmconsole.secure.plugins.filter import connect_proxy_plan as filters
+
+ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "connect_proxy")
+TEMPLATED = {
+    "connect_proxy_port": 3128,
+    "connect_proxy_client_networks": ["192.0.2.0/24"],
+    "connect_proxy_public_host": "hv1",
+    "connect_proxy_spice_ports": [61000, 61999],
+    "connect_proxy_vnc_ports": [5900, 5999],
+    "connect_proxy_serial_ports": [62000, 62999],
+    "connect_proxy_nodes": [{"name": "hv1", "address": "10.0.0.1"}, {"name": "hv2", "address": ""}],
+    "connect_proxy_rotate_stage": 0,
+    "__connect_proxy_stage": 0,
+}
+KEY_A = "A" * 43
+KEY_B = "B" * 43
+
+
+def _role_settings():
+    with open(os.path.join(ROLE, "defaults", "main.yml")) as f:
+        defaults = yaml.safe_load(f)
+    with open(os.path.join(ROLE, "vars", "main.yml")) as f:
+        private = yaml.safe_load(f)
+    values = dict(defaults, **TEMPLATED)
+    return dict((key, values[key]) for key in private["__connect_proxy_settings"])
+
+
+SETTINGS = _role_settings()
+
+
+def plan(host=None, **changes):
+    s = copy.deepcopy(SETTINGS)
+    s.update(changes)
+    return filters.connect_proxy_plan(s, host or {"name": "hv1"})
+
+
+def one_error(host=None, **changes):
+    found = plan(host, **changes)["errors"]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_defaults_have_no_error():
+    assert plan()["errors"] == []
+
+
+@pytest.mark.parametrize("changes, expect", [
+    ({"connect_proxy_spice_ports": [61000]}, "connect_proxy_spice_ports is [61000]: a port range is a list [low, high] "
+                                             "of two port numbers"),
+    ({"connect_proxy_vnc_ports": [5999, 5900]}, "connect_proxy_vnc_ports is [5999, 5900]: ports go from 1 to 65535 and "
+                                                "low must not be above high"),
+    ({"connect_proxy_port": 70000}, "connect_proxy_port (vmconsole_proxy_port) is 70000: a port is a number from 1 to "
+                                    "65535"),
+    ({"connect_proxy_port": True}, "connect_proxy_port (vmconsole_proxy_port) is true: a port is a number"),
+    ({"connect_proxy_port": 61500}, "connect_proxy_port 61500 lies inside connect_proxy_spice_ports [61000, 61999] "
+                                    "(SPICE): the proxy port answers clients, console ports only the node itself"),
+    ({"connect_proxy_listen_address": "hv1"}, 'connect_proxy_listen_address is "hv1": give one IP address (0.0.0.0 for '
+                                              'every IPv4 address, :: for every address)'),
+    ({"connect_proxy_listen_address": "fe80::1%eth0"}, 'connect_proxy_listen_address is "fe80::1%eth0"'),
+    ({"connect_proxy_public_host": "hv 1"}, 'connect_proxy_public_host is "hv 1": the name clients use for this proxy '
+                                            'is a host name or an IP address'),
+    ({"connect_proxy_public_host": "10.0.0"}, 'connect_proxy_public_host is "10.0.0"'),
+    ({"connect_proxy_client_networks": ["10.0.0.1"]}, 'connect_proxy_client_networks (vmconsole_client_networks) '
+                                                      'contains "10.0.0.1", which is not a network in CIDR form'),
+    ({"connect_proxy_client_networks": "10.0.0.0/8"}, "connect_proxy_client_networks (vmconsole_client_networks) must "
+                                                      "be a list of networks, not \"10.0.0.0/8\""),
+    ({"connect_proxy_nodes": []}, "connect_proxy_nodes is empty: squid would know no cluster node"),
+    ({"connect_proxy_nodes": "hv1"}, 'connect_proxy_nodes must be a list of {name, address}, not "hv1"'),
+    ({"connect_proxy_nodes": [{"name": "hv1"}, "hv2"]}, 'connect_proxy_nodes[1] is "hv2": each node is '
+                                                        '{name: NAME, address: IP}'),
+    ({"connect_proxy_nodes": [{"name": "hv1"}, {"name": "hv_2"}]}, 'connect_proxy_nodes[1].name is "hv_2": a node name '
+                                                                   'is a host name'),
+    ({"connect_proxy_nodes": [{"name": "hv1", "address": "10.0.0.300"}]}, 'connect_proxy_nodes[0].address (hv1) is '
+                                                                          '"10.0.0.300": give an IP address'),
+    ({"connect_proxy_nodes": [{"name": "hv1"}, {"name": "HV1"}]}, "connect_proxy_nodes names a node twice: hv1, hv1"),
+    ({"connect_proxy_nodes": [{"name": "hv2"}]}, "this host (hv1) is not in connect_proxy_nodes (hv2): the proxy runs "
+                                                 "on cluster nodes"),
+    ({"connect_proxy_key_overlap": -1}, "connect_proxy_key_overlap is -1: a whole number, at least 0"),
+    ({"connect_proxy_idle_timeout": 59}, "connect_proxy_idle_timeout is 59: a whole number, at least 60"),
+    ({"connect_proxy_credentials_ttl": "soon"}, 'connect_proxy_credentials_ttl is "soon": a whole number, at least 1'),
+    ({"connect_proxy_tokens": "yes"}, 'connect_proxy_tokens is "yes": true or false'),
+    ({"connect_proxy_rotate_stage": 4, "__connect_proxy_stage": 4}, "connect_proxy_rotate_stage is 4: 1, 2 or 3"),
+])
+def test_bad_input(changes, expect):
+    assert expect in one_error(**changes)
+
+
+def test_ipv4_mapped_and_nat64_addresses_are_accepted():
+    assert plan(connect_proxy_listen_address="::ffff:10.0.0.1", connect_proxy_public_host="64:ff9b::192.0.2.1",
+                connect_proxy_client_networks=["::ffff:10.0.0.0/104"],
+                connect_proxy_nodes=[{"name": "hv1", "address": "::ffff:10.0.0.1"}])["errors"] == []
+
+
+def test_the_cluster_as_a_node_sees_it():
+    p = plan()
+    assert p["self"] == {"name": "hv1", "address": "10.0.0.1"}
+    assert p["others"] == [{"name": "hv2", "address": ""}]
+    assert p["ranges"] == ["61000-61999", "5900-5999", "62000-62999"]
+    assert p["unaddressed"] == ["hv2"] and p["addresses"] == {}
+
+
+def getent(name, addresses):
+    return {"item": name, "ansible_facts": {"getent_ahosts": dict((a, ["STREAM", name]) for a in addresses)}}
+
+
+def test_resolved_addresses_and_names_that_do_not_resolve():
+    p = plan({"name": "hv1", "resolved": [getent("hv2", ["10.0.0.2", "fd00::2"])]})
+    assert p["addresses"] == {"hv1": "10.0.0.1", "hv2": "10.0.0.2"} and p["errors"] == []
+    p = plan({"name": "hv1", "resolved": [getent("hv2", [])]})
+    assert p["errors"] == ["connect_proxy_nodes: node hv2 has no address and its name does not resolve on this host; "
+                           "give its address (vmconsole_cluster_address)"]
+
+
+def test_a_rotation_stage_must_run_on_every_node():
+    p = plan({"name": "hv1", "play_hosts": ["hv1"]}, connect_proxy_rotate_stage=2, __connect_proxy_stage=2)
+    assert p["rotation_errors"] == ["connect_proxy_rotate_stage 2 must run on every node, and hv2 is not in the play "
+                                    "(or failed): each stage is complete only when every node holds the same keys"]
+    assert plan({"name": "hv1", "play_hosts": ["hv1"]})["rotation_errors"] == []
+    assert plan({"name": "hv1", "play_hosts": ["hv1", "hv2"]}, __connect_proxy_stage=1)["rotation_errors"] == []
+
+
+def test_cluster_nodes_from_the_inventory():
+    hostvars = {"hv1": {"vmconsole_cluster_address": "10.0.0.1"}, "hv2": {"vmconsole_cluster_address": ["fd00::2", "x"]},
+                "hv3": {}, "hv4": {"vmconsole_cluster_address": None}}
+    assert filters.cluster_nodes(["hv1", "hv2", "hv3", "hv4"], hostvars) == [
+        {"name": "hv1", "address": "10.0.0.1"}, {"name": "hv2", "address": "fd00::2"},
+        {"name": "hv3", "address": ""}, {"name": "hv4", "address": ""}]
+
+
+def test_the_plan_filter_needs_the_nodes_name():
+    with pytest.raises(AnsibleFilterError, match="host a dict with the node's name"):
+        filters.connect_proxy_plan(SETTINGS, {})
+
+
+# --- Token keys and their rotation ----------------------------------------------------------
+
+NOW = 1_800_000_000
+
+
+def keys(stored, stage, now=NOW, overlap=28800):
+    text = None if stored is None else (stored if isinstance(stored, str) else json.dumps(stored))
+    return filters.connect_proxy_keys(text, stage, now, "k20270115080000", KEY_B, overlap, "/ctl/proxy-keys.json")
+
+
+def test_the_first_run_makes_a_key():
+    out = keys(None, 0)
+    assert out == {"errors": [], "stored": None, "keys_data": {"current": "k20270115080000",
+                                                              "keys": {"k20270115080000": KEY_B}}}
+    assert keys(None, 1)["errors"] == ["connect_proxy_rotate_stage 1: there are no keys to rotate yet in "
+                                       "/ctl/proxy-keys.json (run the role first)"]
+
+
+STORE = {"current": "k1", "keys": {"k1": KEY_A}}
+
+
+def test_stage_0_keeps_the_keys():
+    out = keys(STORE, 0)
+    assert out["errors"] == [] and out["keys_data"] == STORE and out["stored"] == STORE
+
+
+def test_a_whole_rotation():
+    one = keys(STORE, 1)["keys_data"]
+    assert one == {"current": "k1", "keys": {"k1": KEY_A, "k20270115080000": KEY_B}}
+    assert keys(one, 1)["keys_data"] == one  # stage 1 again: the new key is there already
+    two = keys(one, 2)["keys_data"]
+    assert two == {"current": "k20270115080000", "promoted": NOW, "keys": one["keys"]}
+    assert keys(two, 2)["keys_data"] == two
+    early = keys(two, 3, now=NOW + 100)
+    assert early["errors"][0].startswith("connect_proxy_rotate_stage 3: key k20270115080000 became current 100 s ago; "
+                                         "tokens of k1 may live until 28800 s after that (connect_proxy_key_overlap): "
+                                         "run stage 3 again after ")
+    three = keys(two, 3, now=NOW + 28800)
+    assert three["errors"] == [] and three["keys_data"]["keys"] == {"k20270115080000": KEY_B}
+    assert keys(three["keys_data"], 3)["keys_data"] == three["keys_data"]
+
+
+def test_stages_out_of_order():
+    one = keys(STORE, 1)["keys_data"]
+    two = keys(one, 2)["keys_data"]
+    assert keys(two, 1)["errors"] == ["connect_proxy_rotate_stage 1: the last rotation is not finished (k1 is still "
+                                      "accepted): run stage 3 first"]
+    assert keys(STORE, 2)["errors"] == ["connect_proxy_rotate_stage 2: there is no new key to make current: run "
+                                        "stage 1 first"]
+    old = {"current": "k2", "keys": {"k1": KEY_A, "k2": KEY_B}}
+    assert keys(old, 2)["errors"] == []  # made current before; the old key still counts
+    assert keys({"current": "k1", "keys": {"k1": KEY_A, "k2": KEY_B}}, 3)["errors"] == [
+        "connect_proxy_rotate_stage 3: key k2 was added but is not current yet: run stage 2 first"]
+    assert keys(dict(STORE, promoted="yesterday"), 0)["errors"] == [
+        'the stored token keys /ctl/proxy-keys.json have a "promoted" that is not a number of seconds since the epoch']
+
+
+@pytest.mark.parametrize("text", ["{not json", json.dumps({"current": "k1", "keys": {}}),
+                                  json.dumps({"current": "k1", "keys": {"k1": "not base64 !"}})])
+def test_an_unusable_store_is_reported_without_its_keys(text):
+    out = keys(text, 0)
+    assert out["keys_data"] is None and out["stored"] is None
+    (error,) = out["errors"]
+    assert error.startswith("the stored token keys /ctl/proxy-keys.json are unusable (")
+    assert "not base64 !" not in error and KEY_B not in error
