@@ -5,8 +5,8 @@
 
 """Filter ``preflight_report``: every host's preflight errors, each line naming its host.
 
-Every role of the collection notes what is wrong on each host in a private variable, then one
-assert looks at all hosts of the play, so bad input anywhere stops every host at the same task.
+Every role of the collection notes what is wrong on each host in a private variable; then one
+task looks at all hosts of the play, so bad input anywhere stops every host at the same task.
 This is that report, written once (see preflight_report.yml).
 """
 

@@ -194,6 +194,20 @@ def subject_from_pem(pem):
     return subject_from_der(_pem_to_der(pem))
 
 
+def subject_from_pairs(pairs):
+    """The subject written like :func:`subject_from_der` from ``(name, value)`` pairs in RDN
+    order; a name is a short (``CN``), long (``commonName``) or dotted (``2.5.4.3``) one."""
+    short_of = dict((_LONG_NAMES[oid], short) for oid, short in _SHORT_NAMES.items() if oid in _LONG_NAMES)
+    short_of.update((short, short) for short in _SHORT_NAMES.values())
+    short_of.update(_SHORT_NAMES)
+    out = []
+    for name, value in pairs:
+        if name not in short_of:
+            raise ValueError("unknown subject attribute %r" % (name,))
+        out.append("%s=%s" % (short_of[name], _escape(value)))
+    return ",".join(out)
+
+
 def parse_subject(text):
     """Split a ``host-subject`` string the way spice-gtk does: [(oid, value)].
 

@@ -164,8 +164,8 @@ def keys(stored, stage, now=NOW, overlap=28800):
 
 def test_the_first_run_makes_a_key():
     out = keys(None, 0)
-    assert out == {"errors": [], "stored": None, "keys_data": {"current": "k20270115080000",
-                                                              "keys": {"k20270115080000": KEY_B}}}
+    wanted = {"current": "k20270115080000", "keys": {"k20270115080000": KEY_B}}
+    assert out == {"errors": [], "stored": None, "keys_data": wanted}
     assert keys(None, 1)["errors"] == ["connect_proxy_rotate_stage 1: there are no keys to rotate yet in "
                                        "/ctl/proxy-keys.json (run the role first)"]
 

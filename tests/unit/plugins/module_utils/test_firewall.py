@@ -57,8 +57,8 @@ def settings(**changes):
     return out
 
 
-def host(probe=PROBE, connection="ssh", ssh_connection="192.0.2.9 50000 10.0.0.1 22", port=22, check_mode=False):
-    return {"probe": list(probe), "connection": connection, "ssh_connection": ssh_connection, "port": port,
+def host(probe=None, connection="ssh", ssh_connection="192.0.2.9 50000 10.0.0.1 22", port=22, check_mode=False):
+    return {"probe": list(PROBE if probe is None else probe), "connection": connection, "ssh_connection": ssh_connection, "port": port,
             "check_mode": check_mode}
 
 
@@ -248,8 +248,8 @@ def test_the_state_script_lists_every_place_and_what_the_files_make(fake_path):
 
 
 def state_of(live4, expected4, version="iptables v1.8.9 (nf_tables)", extra=None):
-    lines = ["== version", version, "== iptables-nft"] + live4 + ["== ip6tables-nft", "-P INPUT ACCEPT",
-                                                                    "== expected ipv4"] + expected4
+    lines = ["== version", version, "== iptables-nft"] + live4
+    lines += ["== ip6tables-nft", "-P INPUT ACCEPT", "== expected ipv4"] + expected4
     lines += ["== expected ipv6"]
     for name, body in (extra or {}).items():
         lines += ["== " + name] + body

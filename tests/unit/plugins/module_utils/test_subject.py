@@ -247,3 +247,38 @@ def test_multi_valued_rdn_openssl_agrees(openssl):
                                           x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Virt")])
     der = cert_der(x509.Name([rdn]))
     assert not openssl.spice_gtk_accepts(der, subject_from_der(der))
+
+
+# --- subject_from_pairs and the filter host_subject (the pki role's subject fact) -----------------
+
+def _pairs(subject):
+    """x509_certificate_info's subject_ordered for a name: [[long name or dotted OID, value]]."""
+    return [[attr.oid._name if attr.oid._name != "Unknown OID" else attr.oid.dotted_string, attr.value]
+            for attr in subject]
+
+
+@pytest.mark.parametrize("subject, expected", [case for case in CASES if "1.3.6.1.4.1.99999.1" not in case[1]])
+def test_subject_from_pairs_writes_what_the_certificate_says(subject, expected):
+    from ansible_collections.vmconsole.secure.plugins.module_utils._subject import subject_from_pairs
+    assert subject_from_pairs(_pairs(subject)) == expected == subject_from_der(cert_der(subject))
+
+
+def test_subject_from_pairs_takes_short_long_and_dotted_names():
+    from ansible_collections.vmconsole.secure.plugins.module_utils._subject import subject_from_pairs
+    assert subject_from_pairs([("O", "Example, Inc."), ("commonName", "hv1"), ("2.5.4.11", "virt\\ops")]) == (
+        "O=Example\\, Inc.,CN=hv1,OU=virt\\\\ops")
+    with pytest.raises(ValueError, match="unknown subject attribute 'favouriteColour'"):
+        subject_from_pairs([("favouriteColour", "blue")])
+
+
+def test_the_host_subject_filter():
+    from ansible.errors import AnsibleFilterError
+
+    from ansible_collections.vmconsole.secure.plugins.filter.host_subject import host_subject
+    pem = x509.load_der_x509_certificate(cert_der(CASES[2][0])).public_bytes(serialization.Encoding.PEM).decode()
+    assert host_subject(pem) == CASES[2][1]
+    assert host_subject([["O", "vmconsole.secure"], ["CN", "hv1"]]) == "O=vmconsole.secure,CN=hv1"
+    with pytest.raises(AnsibleFilterError, match="host_subject: no PEM certificate"):
+        host_subject("not a certificate")
+    with pytest.raises(AnsibleFilterError, match="give a PEM certificate or a list of"):
+        host_subject({"CN": "hv1"})

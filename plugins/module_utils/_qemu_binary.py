@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""What a QEMU binary can do, asked of a throwaway QEMU over QMP (private; module qemu_binary_info).
+
+The QEMU starts paused (``-S``) with TCG, no network, disk or TCP port, SPICE on a UNIX socket
+in a private temporary folder, and its monitor on a socket this process already listens on
+(``-chardev socket,fd=N``, as libvirt does): the client connects at once, nothing polls for a
+socket file. It answers ``query-version`` and ``query-spice`` through the collection's one QMP
+client, then quits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPClient, QMPCommandError, QMPError
+
+# A PC machine (x86) also proves that the firmware is found; other targets use machine none.
+_PC_TARGETS = re.compile(r"qemu-system-(x86_64|i386)$")
+
+
+def default_machine(binary):
+    """The machine to start: ``pc`` for an x86 system emulator, ``none`` for the others."""
+    return "pc" if _PC_TARGETS.search(binary) else "none"
+
+
+def probe_argv(binary, machine, folder, fd):
+    """The throwaway QEMU's command line."""
+    return [binary, "-machine", machine, "-accel", "tcg", "-S", "-nodefaults", "-display", "none",
+            "-spice", "unix=on,addr=%s/spice.sock,disable-ticketing=on" % folder.replace(",", ",,"),
+            "-chardev", "socket,id=vmconsole-probe,fd=%d,server=on,wait=off" % fd,
+            "-mon", "chardev=vmconsole-probe,mode=control"]
+
+
+def _stderr_tail(text, lines=3):
+    return "; ".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+def probe_binary(binary, machine=None, timeout=60.0):
+    """``{binary, machine, ok, error, version, package, spice}``: ok when query-spice answers
+    ``enabled: true``. Never raises for what the binary does; ``error`` says what went wrong."""
+    machine = machine or default_machine(binary)
+    out = {"binary": binary, "machine": machine, "ok": False, "error": None, "version": None, "package": None,
+           "spice": None}
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        out["error"] = "%s does not exist or is not executable" % binary
+        return out
+    folder = tempfile.mkdtemp(prefix="vmconsole-spice-probe-")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    proc = None
+    stderr = ""
+    try:
+        path = os.path.join(folder, "qmp.sock")
+        listener.bind(path)
+        listener.listen(1)
+        fd = listener.fileno()
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            proc = subprocess.Popen(probe_argv(binary, machine, folder, fd), pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=errors, close_fds=True)
+            listener.close()
+            quit_sent = False
+            try:
+                quit_sent = _ask(out, path, proc, timeout)
+            finally:
+                _end(proc, grace=10.0 if quit_sent else 0.0)
+                errors.seek(0)
+                stderr = errors.read()
+        if not out["ok"] and out["error"] is None:
+            out["error"] = (_stderr_tail(stderr)
+                            or "query-spice did not answer enabled (exit %s)" % proc.returncode)
+        elif out["error"] and _stderr_tail(stderr):
+            out["error"] += " (QEMU said: %s)" % _stderr_tail(stderr)
+    finally:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def _ask(out, path, proc, timeout):
+    """Ask the QEMU; True once it was told to quit."""
+    try:
+        with QMPClient(path=path, timeout=timeout) as qmp:
+            version = qmp.execute("query-version")
+            out["version"] = "%(major)d.%(minor)d.%(micro)d" % version["qemu"]
+            out["package"] = (version.get("package") or "").strip()
+            try:
+                out["spice"] = qmp.execute("query-spice")
+            except QMPCommandError as exc:
+                out["error"] = "%s: %s" % (exc.error_class, exc.desc)
+            out["ok"] = bool(out["spice"]) and out["spice"].get("enabled") is True
+            try:
+                qmp.execute("quit")
+            except QMPError:
+                pass  # QEMU may close the monitor before its answer to quit
+            return True
+    except QMPError as exc:
+        # A QEMU that exited (a bad option, no SPICE module) closed the monitor: its stderr
+        # says why. One that still runs but does not answer is the error itself.
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            out["error"] = str(exc)
+    return False
+
+
+def _end(proc, grace):
+    """Let the throwaway QEMU exit (``grace`` seconds after quit); kill it when it does not."""
+    if grace:
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
