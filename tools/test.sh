@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All tests of vmconsole.secure: ansible-lint, ansible-test sanity, unit, integration
+# All tests of vmconsole.secure: ansible-lint and the contract check, ansible-test sanity, unit, integration
 # (real QEMU, squid, Xvfb, remote-viewer) and every Molecule scenario (real podman labs).
 # The integration tests run first, alone; then the scenarios run in the background (a
 # few at a time) while lint, sanity and unit run in the foreground.
@@ -70,6 +70,8 @@ run_stage() {  # stage
   lint)
     note "ansible-lint (profile production)"
     timed ansible-lint ansible-lint --nocolor; count_one ansible-lint $?
+    note "contracts (defaults vs argument specs, no Jinja control flow in vars, no Python in YAML)"
+    timed contracts python3 tools/check_contracts.py; count_one contracts $?
     ;;
   sanity)
     note "ansible-test sanity --local"

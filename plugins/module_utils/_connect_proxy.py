@@ -15,12 +15,14 @@ the reason; no message holds a key.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import (
     is_host_name, is_ip_address, is_ip_network,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
+    as_json as _json, is_list as _is_list, is_whole as _whole, text as _text,
 )
 
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -29,22 +31,6 @@ RANGES = (("connect_proxy_spice_ports", "SPICE"), ("connect_proxy_vnc_ports", "V
 # Whole-number settings and their least value.
 NUMBERS = (("connect_proxy_key_overlap", 0), ("connect_proxy_credentials_ttl", 1), ("connect_proxy_log_days", 1),
            ("connect_proxy_idle_timeout", 60), ("connect_proxy_shutdown_lifetime", 0))
-
-
-def _json(value):
-    return json.dumps(value)
-
-
-def _text(value):
-    return value if isinstance(value, str) else str(value)
-
-
-def _is_list(value):
-    return isinstance(value, (list, tuple))
-
-
-def _whole(value):
-    return not isinstance(value, bool) and bool(_DIGITS.match(_text(value)))
 
 
 def cluster_nodes(hosts, hostvars):

@@ -15,13 +15,13 @@ output of the state script (``state``) to :func:`plan` through the filter
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 
-from ansible.module_utils.parsing.convert_bool import boolean
-
 from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import is_ip_network
+from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
+    as_json as _json, is_list as _is_list, text as _text, to_bool as boolean,
+)
 
 BACKENDS = ("iptables", "nftables")
 # The iptables families. IPv6 rules exist when the host has IPv6 (/proc/net/if_inet6).
@@ -46,18 +46,6 @@ _PRIORITY = re.compile(r"^-?[0-9]+$")
 _SSH_CONNECTIONS = re.compile(r"(^|[.])(ssh|paramiko|paramiko_ssh)$")
 
 
-def _json(value):
-    return json.dumps(value)
-
-
-def _text(value):
-    return value if isinstance(value, str) else str(value)
-
-
-def _is_list(value):
-    return isinstance(value, (list, tuple))
-
-
 # --- Port ranges --------------------------------------------------------------------------
 
 def range_input(s):
@@ -74,7 +62,7 @@ def range_input(s):
                     "value": [item, item] if single else item})
     port = s["console_firewall_proxy_port"]
     out.append({"var": "console_firewall_proxy_port", "label": "proxy", "kind": "proxy", "value": [port, port]})
-    if boolean(s["console_firewall_migration"], strict=False):
+    if boolean(s["console_firewall_migration"]):
         out.append({"var": "console_firewall_migration_ports", "label": "migration", "kind": "migration",
                     "value": s["console_firewall_migration_ports"]})
     return out
@@ -145,7 +133,7 @@ def address_errors(s):
             if not is_ip_network(address, prefix="optional"):
                 out.append("console_firewall_cluster_addresses contains %s, which is neither an IP address nor a "
                            "network in CIDR form" % _json(address))
-        if boolean(s["console_firewall_migration"], strict=False) and not cluster:
+        if boolean(s["console_firewall_migration"]) and not cluster:
             out.append("console_firewall_cluster_addresses is empty while console_firewall_migration is true: no node"
                        " could migrate a guest to this host. Give every host of group hypervisors a"
                        " vmconsole_cluster_address, list the nodes in console_firewall_cluster_addresses, or set"

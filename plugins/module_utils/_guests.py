@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import re
 
-from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
+    is_int as _is_int, is_list as _is_list, text as _text, to_bool as _bool,
+)
+
 
 STATES = ("started", "stopped", "incoming", "absent")
 KEYS = ("name", "state", "memory", "cpus", "cpu_model", "disk", "disk_format", "spice", "vnc", "serial",
@@ -53,24 +56,6 @@ X509_CLIENT_FILES = ("client-cert.pem", "client-key.pem")
 
 # The local port of a line of `ss -Hltn` (State Recv-Q Send-Q Local:Port Peer:Port).
 _SS_LINE_RE = re.compile(r"^\S+\s+\d+\s+\d+\s+\S*:(\d+)\s")
-
-
-def _is_int(value):
-    """Jinja's ``integer`` test: an int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_list(value):
-    return isinstance(value, (list, tuple))
-
-
-def _bool(value):
-    return boolean(value, strict=False)
-
-
-def _text(value):
-    """A value as Jinja's ``~`` writes it into a message."""
-    return value if isinstance(value, str) else str(value)
 
 
 def listening_ports(ss_lines):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._values import is_list as _is_list, text as _text
+
 METHODS = ("package", "source")
 _URL = re.compile(r"^(https?|ftp|file)://[^ ]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -23,14 +25,6 @@ _FOLDER = re.compile(r"^/[^ ]*[^/ ]$")
 _FIRMWARE_FOLDER = re.compile(r"^/[^: ]+$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _DIGITS = re.compile(r"^[0-9]+$")
-
-
-def _text(value):
-    return value if isinstance(value, str) else str(value)
-
-
-def _is_list(value):
-    return isinstance(value, (list, tuple))
 
 
 def input_errors(s, host):

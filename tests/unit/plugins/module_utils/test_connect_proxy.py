@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
 import pytest
-import yaml
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter import connect_proxy_plan as filters
+from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 
-ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "connect_proxy")
 TEMPLATED = {
     "connect_proxy_port": 3128,
     "connect_proxy_client_networks": ["192.0.2.0/24"],
@@ -36,16 +34,7 @@ KEY_A = "A" * 43
 KEY_B = "B" * 43
 
 
-def _role_settings():
-    with open(os.path.join(ROLE, "defaults", "main.yml")) as f:
-        defaults = yaml.safe_load(f)
-    with open(os.path.join(ROLE, "vars", "main.yml")) as f:
-        private = yaml.safe_load(f)
-    values = dict(defaults, **TEMPLATED)
-    return dict((key, values[key]) for key in private["__connect_proxy_settings"])
-
-
-SETTINGS = _role_settings()
+SETTINGS = role_settings("connect_proxy", TEMPLATED)
 
 
 def plan(host=None, **changes):

@@ -18,14 +18,13 @@ import os
 import subprocess
 
 import pytest
-import yaml
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter.console_firewall_plan import console_firewall_plan
 from ansible_collections.vmconsole.secure.plugins.module_utils import _firewall
+from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 
-ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "console_firewall")
 TEMPLATED = {  # the defaults that are templates, as they come out without inventory
     "console_firewall_spice_ports": [61000, 61999],
     "console_firewall_vnc_ports": [5900, 5999],
@@ -37,17 +36,7 @@ TEMPLATED = {  # the defaults that are templates, as they come out without inven
 }
 
 
-def _role_settings():
-    with open(os.path.join(ROLE, "defaults", "main.yml")) as f:
-        defaults = yaml.safe_load(f)
-    with open(os.path.join(ROLE, "vars", "main.yml")) as f:
-        private = yaml.safe_load(f)
-    values = dict(defaults, **private)
-    values.update(TEMPLATED)
-    return dict((key, values[key]) for key in private["__console_firewall_settings"])
-
-
-SETTINGS = _role_settings()
+SETTINGS = role_settings("console_firewall", TEMPLATED)
 PROBE = ["32768\t60999", "ipv6", "tools"]
 
 

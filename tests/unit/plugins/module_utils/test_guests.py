@@ -13,19 +13,17 @@ changes there changes here.
 from __future__ import annotations
 
 import copy
-import os
 import re
 
 import pytest
-import yaml
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter.preflight_report import preflight_report
 from ansible_collections.vmconsole.secure.plugins.filter.qemu_vm_plan import qemu_vm_plan
 from ansible_collections.vmconsole.secure.plugins.module_utils import _guests
+from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 
-ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "qemu_vm")
 # The defaults that are templates in defaults/main.yml, as they come out without inventory.
 TEMPLATED = {
     "qemu_vm_binary": "/usr/bin/qemu-system-x86_64",
@@ -36,20 +34,7 @@ TEMPLATED = {
 }
 
 
-def _role_settings():
-    with open(os.path.join(ROLE, "defaults", "main.yml")) as f:
-        defaults = yaml.safe_load(f)
-    with open(os.path.join(ROLE, "vars", "main.yml")) as f:
-        private = yaml.safe_load(f)
-    wanted = private["__qemu_vm_settings"].keys()
-    values = dict(defaults, **private)
-    values.update(TEMPLATED)
-    for key in wanted:
-        assert "{{" not in str(values[key]) or key == "__qemu_vm_qmp_client", key
-    return dict((key, values[key]) for key in wanted)
-
-
-SETTINGS = _role_settings()
+SETTINGS = role_settings("qemu_vm", TEMPLATED)
 
 
 def settings(guests=(), **changes):

@@ -10,28 +10,18 @@ from the role's own defaults/main.yml."""
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
-import yaml
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter.qemu_spice_errors import qemu_spice_errors
+from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 
-ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "qemu_spice")
 SHA = "a" * 64
 
 
-def _role_settings():
-    with open(os.path.join(ROLE, "defaults", "main.yml")) as f:
-        defaults = yaml.safe_load(f)
-    with open(os.path.join(ROLE, "vars", "main.yml")) as f:
-        private = yaml.safe_load(f)
-    return dict((key, defaults[key]) for key in private["__qemu_spice_settings"])
-
-
-SETTINGS = _role_settings()
+SETTINGS = role_settings("qemu_spice")
 DEBIAN = {"os_family": "Debian", "src_stat": {"skipped": True}}
 
 
