@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The tests ip_address, ip_network and host_name (module_utils/_addresses.py): the one address
+"""module_utils/_addresses.py through the test plugins ip_address, ip_network and host_name: the one address
 check of connect_proxy, console_firewall and pki. Before it, each role had its own regexes and
 they disagreed: connect_proxy refused ::ffff:10.0.0.1 and 64:ff9b::192.0.2.1, the others took them.
 """
