@@ -15,7 +15,6 @@ the reason; no message holds a key.
 
 from __future__ import annotations
 
-import re
 import time
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import (
@@ -25,7 +24,6 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
     as_json as _json, is_list as _is_list, is_whole as _whole, text as _text,
 )
 
-_DIGITS = re.compile(r"^[0-9]+$")
 RANGES = (("connect_proxy_spice_ports", "SPICE"), ("connect_proxy_vnc_ports", "VNC"),
           ("connect_proxy_serial_ports", "serial"))
 # Whole-number settings and their least value.
@@ -51,7 +49,7 @@ def range_errors(s):
     out = []
     for var, _label in RANGES:
         v = s[var]
-        if not _is_list(v) or len(v) != 2 or not all(_DIGITS.match(_text(p)) for p in v):
+        if not _is_list(v) or len(v) != 2 or not all(_whole(p) for p in v):
             out.append("%s is %s: a port range is a list [low, high] of two port numbers" % (var, _json(v)))
         elif int(v[0]) < 1 or int(v[1]) > 65535 or int(v[0]) > int(v[1]):
             out.append("%s is %s: ports go from 1 to 65535 and low must not be above high" % (var, _json(v)))

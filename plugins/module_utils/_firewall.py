@@ -20,7 +20,7 @@ import shlex
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import is_ip_network
 from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
-    as_json as _json, is_list as _is_list, text as _text, to_bool as boolean,
+    as_json as _json, is_list as _is_list, is_whole as _is_whole, text as _text, to_bool as boolean,
 )
 
 BACKENDS = ("iptables", "nftables")
@@ -41,7 +41,6 @@ PLACES = (
 )
 FILES = ("rules.v4", "rules.v6", "rules.nft")
 
-_DIGITS = re.compile(r"^[0-9]+$")
 _PRIORITY = re.compile(r"^-?[0-9]+$")
 _SSH_CONNECTIONS = re.compile(r"(^|[.])(ssh|paramiko|paramiko_ssh)$")
 
@@ -73,7 +72,7 @@ def range_errors(inputs):
     out = []
     for r in inputs:
         v, proxy = r["value"], r["kind"] == "proxy"
-        if not _is_list(v) or len(v) != 2 or not all(_DIGITS.match(_text(p)) for p in v):
+        if not _is_list(v) or len(v) != 2 or not all(_is_whole(p) for p in v):
             out.append("%s is %s: %s" % (r["var"], _json(v), "a port is a number from 1 to 65535" if proxy
                                          else "a port range is a list [low, high] of two port numbers"))
         elif int(v[0]) < 1 or int(v[1]) > 65535 or int(v[0]) > int(v[1]):

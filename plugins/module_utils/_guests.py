@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
 from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
-    is_int as _is_int, is_list as _is_list, text as _text, to_bool as _bool,
+    is_int as _is_int, is_list as _is_list, is_whole as _is_whole, text as _text, to_bool as _bool,
 )
 
 
@@ -30,12 +31,10 @@ KEYS = ("name", "state", "memory", "cpus", "cpu_model", "disk", "disk_format", "
 BOOL_KEYS = ("spice", "vnc", "serial", "spice_plain_port")
 DISK_FORMATS = ("raw", "qcow2")
 VNC_BASE = 5900
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SIZE_RE = re.compile(r"^[1-9][0-9]*[MGT]?$")
 CPUS_RE = re.compile(r"^[1-9][0-9]*$")
 CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+-]*$")
 DISK_RE = re.compile(r"^/[A-Za-z0-9_./+-]+$")
-SECONDS_RE = re.compile(r"^[0-9]+$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 # Each port of a guest, in allocation order: the variable naming its range, and the guest
@@ -91,7 +90,7 @@ def _guest_errors(settings, index, g, seen, ports, ranges_ok):
     name = g.get("name")
     if not isinstance(name, str):
         out.append("%s.name is missing or not a string" % at)
-    elif not NAME_RE.match(name):
+    elif not VM_NAME_PATTERN.fullmatch(name):
         out.append("%s.name '%s' is not a guest name: letters, digits, '_', '.', '-', "
                    "starting with a letter or digit, at most 64 characters" % (at, name))
     elif name in seen:
@@ -117,7 +116,7 @@ def _guest_errors(settings, index, g, seen, ports, ranges_ok):
     for key in BOOL_KEYS:
         if key in g and not isinstance(g[key], bool):
             out.append("%s.%s '%s' is not true or false" % (at, key, _text(g[key])))
-    if "stop_timeout" in g and (isinstance(g["stop_timeout"], bool) or not SECONDS_RE.match(_text(g["stop_timeout"]))):
+    if "stop_timeout" in g and not _is_whole(g["stop_timeout"]):
         out.append("%s.stop_timeout '%s' is not a number of seconds (0 or more)" % (at, _text(g["stop_timeout"])))
     if "extra_args" in g and (not _is_list(g["extra_args"]) or not all(isinstance(a, str) for a in g["extra_args"])):
         out.append("%s.extra_args must be a list of strings (one QEMU argument each)" % at)

@@ -127,11 +127,6 @@ def json_files(pattern):
     return out
 
 
-def links(paths):
-    """``{path: target}`` of symbolic links (null for a path that is not one)."""
-    return dict((path, os.readlink(path) if os.path.islink(path) else None) for path in paths)
-
-
 def cpus():
     """The CPUs this process may run on."""
     return len(os.sched_getaffinity(0))

@@ -13,6 +13,7 @@ which SASL users to set or remove (private; filters libvirt_tls_plan and libvirt
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import string
@@ -129,8 +130,6 @@ def sasl_plan(users, probe_output, salt=new_salt):
     """Which users of a realm to set (new, or the password changed) and to remove, and the
     records to keep: ``{db, set, remove, hashes}``. ``probe_output``: ``db`` or ``none``, the
     users in the sasldb (one line), the records kept last time (JSON)."""
-    import json
-
     lines = (probe_output or "").split("\n", 2)
     in_db = lines[1].split() if len(lines) > 1 else []
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.vmconsole.secure.plugins.module_utils._values import is_list as _is_list, text as _text
+from ansible_collections.vmconsole.secure.plugins.module_utils._values import is_list as _is_list, is_whole as _is_whole, text as _text
 
 METHODS = ("package", "source")
 _URL = re.compile(r"^(https?|ftp|file)://[^ ]+$")
@@ -24,7 +24,6 @@ _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+~_-]*$")
 _FOLDER = re.compile(r"^/[^ ]*[^/ ]$")
 _FIRMWARE_FOLDER = re.compile(r"^/[^: ]+$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_DIGITS = re.compile(r"^[0-9]+$")
 
 
 def input_errors(s, host):
@@ -90,7 +89,7 @@ def _source_errors(s, host):
     if user and not _USER.match(user):
         out.append("qemu_spice_source_build_user is '%s', which is not a user name (or empty for root)" % user)
     jobs = s["qemu_spice_source_jobs"]
-    if isinstance(jobs, bool) or not _DIGITS.match(_text(jobs)):
+    if not _is_whole(jobs):
         out.append("qemu_spice_source_jobs is '%s': give a number of jobs, or 0 for one per CPU" % _text(jobs))
     firmware = s["qemu_spice_source_firmware_path"]
     if not _is_list(firmware) or not all(isinstance(f, str) and _FIRMWARE_FOLDER.match(f) for f in firmware):

@@ -13,7 +13,7 @@ version_added: 0.2.0
 description:
   - Tells, in one call, what the collection's roles look at before they change anything - for many paths their mode,
     owner, group and SHA-256; the text of public files such as certificates; which Debian packages are installed;
-    which Python modules this Python can import; JSON files matching a pattern; symbolic links; the CPUs.
+    which Python modules this Python can import; JSON files matching a pattern; the CPUs.
   - One module call costs one round trip, however many paths it reads - a task per path and host does not scale to a
     cluster.
   - Returns the content of public files only - world-readable ones, or ones that hold certificates only; never of a
@@ -50,11 +50,6 @@ options:
   json_glob:
     description: A glob pattern; every matching file that holds JSON is returned in RV(json_files).
     type: str
-  links:
-    description: Paths whose symbolic-link target to return (RV(links)).
-    type: list
-    elements: path
-    default: []
 seealso:
   - module: ansible.builtin.stat
   - module: ansible.builtin.package_facts
@@ -101,10 +96,6 @@ json_files:
   returned: always
   type: list
   elements: dict
-links:
-  description: The target of each path of O(links), null when it is not a symbolic link.
-  returned: always
-  type: dict
 cpus:
   description: The CPUs the module may run on.
   returned: always
@@ -125,7 +116,6 @@ def main():
             packages=dict(type="list", elements="str", default=[]),
             python_modules=dict(type="list", elements="str", default=[]),
             json_glob=dict(type="str"),
-            links=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -141,7 +131,6 @@ def main():
         packages=_host_info.package_states(p["packages"]),
         python_modules=_host_info.python_modules(p["python_modules"]),
         json_files=_host_info.json_files(p["json_glob"]) if p["json_glob"] else [],
-        links=_host_info.links(p["links"]),
         cpus=_host_info.cpus(),
     )
 
