@@ -22,7 +22,7 @@ options:
     type: path
   socket_dir:
     description:
-      - Folder that holds the QMP sockets of the VMs named by O(vm).
+      - Folder that holds the QMP sockets, C(<vm>.qmp), of the VMs the module names.
     type: path
     default: /run/vmconsole
   timeout:

@@ -249,144 +249,16 @@ vnc:
           sample: false
 """
 
-import ipaddress
-
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._console import run_on_console
 from ansible_collections.vmconsole.secure.plugins.module_utils._libvirt import (
     CONSOLE_MUTUALLY_EXCLUSIVE,
     CONSOLE_REQUIRED_ONE_OF,
     LIBVIRT_ARGUMENT_SPEC,
-    LibvirtDomain,
-    LibvirtError,
     check_libvirt_options,
-    fail_libvirt,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPError
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
-    QMP_ARGUMENT_SPEC,
-    fail_qmp,
-    open_qmp,
-    query_optional,
-)
-
-
-def _port(value):
-    """QMP reports ports as strings ("service"); return an int, or None if not numeric."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def spice_info(raw):
-    """Normalize a ``query-spice`` return value (None: QEMU without SPICE)."""
-    raw = raw or {}
-    enabled = bool(raw.get("enabled", False))
-    return dict(
-        enabled=enabled,
-        host=raw.get("host"),
-        port=raw.get("port"),
-        tls_port=raw.get("tls-port"),
-        auth=raw.get("auth"),
-        mouse_mode=raw.get("mouse-mode") if enabled else None,
-        migrated=bool(raw.get("migrated", False)),
-        compiled_version=raw.get("compiled-version"),
-        channels=[
-            dict(
-                host=ch.get("host"),
-                port=_port(ch.get("port")),
-                family=ch.get("family"),
-                connection_id=ch.get("connection-id"),
-                channel_type=ch.get("channel-type"),
-                channel_id=ch.get("channel-id"),
-                tls=bool(ch.get("tls", False)),
-            )
-            for ch in raw.get("channels") or []
-        ],
-    )
-
-
-def vnc_info(raw):
-    """Normalize a ``query-vnc`` return value (None: QEMU without VNC)."""
-    raw = raw or {}
-    return dict(
-        enabled=bool(raw.get("enabled", False)),
-        host=raw.get("host"),
-        service=raw.get("service"),
-        port=_port(raw.get("service")),
-        family=raw.get("family"),
-        auth=raw.get("auth"),
-        clients=[
-            dict(
-                host=cl.get("host"),
-                service=cl.get("service"),
-                port=_port(cl.get("service")),
-                family=cl.get("family"),
-                websocket=bool(cl.get("websocket", False)),
-            )
-            for cl in raw.get("clients") or []
-        ],
-    )
-
-
-def _family(graphics):
-    """QEMU's address family for a libvirt listen: unix for a socket, ipv4/ipv6 for an address, else None."""
-    if graphics["listen_type"] == "socket":
-        return "unix"
-    try:
-        return "ipv%d" % ipaddress.ip_address(graphics["host"]).version
-    except ValueError:
-        return None
-
-
-def _libvirt_only(graphics):
-    """What the domain XML tells beyond QEMU's own query (never the password itself)."""
-    if graphics is None:
-        return dict(autoport=None, password_set=None, password_valid_to=None)
-    return dict(autoport=graphics["autoport"], password_set=graphics["password_set"],
-                password_valid_to=graphics["password_valid_to"])
-
-
-def libvirt_spice_info(graphics):
-    """``spice_info`` for a libvirt domain's <graphics type='spice'> (None: none); libvirt lists no channels."""
-    raw = None
-    if graphics is not None:
-        raw = {"enabled": True, "host": graphics["host"], "port": graphics["port"], "tls-port": graphics["tls_port"]}
-    return dict(spice_info(raw), **_libvirt_only(graphics))
-
-
-def libvirt_vnc_info(graphics):
-    """``vnc_info`` for a libvirt domain's <graphics type='vnc'> (None: none); libvirt lists no clients."""
-    raw = None
-    if graphics is not None:
-        service = str(graphics["port"]) if graphics["port"] is not None else graphics["socket"]
-        raw = {"enabled": True, "host": graphics["host"], "service": service, "family": _family(graphics)}
-    return dict(vnc_info(raw), **_libvirt_only(graphics))
-
-
-def libvirt_main(module):
-    """console_info for ``libvirt_domain``: the live domain XML and state, never QMP (libvirt owns the monitor)."""
-    try:
-        for text in check_libvirt_options(module.params):
-            module.warn(text)
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        with LibvirtDomain(module.params["libvirt_domain"], module.params["libvirt_uri"]) as domain:
-            state, running = domain.state()
-            graphics = domain.graphics()[1]
-            version = domain.hypervisor_version()
-    except LibvirtError as exc:
-        fail_libvirt(module, exc)
-    module.exit_json(
-        changed=False,
-        qemu_version=version,
-        status=dict(running=running, status=state),
-        spice=libvirt_spice_info(graphics["spice"]),
-        vnc=libvirt_vnc_info(graphics["vnc"]),
-    )
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import QMP_ARGUMENT_SPEC
 
 
 def main():
@@ -397,22 +269,13 @@ def main():
         supports_check_mode=True,
     )
     if module.params["libvirt_domain"] is not None:
-        libvirt_main(module)
-    with open_qmp(module) as qmp:
         try:
-            status = qmp.execute("query-status")
-            spice = query_optional(qmp, "query-spice")
-            vnc = query_optional(qmp, "query-vnc")
-        except QMPError as exc:
-            fail_qmp(module, exc)
-        qemu_version = qmp.version_string
-    module.exit_json(
-        changed=False,
-        qemu_version=qemu_version,
-        status=dict(running=bool(status.get("running")), status=status.get("status")),
-        spice=spice_info(spice),
-        vnc=vnc_info(vnc),
-    )
+            for text in check_libvirt_options(module.params):
+                module.warn(text)
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+    # libvirt_domain: the live domain XML and state, never QMP (libvirt owns the monitor).
+    run_on_console(module, lambda console: dict(console.info(), changed=False))
 
 
 if __name__ == "__main__":

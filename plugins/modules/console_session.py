@@ -46,6 +46,7 @@ description:
 author:
   - vmconsole.secure developers (@vmconsole)
 extends_documentation_fragment:
+  - vmconsole.secure.qmp
   - vmconsole.secure.attributes
   - vmconsole.secure.attributes.ACTIONGROUP_QMP
 attributes:
@@ -97,16 +98,6 @@ options:
         has open. This drops whoever is connected to them. Their proxy tokens are not revoked.
     type: list
     elements: str
-  socket_dir:
-    description:
-      - Folder that holds the QMP sockets of the VMs, C(<vm>.qmp).
-    type: path
-    default: /run/vmconsole
-  timeout:
-    description:
-      - Seconds to wait for QEMU to answer (connect, greeting and each command).
-    type: float
-    default: 10
   revoke_time:
     description:
       - Epoch second up to which tokens are revoked (tokens issued at or before it). Default is the current time
@@ -265,72 +256,67 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmconsole.secure.plugins.module_utils._files import AuditLog, audit_record, write_file_atomic
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import (
-    QMPClient,
-    QMPConnectionRefused,
-    QMPError,
-    QMPSocketMissing,
+from ansible_collections.vmconsole.secure.plugins.module_utils._console import (
+    SPICE_GONE_WAIT,
+    OptionError,
+    QMPConsole,
+    open_audit_log,
+    spice_counts,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import fail_qmp, qmp_socket_path, query_optional
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import audit_record, write_file_atomic
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPError
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import QMP_ARGUMENT_SPEC, fail_qmp, qmp_socket_path
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     TOKEN_CLOCK_SKEW,
     add_revocation,
     check_proxy_user,
     dump_revocations,
-    new_ticket,
     parse_revocations,
     prune_revocations,
 )
 
 REVOCATIONS_MODE = 0o640
 REVOCATIONS_GROUP = "proxy"          # squid's helpers run as user proxy (Debian's squid)
-SPICE_GONE_WAIT = 3.0                # seconds to wait for spice-server to drop the channels
-
-
-class OptionError(Exception):
-    """An option (or a file it names) is unusable; the text says which and why."""
 
 
 class Target:
-    """One VM to cut: its name, QMP socket, and what the queries found."""
+    """One VM to cut: its name, QMP socket, its console when it runs here, and what the queries found."""
 
     def __init__(self, name, path):
         self.name, self.path = name, path
-        self.qmp = None
-        self.spice = self.vnc = None         # query-spice / query-vnc answers (None: not in this QEMU)
+        self.console = None
+        self.spice = self.vnc = None         # spice_info / vnc_info before the cut
         self.spice_after = self.vnc_after = None
         self.locked = False
 
     @property
     def running(self):
-        return self.qmp is not None
+        return self.console is not None
+
+    def inspect(self, module):
+        """Find the VM's console and check it can be locked; a VM that does not run here stays not running."""
+        self.console = QMPConsole.find(module, self.name, self.path)
+        if self.console is not None:
+            self.spice, self.vnc = self.console.lockable()
+
+    def lock(self):
+        """Cut the SPICE clients and leave every console with a random expired ticket."""
+        self.spice_after, self.vnc_after = self.console.lock(self.spice, self.vnc)
+        self.locked = self.spice["enabled"] or self.vnc["enabled"]
 
     def report(self):
-        spice_before, vnc_before = _spice_counts(self.spice), _vnc_count(self.vnc)
-        spice_after = _spice_counts(self.spice_after) if self.spice_after is not None else spice_before
-        vnc_after = _vnc_count(self.vnc_after) if self.vnc_after is not None else vnc_before
+        spice_before = spice_counts(self.spice) if self.spice else (0, 0)
+        vnc_before = len(self.vnc["clients"]) if self.vnc else 0
+        spice_after = spice_counts(self.spice_after) if self.spice_after is not None else spice_before
+        vnc_after = len(self.vnc_after["clients"]) if self.vnc_after is not None else vnc_before
         return dict(
             running=self.running,
             locked=self.locked,
-            spice=dict(enabled=_enabled(self.spice), channels_before=spice_before[0], channels_after=spice_after[0],
-                       clients_before=spice_before[1], clients_after=spice_after[1]),
-            vnc=dict(enabled=_enabled(self.vnc), clients_before=vnc_before, clients_after=vnc_after),
+            spice=dict(enabled=bool(self.spice and self.spice["enabled"]), channels_before=spice_before[0],
+                       channels_after=spice_after[0], clients_before=spice_before[1], clients_after=spice_after[1]),
+            vnc=dict(enabled=bool(self.vnc and self.vnc["enabled"]), clients_before=vnc_before,
+                     clients_after=vnc_after),
         )
-
-
-def _enabled(info):
-    return bool(info and info.get("enabled"))
-
-
-def _spice_counts(info):
-    """(channels, clients) connected, from a query-spice answer."""
-    channels = (info or {}).get("channels") or []
-    return len(channels), len({c.get("connection-id") for c in channels})
-
-
-def _vnc_count(info):
-    return len((info or {}).get("clients") or [])
 
 
 def check_options(params, now):
@@ -366,50 +352,6 @@ def check_options(params, now):
         raise OptionError("revoke_time %d lies %d s in the future: it revokes tokens issued up to a point in time, "
                           "which cannot be later than now" % (revoke_time, revoke_time - int(now)))
     return targets, revoke, revoke_time
-
-
-# --- QEMU ---------------------------------------------------------------------------------------
-
-def inspect(target, timeout):
-    """Connect and query; a VM that does not run here (no socket, nobody listening) stays not running."""
-    client = QMPClient(target.path, timeout=timeout)
-    try:
-        client.connect()
-    except (QMPSocketMissing, QMPConnectionRefused):
-        client.close()
-        return
-    target.qmp = client
-    target.spice = query_optional(client, "query-spice")
-    target.vnc = query_optional(client, "query-vnc")
-    if _enabled(target.spice) and target.spice.get("auth") != "spice":
-        raise OptionError("vm %s: its SPICE console does not use tickets (auth=%s, started with disable-ticketing?): "
-                          "anyone who reaches the port gets in, so its sessions cannot be locked; nothing was changed"
-                          % (target.name, target.spice.get("auth")))
-    if _enabled(target.vnc) and target.vnc.get("auth") == "none":
-        raise OptionError("vm %s: its VNC console has no password authentication (start it with -vnc ...,password=on): "
-                          "it cannot be locked; nothing was changed" % target.name)
-
-
-def lock(target):
-    """Disconnect SPICE clients and leave every console with a random ticket that has expired."""
-    qmp = target.qmp
-    if _enabled(target.spice):
-        # spice-server drops every client (all channels) when its main channel is connected, then takes the
-        # ticket; expire_password "now" makes it unusable even for a client that would learn it.
-        qmp.execute("set_password", dict(protocol="spice", password=new_ticket("spice"), connected="disconnect"))
-        qmp.execute("expire_password", dict(protocol="spice", time="now"))
-    if _enabled(target.vnc):
-        # QEMU allows only connected=keep for VNC: connected VNC clients stay.
-        qmp.execute("set_password", dict(protocol="vnc", password=new_ticket("vnc")))
-        qmp.execute("expire_password", dict(protocol="vnc", time="now"))
-    target.locked = _enabled(target.spice) or _enabled(target.vnc)
-    deadline = time.monotonic() + SPICE_GONE_WAIT
-    while True:
-        target.spice_after = query_optional(qmp, "query-spice")
-        if not _spice_counts(target.spice_after)[0] or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    target.vnc_after = query_optional(qmp, "query-vnc")
 
 
 # --- the revocations file -----------------------------------------------------------------------
@@ -465,14 +407,6 @@ def revocations_group():
 
 # --- audit --------------------------------------------------------------------------------------
 
-def open_audit_log(path, check_mode):
-    """The audit log, checked (and opened) before any change; OptionError when it cannot be written."""
-    try:
-        return AuditLog(path, check_mode)
-    except OSError as exc:
-        raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
-
-
 def session_record(params, result):
     """One cut for the audit log: what was cut and revoked, by whom. Never a ticket or a token."""
     return audit_record(
@@ -493,13 +427,10 @@ def session_record(params, result):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            QMP_ARGUMENT_SPEC,      # vm, socket, socket_dir, timeout; vm and socket documented here
             state=dict(type="str", choices=["absent"], required=True),
-            vm=dict(type="str"),
-            socket=dict(type="path"),
             user=dict(type="str"),
             vms=dict(type="list", elements="str"),
-            socket_dir=dict(type="path", default="/run/vmconsole"),
-            timeout=dict(type="float", default=10),
             revoke_time=dict(type="int"),
             revocations_file=dict(type="path", default="/etc/vmconsole/proxy-revoked.json"),
             audit_log=dict(type="path", default="/var/log/vmconsole/tickets.log"),
@@ -519,7 +450,7 @@ def main():
             targets, revoke, revoke_time = check_options(params, now)
             audit = open_audit_log(params["audit_log"], module.check_mode)
             for target in targets:
-                inspect(target, params["timeout"])
+                target.inspect(module)
             # Under the folder lock from reading to writing, so that two runs on a node both land. Check
             # mode only reads, and a reader always sees a whole file (it is replaced by a rename).
             if not module.check_mode:
@@ -547,7 +478,7 @@ def main():
             for target in targets:
                 if target.running:
                     try:
-                        lock(target)
+                        target.lock()
                     except QMPError as exc:
                         fail_qmp(module, exc, vm=target.name, revoke_time=revoke_time,
                                  revoked=revoked if file_changes else {"users": {}, "vms": {}},
@@ -556,8 +487,8 @@ def main():
         if folder_lock is not None:
             folder_lock.release()
         for target in targets:
-            if target.qmp is not None:
-                target.qmp.close()
+            if target.console is not None:
+                target.console.close()
 
     sessions = {t.name: t.report() for t in targets}
     cut = any(s["spice"]["channels_before"] for s in sessions.values())

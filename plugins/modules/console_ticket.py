@@ -433,48 +433,43 @@ argv:
   elements: str
 """
 
+
 import socket
 import time
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmconsole.secure.plugins.module_utils._files import AuditLog, audit_record
+from ansible_collections.vmconsole.secure.plugins.module_utils._console import (
+    OptionError,
+    open_audit_log,
+    run_on_console,
+    spice_tls,
+    write_audit,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import audit_record
 from ansible_collections.vmconsole.secure.plugins.module_utils._libvirt import (
     CONSOLE_MUTUALLY_EXCLUSIVE,
     CONSOLE_REQUIRED_ONE_OF,
     LIBVIRT_ARGUMENT_SPEC,
-    LibvirtDomain,
-    LibvirtError,
     check_libvirt_options,
-    fail_libvirt,
-    graphics_update_xml,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import (
     check_ticket_file_writable,
     default_ticket_file,
     write_ticket_file,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPCommandError, QMPError
-from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import (
-    QMP_ARGUMENT_SPEC,
-    fail_qmp,
-    open_qmp,
-    qmp_socket_path,
-)
+from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import QMP_ARGUMENT_SPEC, qmp_socket_path
 from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
     DEFAULT_PROXY_PORT,
-    SERIAL_CHARDEV,
     default_client_files,
-    serial_chardev_port,
     serial_console_argv,
     serial_console_command,
 )
-from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject, subject_from_pem
+from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     load_proxy_keys,
     mint_proxy_token,
-    new_ticket,
     proxy_username,
     validate_ticket,
     validate_token_ttl,
@@ -482,28 +477,31 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import check_proxy_url, proxy_url, render_vv
 
+# The returned values a ticket could hide in (Ansible's no_log masking would garble them), and what sets each.
+_RETURNED_FROM = dict(protocol="protocol", host="console_host", proxy="proxy", ca_pem="the CA certificate in ca_file",
+                      host_subject="host_subject (or server_cert_file)", title="title",
+                      proxy_username="the proxy username (proxy_user and vm)")
 
-class OptionError(Exception):
-    """An option (or a file it names) is unusable; the text says which and why."""
 
-
-def check_options(params, warn=None):
-    """Validate everything that needs no QEMU; returns the ttl as int. ``warn(text)`` gets warnings."""
-    protocol = params["protocol"]
+def _checked(check, value, prefix=""):
+    """``check(value)``, its ValueError turned into an OptionError (text after ``prefix``)."""
     try:
-        ttl = validate_ttl(params["ttl"])
+        return check(value)
     except ValueError as exc:
-        raise OptionError(str(exc)) from None
+        raise OptionError(prefix + str(exc)) from None
+
+
+def check_options(params, warn):
+    """Validate everything that needs no QEMU; the ttl as int. ``warn(text)`` gets warnings."""
+    protocol = params["protocol"]
+    ttl = _checked(validate_ttl, params["ttl"])
     if protocol == "serial":
         check_serial_options(params)
     elif params["password"] is None:
         raise OptionError("password is missing: the console_ticket action plugin generates the ticket on the controller, "
                           "so run this module as vmconsole.secure.console_ticket through Ansible")
     else:
-        try:
-            validate_ticket(protocol, params["password"])
-        except ValueError as exc:
-            raise OptionError("password: %s" % exc) from None
+        _checked(lambda password: validate_ticket(protocol, password), params["password"], "password: ")
     if protocol == "vnc":
         for option in ("proxy", "host_subject"):
             if params[option] is not None:
@@ -512,26 +510,16 @@ def check_options(params, warn=None):
             raise OptionError("connected=%s is SPICE-only: QEMU refuses it for VNC, use connected=keep with protocol=vnc"
                               % params["connected"])
     if params["proxy"] is not None:
-        try:
-            check_proxy_url(params["proxy"])
-        except ValueError as exc:
-            raise OptionError(str(exc)) from None
+        _checked(check_proxy_url, params["proxy"])
     if params["proxy_user"] is not None:
         check_proxy_token_options(params)
     if params["host_subject"] is not None:
-        try:
-            parse_subject(params["host_subject"])
-        except ValueError as exc:
-            raise OptionError("host_subject: %s" % exc) from None
-    try:
-        if params["libvirt_domain"] is None:
-            qmp_socket_path(params)
-        else:
-            for text in check_libvirt_options(params):
-                if warn:
-                    warn(text)
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
+        _checked(parse_subject, params["host_subject"], "host_subject: ")
+    if params["libvirt_domain"] is None:
+        _checked(qmp_socket_path, params)
+    else:
+        for text in _checked(check_libvirt_options, params):
+            warn(text)
     return ttl
 
 
@@ -576,21 +564,15 @@ def check_proxy_token_options(params):
                           "token there")
     if vm_name(params) is None:
         raise OptionError("proxy_user needs vm or libvirt_domain (the token names the VM), not socket")
-    try:
-        proxy_username(params["proxy_user"], vm_name(params))
-        validate_token_ttl(params["proxy_token_ttl"])
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
+    _checked(lambda user: proxy_username(user, vm_name(params)), params["proxy_user"])
+    _checked(validate_token_ttl, params["proxy_token_ttl"])
 
 
 def read_proxy_keys(params):
     """The cluster's proxy token keys, or None without proxy_user."""
     if params["proxy_user"] is None:
         return None
-    try:
-        return load_proxy_keys(params["proxy_token_key_file"])
-    except ValueError as exc:
-        raise OptionError("proxy_token_key_file: %s" % exc) from None
+    return _checked(load_proxy_keys, params["proxy_token_key_file"], "proxy_token_key_file: ")
 
 
 def mint_token(params, keys):
@@ -598,61 +580,23 @@ def mint_token(params, keys):
     return mint_proxy_token(keys, params["proxy_user"], vm_name(params), ttl=params["proxy_token_ttl"])
 
 
-def token_proxy_url(params, keys):
-    """(the proxy URL with a fresh token as credentials, the minted ProxyToken)."""
-    parts = urlsplit(params["proxy"])
-    token = mint_token(params, keys)
-    return proxy_url(parts.hostname, parts.port or 3128, token.username, token.token), token
-
-
 def ticket_file_path(params):
     """Where the SPICE ticket is kept for a migration, or None (VNC, ticket_file='', or a libvirt domain by default).
 
     libvirt migrates a domain's graphics password with the domain, so a libvirt domain keeps a file only when
-    ``ticket_file`` names one.
+    ``ticket_file`` names one. OptionError when the file could not be written.
     """
     if params["protocol"] != "spice" or params["ticket_file"] == "":
         return None
-    if params["ticket_file"] or params["libvirt_domain"] is not None:
-        return params["ticket_file"]
-    return default_ticket_file(qmp_socket_path(params))
-
-
-def check_ticket_file(path):
-    if path is None:
-        return
-    try:
-        check_ticket_file_writable(path)
-    except OSError as exc:
-        raise OptionError("ticket_file %s cannot be written: %s" % (path, exc.strerror or exc)) from None
-
-
-def keep_ticket(path, password, expires):
-    """Write the ticket file after the ticket was set; OptionError when that fails."""
-    if path is None:
-        return
-    try:
-        write_ticket_file(path, password, expires)
-    except OSError as exc:
-        raise OptionError("ticket_file %s cannot be written: %s; the ticket is set but not handed out"
-                          % (path, exc.strerror or exc)) from None
-
-
-def open_audit_log(path, check_mode):
-    """The issuance log, opened (its folder made) before anything is sent; OptionError when it cannot be."""
-    try:
-        return AuditLog(path, check_mode)
-    except OSError as exc:
-        raise OptionError("audit_log %s cannot be written: %s" % (path, exc.strerror or exc)) from None
-
-
-def write_audit(audit, record):
-    """Append the issuance after the ticket was set; OptionError when that fails."""
-    try:
-        audit.write(record)
-    except OSError as exc:
-        raise OptionError("audit_log %s cannot be written: %s; the ticket is set but not handed out"
-                          % (audit.path, exc.strerror or exc)) from None
+    path = params["ticket_file"]
+    if not path and params["libvirt_domain"] is None:
+        path = default_ticket_file(qmp_socket_path(params))
+    if path is not None:
+        try:
+            check_ticket_file_writable(path)
+        except OSError as exc:
+            raise OptionError("ticket_file %s cannot be written: %s" % (path, exc.strerror or exc)) from None
+    return path
 
 
 def issuance_record(params, result):
@@ -673,112 +617,13 @@ def issuance_record(params, result):
     )
 
 
-def read_pem(option, path):
-    """The text of the PEM certificate file named by ``option``; OptionError says why not."""
-    try:
-        with open(path, "r", encoding="ascii") as f:
-            pem = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OptionError("%s %s cannot be read: %s" % (option, path, getattr(exc, "strerror", None) or exc)) from None
-    try:
-        subject = subject_from_pem(pem)
-    except ValueError as exc:
-        raise OptionError("%s %s is not a PEM certificate: %s" % (option, path, exc)) from None
-    return pem, subject
-
-
-def tls_settings(params):
-    """(ca_pem, host_subject) for a SPICE .vv."""
-    ca_pem = read_pem("ca_file", params["ca_file"])[0]
-    host_subject = params["host_subject"]
-    if host_subject is None:
-        host_subject = read_pem("server_cert_file", params["server_cert_file"])[1]
-    return ca_pem, host_subject
-
-
-def spice_console(qmp, connected):
-    """(tls_port, port) of the VM's SPICE server, after checking it can use a ticket."""
-    try:
-        info = qmp.execute("query-spice")
-    except QMPCommandError as exc:
-        if exc.error_class == "CommandNotFound":
-            raise OptionError("QEMU has no SPICE: this QEMU binary was built without it (protocol=spice)") from None
-        raise
-    if not info.get("enabled"):
-        raise OptionError("QEMU has no SPICE: the VM was started without -spice (protocol=spice)")
-    if info.get("auth") != "spice":
-        raise OptionError("SPICE of this VM does not use tickets (auth=%s, started with disable-ticketing?): "
-                          "a ticket would not protect its console" % info.get("auth"))
-    channels = info.get("channels") or []
-    if connected == "fail" and channels:
-        raise OptionError("connected=fail: a SPICE client is connected (%d channels), no ticket was set" % len(channels))
-    return info.get("tls-port"), info.get("port")
-
-
-def vnc_console(qmp):
-    """The TCP port of the VM's VNC server, after checking it uses VNC password authentication."""
-    try:
-        info = qmp.execute("query-vnc")
-    except QMPCommandError as exc:
-        if exc.error_class == "CommandNotFound":
-            raise OptionError("QEMU has no VNC: this QEMU binary was built without it (protocol=vnc)") from None
-        raise
-    if not info.get("enabled"):
-        raise OptionError("QEMU has no VNC: the VM was started without -vnc (protocol=vnc)")
-    if info.get("auth") == "none":
-        raise OptionError("VNC of this VM has no password authentication (start it with -vnc ...,password=on): "
-                          "a ticket would not protect its console")
-    try:
-        return int(info.get("service"))
-    except (TypeError, ValueError):
-        raise OptionError("VNC of this VM does not listen on a TCP port (%s): remote-viewer cannot reach it"
-                          % info.get("family")) from None
-
-
-# Where each returned value comes from, for the message when it contains the ticket.
-_RETURNED_FROM = dict(protocol="protocol", host="console_host", proxy="proxy", ca_pem="the CA certificate in ca_file",
-                      host_subject="host_subject (or server_cert_file)", title="title",
-                      proxy_username="the proxy username (proxy_user and vm)")
-
-
 def masked_somewhere(password, result):
-    """Where a returned value contains the ticket (Ansible's no_log masking would garble it there), or None."""
+    """Where a returned value contains the ticket, or None."""
     values = dict(result["vv"], protocol=result["protocol"], proxy_username=result.get("proxy_username"))
     for name, value in values.items():
         if isinstance(value, str) and password in value:
             return _RETURNED_FROM[name]
     return None
-
-
-def set_ticket(qmp, protocol, password, ttl, connected):
-    """set_password, then expire_password; returns the expiry (epoch seconds)."""
-    arguments = dict(protocol=protocol, password=password)
-    if protocol == "spice":
-        arguments["connected"] = connected
-    qmp.execute("set_password", arguments)
-    expires = int(time.time()) + ttl
-    try:
-        qmp.execute("expire_password", dict(protocol=protocol, time="+%d" % ttl))
-    except QMPError:
-        # The ticket is set without our expiry: replace it with one nobody knows.
-        try:
-            qmp.execute("set_password", dict(arguments, password=new_ticket(protocol)))
-        except QMPError:
-            pass
-        raise
-    return expires
-
-
-def serial_console(qmp):
-    """The TCP port of the VM's serial console (chardev vmconsole-serial), from the read-only query-chardev."""
-    try:
-        return serial_chardev_port(qmp.execute("query-chardev"))
-    except LookupError:
-        raise OptionError("the VM has no serial console: QEMU has no chardev %s (the guest was started with serial: "
-                          "false, or not by vmconsole.secure.qemu_vm) (protocol=serial)" % SERIAL_CHARDEV) from None
-    except ValueError as exc:
-        raise OptionError("the VM's serial console cannot be reached through the proxy: %s (protocol=serial)"
-                          % exc) from None
 
 
 def client_command(params, node, serial_port, username):
@@ -796,66 +641,56 @@ def client_command(params, node, serial_port, username):
         proxy_port=(proxy.port or DEFAULT_PROXY_PORT) if proxy else DEFAULT_PROXY_PORT,
         token_file=params["dest"],
     )
-    try:
-        return serial_console_argv(**args), serial_console_command(**args)
-    except ValueError as exc:
-        raise OptionError("cannot build the client command: %s" % exc) from None
+    return _checked(lambda kwargs: (serial_console_argv(**kwargs), serial_console_command(**kwargs)), args,
+                    "cannot build the client command: ")
 
 
-def issue_ticket(module, console, open_audit, *, ttl, ca_pem, host_subject, keys, kept):
+def issue_ticket(module, console, *, ttl, ca_pem, host_subject, keys, kept):
     """protocol=spice or vnc: check the console, set the ticket (and keep it), log it; the result with "vv"."""
     params = module.params
     protocol = params["protocol"]
     password = params["password"]
     tls_port, port = console.ports(protocol, params["connected"])
-    result = dict(
-        changed=True,
-        protocol=protocol,
-        ttl=ttl,
-        expires=int(time.time()) + ttl,
-        tls_port=tls_port,
-        port=port,
-        console_host=params["console_host"] or socket.gethostname(),
-        host_subject=host_subject,
-        ticket_file=kept,
-    )
+    result = dict(changed=True, protocol=protocol, ttl=ttl, expires=int(time.time()) + ttl, tls_port=tls_port,
+                  port=port, console_host=params["console_host"] or socket.gethostname(), host_subject=host_subject,
+                  ticket_file=kept)
     proxy = params["proxy"]
     if keys is not None:
         # The token leaves the node only inside "vv", which the action plugin drops.
-        proxy, token = token_proxy_url(params, keys)
+        token = mint_token(params, keys)
+        parts = urlsplit(proxy)
+        proxy = proxy_url(parts.hostname, parts.port or 3128, token.username, token.token)
         result.update(proxy_username=token.username, proxy_token_expires=token.expires,
                       proxy_token_key_id=token.key_id)
-    # What the .vv holds besides the ticket; the action plugin renders it and drops this key.
-    result["vv"] = dict(
-        protocol=protocol,
-        host=result["console_host"],
-        # With TLS the file offers only the TLS port: every channel is secure anyway.
-        tls_port=tls_port,
-        port=port if tls_port is None else None,
-        proxy=proxy,
-        ca_pem=ca_pem,
-        host_subject=host_subject,
-        title=params["title"],
-    )
-    try:
-        render_vv(password=password, **result["vv"])
-    except ValueError as exc:
-        raise OptionError("cannot write a .vv with these options: %s" % exc) from None
+    # What the .vv holds besides the ticket; the action plugin renders it and drops this key. With TLS the
+    # file offers only the TLS port: every channel is secure anyway.
+    result["vv"] = dict(protocol=protocol, host=result["console_host"], tls_port=tls_port,
+                        port=port if tls_port is None else None, proxy=proxy, ca_pem=ca_pem,
+                        host_subject=host_subject, title=params["title"])
+    _checked(lambda vv: render_vv(password=password, **vv), result["vv"], "cannot write a .vv with these options: ")
     clash = masked_somewhere(password, result)
     if clash:
         raise OptionError("password: it occurs in %s, which the module returns and Ansible's no_log masking "
                           "would garble; choose another, or let the module generate one" % clash)
     if protocol == "spice" and tls_port is None:
         module.warn("SPICE of this VM has no TLS port: the console, and its ticket, travel in plain text")
-    audit = open_audit()   # after the queries, before any change
-    if not module.check_mode:
-        result["expires"] = console.set_ticket(protocol, password, ttl, params["connected"])
-        keep_ticket(kept, password, result["expires"])
-        write_audit(audit, issuance_record(params, result))
+    audit = open_audit_log(params["audit_log"], module.check_mode)   # after the queries, before any change
+    try:
+        if not module.check_mode:
+            result["expires"] = console.set_ticket(protocol, password, ttl, params["connected"])
+            if kept is not None:
+                try:
+                    write_ticket_file(kept, password, result["expires"])
+                except OSError as exc:
+                    raise OptionError("ticket_file %s cannot be written: %s; the ticket is set but not handed out"
+                                      % (kept, exc.strerror or exc)) from None
+            write_audit(audit, issuance_record(params, result), "the ticket is set but not handed out")
+    finally:
+        audit.close()
     return result
 
 
-def issue_serial(module, console, open_audit, keys):
+def issue_serial(module, console, keys):
     """protocol=serial: read the port (query-chardev only), mint and log a proxy token; nothing is set in QEMU."""
     params = module.params
     token_ttl = validate_token_ttl(params["proxy_token_ttl"])
@@ -863,152 +698,22 @@ def issue_serial(module, console, open_audit, keys):
     node = params["console_host"] or socket.gethostname()
     username = proxy_username(params["proxy_user"], vm_name(params))
     argv, command = client_command(params, node, port, username)
-    result = dict(
-        changed=True,
-        protocol="serial",
-        ttl=token_ttl,
-        expires=int(time.time()) + token_ttl,
-        serial_port=port,
-        console_host=node,
-        proxy_username=username,
-        proxy_token_key_id=keys.current,
-        command=command,
-        argv=argv,
-    )
-    audit = open_audit()   # after the query, before the token
-    if module.check_mode:
-        result["proxy_token_expires"] = result["expires"]   # when a token would expire
-        return result
-    token = mint_token(params, keys)
-    result.update(expires=token.expires, proxy_token_expires=token.expires, proxy_token_key_id=token.key_id)
-    write_audit(audit, issuance_record(params, result))
+    result = dict(changed=True, protocol="serial", ttl=token_ttl, expires=int(time.time()) + token_ttl,
+                  serial_port=port, console_host=node, proxy_username=username, proxy_token_key_id=keys.current,
+                  command=command, argv=argv)
+    audit = open_audit_log(params["audit_log"], module.check_mode)   # after the query, before the token
+    try:
+        if module.check_mode:
+            result["proxy_token_expires"] = result["expires"]   # when a token would expire
+            return result
+        token = mint_token(params, keys)
+        result.update(expires=token.expires, proxy_token_expires=token.expires, proxy_token_key_id=token.key_id)
+        write_audit(audit, issuance_record(params, result), "the ticket is set but not handed out")
+    finally:
+        audit.close()
     # The token leaves the node only here; the action plugin drops this key from every result.
     result["serial_handover"] = dict(proxy_token=token.token)
     return result
-
-
-def issue_on_console(module, work):
-    """``work(console, open_audit)`` on the VM's console, then exit with its result.
-
-    ``open_audit()`` opens the issuance log (closed here at the end). An OptionError or an error
-    of the console fails the module.
-    """
-    audits = []
-
-    def open_audit():
-        audits.append(open_audit_log(module.params["audit_log"], module.check_mode))
-        return audits[-1]
-
-    with open_console(module) as console:
-        try:
-            result = work(console, open_audit)
-        except OptionError as exc:
-            module.fail_json(msg=str(exc))
-        except console.errors as exc:
-            console.fail(exc)
-        finally:
-            for audit in audits:
-                audit.close()
-    module.exit_json(**result)
-
-
-class QMPConsole:
-    """The console of a VM reached through its QMP monitor (a qemu_vm guest by ``vm``, or ``socket``)."""
-
-    errors = (QMPError,)
-
-    def __init__(self, module):
-        self.module = module
-        self.qmp = None
-
-    def __enter__(self):
-        self.qmp = open_qmp(self.module)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.qmp.close()
-
-    def ports(self, protocol, connected):
-        """(tls_port, port) of the console, after checking it can use a ticket; OptionError says why not."""
-        if protocol == "spice":
-            return spice_console(self.qmp, connected)
-        return None, vnc_console(self.qmp)
-
-    def set_ticket(self, protocol, password, ttl, connected):
-        return set_ticket(self.qmp, protocol, password, ttl, connected)
-
-    def serial_port(self):
-        return serial_console(self.qmp)
-
-    def fail(self, exc):
-        fail_qmp(self.module, exc)
-
-
-class LibvirtConsole:
-    """The console of a libvirt domain: libvirt owns its monitor, so the ticket goes in as a live <graphics> update."""
-
-    errors = (LibvirtError,)
-
-    def __init__(self, module):
-        self.module = module
-        self.domain = LibvirtDomain(module.params["libvirt_domain"], module.params["libvirt_uri"])
-        self.xml = self.graphics = None
-
-    def __enter__(self):
-        try:
-            self.domain.open()
-        except LibvirtError as exc:
-            self.fail(exc)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.domain.close()
-
-    def ports(self, protocol, connected):
-        """(tls_port, port) of the domain's <graphics type=protocol>; OptionError when it has none usable."""
-        self.xml, consoles = self.domain.graphics()
-        graphics = self.graphics = consoles[protocol]
-        where = "libvirt domain %s (%s)" % (self.domain.name, self.domain.uri)
-        if graphics is None:
-            raise OptionError("%s has no <graphics type='%s'>: it has no %s console (protocol=%s)"
-                              % (where, protocol, protocol.upper(), protocol))
-        if graphics["port"] is None and graphics["tls_port"] is None:
-            raise OptionError("%s of %s does not listen on a TCP port (listen type %s): remote-viewer cannot reach it"
-                              % (protocol.upper(), where, graphics["listen_type"]))
-        return graphics["tls_port"], graphics["port"]
-
-    def set_ticket(self, protocol, password, ttl, connected):
-        """The ticket and its expiry in one live update (libvirt sends set_password and expire_password)."""
-        connected = connected if protocol == "spice" else None
-        expires = int(time.time()) + ttl
-        try:
-            self.domain.update_live(graphics_update_xml(self.xml, protocol, password, expires, connected), password)
-        except LibvirtError as exc:
-            # libvirt may have set the ticket without our expiry: replace it with one nobody knows.
-            unknown = new_ticket(protocol)
-            try:
-                self.domain.update_live(graphics_update_xml(self.xml, protocol, unknown, expires, connected),
-                                        password, unknown)
-            except LibvirtError:
-                pass
-            if self.graphics["password_set"]:
-                raise
-            raise LibvirtError(
-                "%s (the domain's <graphics type='%s'> has no passwd: libvirt then starts QEMU without %s password "
-                "authentication unless qemu.conf sets %s_password, and QEMU refuses tickets; define the domain with a "
-                "passwd, e.g. a random one with a passwdValidTo in the past)" % (exc, protocol, protocol.upper(), protocol),
-                exc.domain, exc.uri, exc.code) from None
-        return expires
-
-    def fail(self, exc):
-        fail_libvirt(self.module, exc)
-
-
-def open_console(module):
-    """The VM's console as the options name it; a context manager that fails the module when it cannot be reached."""
-    if module.params["libvirt_domain"] is not None:
-        return LibvirtConsole(module)
-    return QMPConsole(module)
 
 
 def main():
@@ -1035,27 +740,21 @@ def main():
         client_key_file=dict(type="str"),
         client_ca_file=dict(type="str"),
     )
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        mutually_exclusive=CONSOLE_MUTUALLY_EXCLUSIVE,
-        required_one_of=CONSOLE_REQUIRED_ONE_OF,
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=CONSOLE_MUTUALLY_EXCLUSIVE,
+                           required_one_of=CONSOLE_REQUIRED_ONE_OF, supports_check_mode=True)
     params = module.params
-    protocol = params["protocol"]
     try:
         ttl = check_options(params, module.warn)
-        ca_pem, host_subject = tls_settings(params) if protocol == "spice" else (None, None)
+        ca_pem, host_subject = spice_tls(params) if params["protocol"] == "spice" else (None, None)
         keys = read_proxy_keys(params)
         kept = ticket_file_path(params)
-        check_ticket_file(kept)
     except OptionError as exc:
         module.fail_json(msg=str(exc))
-    if protocol == "serial":
-        issue_on_console(module, lambda console, open_audit: issue_serial(module, console, open_audit, keys))
+    if params["protocol"] == "serial":
+        run_on_console(module, lambda console: issue_serial(module, console, keys))
     else:
-        issue_on_console(module, lambda console, open_audit: issue_ticket(
-            module, console, open_audit, ttl=ttl, ca_pem=ca_pem, host_subject=host_subject, keys=keys, kept=kept))
+        run_on_console(module, lambda console: issue_ticket(module, console, ttl=ttl, ca_pem=ca_pem,
+                                                            host_subject=host_subject, keys=keys, kept=kept))
 
 
 if __name__ == "__main__":

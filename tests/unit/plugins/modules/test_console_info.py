@@ -95,11 +95,6 @@ def test_timeout_fails_with_socket_and_hint(fake_qmp, run_module):
     assert server.path in result["msg"] and "timeout option" in result["msg"]
 
 
-@pytest.mark.parametrize("value, port", [("5901", 5901), (5901, 5901), ("vnc", None), (None, None)])
-def test_port(value, port):
-    assert console_info._port(value) == port
-
-
 # --- libvirt domains: the live domain XML instead of QMP ---------------------------------------------
 
 LV1_XML = """<domain type='kvm' id='1'><name>lv1</name><devices>
