@@ -74,7 +74,8 @@ options:
       - Where the migration stream goes, C(tcp:HOST:PORT) (IPv6 C(tcp:[ADDRESS]:PORT)). HOST is the target node's
         address on the cluster network, PORT one of the migration ports (C(vmconsole_migration_ports)).
       - The same value for O(step=incoming) (where the target listens) and O(step=migrate) (where the source sends).
-      - Instead, O(migration_host) and O(migration_port) build it.
+      - Instead, O(migration_host) and O(migration_port) build it. One of the two ways is required by those steps,
+        and only those take it.
     type: str
   migration_host:
     description:
@@ -130,12 +131,14 @@ options:
     type: path
   target_host:
     description:
-      - The target node's console name as the proxies (and the clients' C(.vv) files) know it, for O(step=announce).
+      - The target node's console name as the proxies (and the clients' C(.vv) files) know it. Required by
+        O(step=announce), and only that step takes it.
       - A client that reaches the VM through the cluster's CONNECT proxy asks its proxy for this name.
     type: str
   target_tls_port:
     description:
-      - The target guest's SPICE TLS port, for O(step=announce).
+      - The target guest's SPICE TLS port, for O(step=announce), which needs O(target_tls_port) or O(target_port)
+        (or both).
     type: int
   target_port:
     description:
@@ -421,6 +424,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import v
 
 SOURCE_STEPS = ("announce", "migrate")
 # Options without a default, and the steps that use them: given to any other step, they are a mistake.
+# (AnsibleModule's required_if says what a step needs; it has no rule for what a step must not get.)
 STEP_OPTIONS = dict(
     migration_uri=("incoming", "migrate"),
     migration_host=("incoming", "migrate"),
@@ -487,26 +491,19 @@ def check_options(params):
 
 
 def migration_uri(params):
-    host, port = params["migration_host"], params["migration_port"]
+    """migration_uri, or tcp:migration_host:migration_port (AnsibleModule checked that one of them is given)."""
     try:
         if params["migration_uri"] is not None:
-            if host is not None or port is not None:
-                raise StepError("migration_uri and migration_host/migration_port are mutually exclusive")
             parse_migration_uri(params["migration_uri"])
             return params["migration_uri"]
-        if host is None or port is None:
-            raise StepError("step=%s needs migration_uri (tcp:HOST:PORT), or migration_host and migration_port"
-                            % params["step"])
-        return build_migration_uri(host, port)
+        return build_migration_uri(params["migration_host"], params["migration_port"])
     except ValueError as exc:
         raise StepError(str(exc)) from None
 
 
 def check_announce_options(params):
     if not params["target_host"]:
-        raise StepError("step=announce needs target_host: the target node's console name as the proxies know it")
-    if params["target_tls_port"] is None and params["target_port"] is None:
-        raise StepError("step=announce needs target_tls_port (and target_port, the plain port, for a seamless move)")
+        raise StepError("target_host must not be empty: the target node's console name as the proxies know it")
     for option in ("target_tls_port", "target_port"):
         port = params[option]
         if port is not None and not 1 <= port <= 65535:
@@ -804,8 +801,18 @@ def main():
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
-        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE + [("target_cert_subject", "target_cert_pem")],
+        mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE + [("target_cert_subject", "target_cert_pem"),
+                                                     ("migration_uri", "migration_host"),
+                                                     ("migration_uri", "migration_port")],
         required_one_of=QMP_REQUIRED_ONE_OF,
+        required_together=[("migration_host", "migration_port")],
+        # What each step needs; what a step does not use is refused by check_options (STEP_OPTIONS).
+        required_if=[
+            ("step", "incoming", ("migration_uri", "migration_host"), True),
+            ("step", "migrate", ("migration_uri", "migration_host"), True),
+            ("step", "announce", ("target_host",)),
+            ("step", "announce", ("target_tls_port", "target_port"), True),
+        ],
         supports_check_mode=True,
     )
     step_name = module.params["step"]
