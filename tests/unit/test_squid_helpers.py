@@ -55,6 +55,14 @@ class Helper:
         assert answer.endswith(b"\n"), "the helper died: %r" % self.stop()
         return answer.decode("utf-8").rstrip("\n")
 
+    def ask_bytes(self, line):
+        """``ask`` for a request that is not text; the answer as bytes."""
+        self.proc.stdin.write(line + b"\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer.endswith(b"\n"), "the helper died: %r" % self.stop()
+        return answer.rstrip(b"\n")
+
     def alive(self):
         return self.proc.poll() is None
 
@@ -133,6 +141,20 @@ def test_auth_with_concurrency_repeats_the_channel_id(setup):
     assert helper.ask("0 " + credentials(setup.keys)) == "0 OK"
     assert helper.ask("17 alice__web1 v1_garbage") == '17 ERR message="proxy token malformed"'
     assert helper.ask("x alice__web1 v1") == "ERR"
+
+
+@pytest.mark.parametrize("mode", ["auth", "acl"])
+def test_the_channel_id_survives_bytes_that_are_not_utf8(setup, mode):
+    """squid matches an answer to its request by the channel ID: it comes back whatever follows it."""
+    if mode == "auth":
+        helper = setup.start("auth", "--keys", str(setup.keys_file), "--concurrency")
+    else:
+        helper = setup.start("acl", "--facts", str(setup.facts), "--self", "hv1", "--console-ports", PORTS,
+                             "--concurrency")
+    for line in (b"17 alice__web1 \xff\xfe", b"18 alic\xc3", b"19 \xe2\x82", b"20"):
+        channel = line.split(b" ")[0]
+        assert helper.ask_bytes(line).split(b" ")[:2] == [channel, b"ERR"], line
+    assert helper.alive()
 
 
 def test_auth_reads_rotated_keys_without_restart(setup):

@@ -214,26 +214,30 @@ def serve(answer, concurrency, stdin, stdout):
             rest = stdin.readline(MAX_LINE)
             if not rest or rest.endswith(b"\n"):
                 break
+        line = raw.rstrip(b"\n").rstrip(b"\r")
         channel = None
+        if concurrency:
+            # The channel ID comes from the raw bytes, so that squid gets it back whatever follows it
+            # (bytes that are not UTF-8, a line cut inside a character): without it squid cannot match
+            # the answer to its request.
+            head, line = line.partition(b" ")[::2]
+            if head.isdigit() and len(head) <= 10:
+                channel = head.decode("ascii")
+            else:
+                line = None
         try:
-            fields = raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8").split(" ")
-            if concurrency:
-                if fields[0].isascii() and fields[0].isdigit() and len(fields[0]) <= 10:
-                    channel = fields.pop(0)
-                else:
-                    fields = None
-            if fields is None or too_long:
+            if line is None or too_long:
                 reply = "ERR"
             else:
-                reply = answer(fields)
+                reply = answer(line.decode("utf-8").split(" "))
         except UnicodeDecodeError:
             reply = "ERR"
         except Exception as exc:  # pylint: disable=broad-except  # one bad line must not stop the helper
             warn("internal error (%s) answering a request" % type(exc).__name__)
             reply = 'BH message="internal error"'
-        line = reply if channel is None else "%s %s" % (channel, reply)
+        reply = reply if channel is None else "%s %s" % (channel, reply)
         try:
-            stdout.write(line.encode("utf-8") + b"\n")
+            stdout.write(reply.encode("utf-8") + b"\n")
             stdout.flush()
         except (BrokenPipeError, ValueError):
             return
