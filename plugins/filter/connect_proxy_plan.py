@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Filters ``connect_proxy_plan``, ``connect_proxy_keys`` and ``cluster_nodes``: the decisions of
+"""Filters ``connect_proxy_plan``, ``connect_proxy_keys``, ``cluster_nodes`` and ``connect_proxy_squid_conf``: the decisions of
 the ``connect_proxy`` role (see the ``.yml`` file of each). The logic is in
 ``module_utils/_connect_proxy.py``; the key store is read with the collection's token code
 (``module_utils/_tickets.py``), whose messages never hold a key.
@@ -52,6 +52,16 @@ def cluster_nodes(hosts, hostvars):
     return _connect_proxy.cluster_nodes(hosts, hostvars)
 
 
+def connect_proxy_squid_conf(settings):
+    """squid.conf of one node (see connect_proxy_squid_conf.yml)."""
+    if not isinstance(settings, dict):
+        raise AnsibleFilterError("connect_proxy_squid_conf: the input must be a dict of settings")
+    try:
+        return _connect_proxy.squid_conf(settings)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError("connect_proxy_squid_conf: %s %s" % (type(exc).__name__, exc)) from None
+
+
 class FilterModule:
     """The connect_proxy role's decisions."""
 
@@ -60,4 +70,5 @@ class FilterModule:
             "connect_proxy_plan": connect_proxy_plan,
             "connect_proxy_keys": connect_proxy_keys,
             "cluster_nodes": cluster_nodes,
+            "connect_proxy_squid_conf": connect_proxy_squid_conf,
         }

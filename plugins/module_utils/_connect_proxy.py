@@ -230,3 +230,142 @@ def keys(stored, stage, now, new_id, new_key, overlap, key_store, problem=None):
     elif stage == 3 and previous:
         data["keys"] = {current: data["keys"][current]}
     return {"errors": errors, "keys_data": data}
+
+
+# --- squid.conf ---------------------------------------------------------------------------------
+
+SQUID_DEFAULTS = dict(
+    pid_filename="/run/squid.pid",
+    coredump_dir="/var/spool/squid",
+    other_access_log="/var/log/squid/access.log",
+    cache_log="/var/log/squid/cache.log",
+    helper_children=8,
+    client_networks=(),
+    others=(),
+    addresses={},
+)
+
+# squid's logformat: time, client address:port, proxy username (user and VM, not secret), what the
+# destination helper logged, method, destination, status, bytes from and to the client, duration (ms),
+# and the first client of a hop (X-Forwarded-For).
+LOGFORMAT = ("logformat vmconsole %{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %un %ea %rm %ru %>Hs %>st %<st %tr "
+             "%{X-Forwarded-For}>h")
+
+
+def squid_conf(conf):
+    """The text of squid.conf for one node (without the ``ansible_managed`` line the role's template adds).
+
+    The one squid configuration of the collection: the role installs it, and the integration tests run
+    squid with it (with their own paths). ``conf`` holds (see SQUID_DEFAULTS for what may be left out):
+
+    name, listen_address, port, user (cache_effective_user), shutdown_lifetime, hosts_file, idle_timeout,
+    access_log (the CONNECT audit log), tokens (bool: proxy tokens and the destination helper),
+    python, helper, keys_file, revocations_file, credentials_ttl, vms_fact, ranges (``low-high``),
+    others (the other nodes: ``{name, port?}``), addresses (node name -> address), client_networks,
+    pid_filename, coredump_dir, other_access_log, cache_log, helper_children.
+    """
+    c = dict(SQUID_DEFAULTS)
+    c.update(conf)
+    name = c["name"]
+    listen = "[%s]" % c["listen_address"] if ":" in c["listen_address"] else c["listen_address"]
+    others = [node["name"] for node in c["others"]]
+    node_sources = list(dict.fromkeys(c["addresses"].values()))
+    children = int(c["helper_children"])
+    lines = [
+        "#",
+        "# vmconsole.secure console proxy on %s: CONNECT only, to console ports of" % name,
+        "# the cluster's nodes only. This node's consoles are reached at 127.0.0.1 (%s);" % c["hosts_file"],
+        "# another node's consoles through that node's own proxy (a parent hop), so console ports never",
+        "# leave their host. Validated with `squid -k parse` before it is installed.",
+        "",
+        "http_port %s:%d" % (listen, int(c["port"])),
+        "visible_hostname %s" % name,
+        "cache_effective_user %s" % c["user"],
+        "pid_filename %s" % c["pid_filename"],
+        "coredump_dir %s" % c["coredump_dir"],
+        "shutdown_lifetime %d seconds" % int(c["shutdown_lifetime"]),
+        "pinger_enable off",
+        "cache deny all",
+        "cache_mem 8 MB",
+        "hosts_file %s" % c["hosts_file"],
+        "# A console tunnel may stay idle (a viewer left open) for as long as a proxy token lives.",
+        "read_timeout %d seconds" % int(c["idle_timeout"]),
+        "client_lifetime %d seconds" % max(int(c["idle_timeout"]), 86400),
+        "",
+        "# --- Audit: one line per CONNECT -------------------------------------------------------------",
+        "# time, client address:port, proxy username (user and VM, not secret), what the destination",
+        "# helper logged (user=U;vm=V[;via=NODE][;refused=WHY]), method, destination, status, bytes from",
+        "# and to the client, duration (ms), and the first client of a hop (X-Forwarded-For).",
+        "# Never a credential: squid logs no request header here.",
+        "acl CONNECT method CONNECT",
+        "",
+        LOGFORMAT,
+        "access_log stdio:%s vmconsole CONNECT" % c["access_log"],
+        "# Everything else (refused plain requests, a peer's connection probes) goes to squid's own log.",
+        "access_log stdio:%s vmconsole !CONNECT" % c["other_access_log"],
+        "cache_log %s" % c["cache_log"],
+        "# logrotate renames the files, then `squid -k rotate` reopens them.",
+        "logfile_rotate 0",
+    ]
+    if c["tokens"]:
+        lines += [
+            "",
+            "# --- Proxy tokens and the console of the token's VM ------------------------------------------",
+            "auth_param basic program %s %s auth --keys %s --revocations %s --concurrency"
+            % (c["python"], c["helper"], c["keys_file"], c["revocations_file"]),
+            "auth_param basic children %d startup=1 idle=1 concurrency=8 queue-size=2048" % children,
+            "auth_param basic realm vmconsole",
+            "auth_param basic credentialsttl %d seconds" % int(c["credentials_ttl"]),
+            "auth_param basic casesensitive on",
+            "external_acl_type vmconsole_dest ttl=5 negative_ttl=5 children-max=%d children-startup=1 concurrency=8 "
+            "queue-size=2048 %%LOGIN %%DST %%PORT %s %s acl --facts %s --self %s%s --console-ports %s --concurrency"
+            % (children, c["python"], c["helper"], c["vms_fact"], name, "".join(" --node %s" % n for n in others),
+               ",".join(c["ranges"])),
+        ]
+    lines += [
+        "",
+        "# --- What is allowed -------------------------------------------------------------------------",
+        "acl console_ports port %s" % " ".join(c["ranges"]),
+        "acl this_node dstdomain -n %s" % name,
+        "acl cluster_nodes dstdomain -n %s" % " ".join([name] + others),
+        "acl node_sources src %s" % " ".join(node_sources + ["127.0.0.1", "::1"]),
+    ]
+    if c["client_networks"]:
+        lines.append("acl client_sources src %s" % " ".join(c["client_networks"]))
+    lines += [
+        "# A request another proxy forwarded (it carries a Via header): a hop.",
+        "acl hop req_header Via .",
+    ]
+    if c["tokens"]:
+        lines += ["acl token proxy_auth REQUIRED", "acl console_dest external vmconsole_dest"]
+    lines += [
+        "",
+        "http_access deny !CONNECT",
+        "http_access deny !console_ports",
+        "http_access deny !cluster_nodes",
+        "# Loop guard: a hop comes from a cluster node and ends here (it is never forwarded again).",
+        "http_access deny hop !node_sources",
+        "http_access deny hop !this_node",
+        "http_access deny !node_sources !client_sources" if c["client_networks"] else "http_access deny !node_sources",
+    ]
+    lines += ["http_access deny !token", "http_access allow console_dest"] if c["tokens"] else ["http_access allow all"]
+    lines += [
+        "http_access deny all",
+        "",
+        "# --- Where a CONNECT goes ----------------------------------------------------------------------",
+        "via on",
+        "forwarded_for on",
+        "always_direct allow this_node",
+        "# A peer whose connection probe failed counts as down for ten connect timeouts (unless a new",
+        "# probe succeeds): a short timeout keeps that window short after nodes restarted together.",
+    ]
+    for index, node in enumerate(c["others"], 1):
+        lines += [
+            "acl node_%d dstdomain -n %s" % (index, node["name"]),
+            "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange connect-timeout=3 login=PASSTHRU name=%s"
+            % (c["addresses"][node["name"]], int(node.get("port") or c["port"]), node["name"]),
+            "cache_peer_access %s allow node_%d" % (node["name"], index),
+            "cache_peer_access %s deny all" % node["name"],
+        ]
+    lines.append("never_direct allow all")
+    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ import tempfile
 import time
 import types
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._connect_proxy import squid_conf as squid_config
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPClient, QMPError
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -427,48 +428,37 @@ def have_squid():
 
 def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes=(), revocations_file=None,
                port_ranges=CONSOLE_PORT_RANGES, python="/usr/bin/python3"):
-    """squid.conf of a CONNECT-only console proxy: token auth, VM-bound destinations, loopback only."""
-    spaced = " ".join("%d-%d" % r for r in port_ranges)
-    commas = ",".join("%d-%d" % r for r in port_ranges)
-    node_args = "".join(" --node %s" % n for n in nodes)
-    revoked = " --revocations %s" % revocations_file if revocations_file else ""
-    return "\n".join([
-        "# vmconsole.secure test proxy (reference for roles/connect_proxy)",
-        "http_port 127.0.0.1:%d" % port,
-        "pid_filename %s/squid.pid" % workdir,
-        "cache_log %s/logs/cache.log" % workdir,
-        "coredump_dir %s/logs" % workdir,
-        "cache_effective_user %s" % SQUID_USER,
-        "shutdown_lifetime 1 seconds",
-        "pinger_enable off",
-        "cache deny all",
-        "cache_mem 8 MB",
-        "hosts_file %s/hosts" % workdir,
-        # Who (token username = user + VM, decoded by the ACL helper into %ea), from where, to where,
-        # status, bytes each way, duration (ms).
-        "logformat vmconsole %{%Y-%m-%dT%H:%M:%S}tl %>a:%>p %un %ea %rm %ru %>Hs %>st %<st %tr",
-        "access_log stdio:%s/logs/access.log vmconsole" % workdir,
-        "auth_param basic program %s %s auth --keys %s%s --concurrency" % (python, helper, keys_file, revoked),
-        "auth_param basic children 4 startup=1 idle=1 concurrency=8 queue-size=2048",
-        "auth_param basic realm vmconsole",
-        "auth_param basic credentialsttl 10 seconds",
-        "auth_param basic casesensitive on",
-        "external_acl_type vmconsole_dest ttl=5 negative_ttl=5 children-max=4 children-startup=1 concurrency=8 queue-size=2048 "
-        "%%LOGIN %%DST %%PORT %s %s acl --facts %s --self %s%s --console-ports %s --concurrency"
-        % (python, helper, facts_file, self_name, node_args, commas),
-        "acl CONNECT method CONNECT",
-        "acl console_ports port %s" % spaced,
-        "acl cluster_nodes dstdomain -n %s" % " ".join((self_name,) + tuple(nodes)),
-        "acl token proxy_auth REQUIRED",
-        "acl console_dest external vmconsole_dest",
-        "http_access deny !CONNECT",
-        "http_access deny !console_ports",
-        "http_access deny !cluster_nodes",
-        "http_access deny !token",
-        "http_access allow console_dest",
-        "http_access deny all",
-        "",
-    ])
+    """The role's squid.conf (``_connect_proxy.squid_conf``) with this test's paths, on 127.0.0.1 only.
+
+    ``nodes`` are other cluster nodes: parents at 127.0.0.2 on the discard port, where nothing
+    listens (the tests send nothing there).
+    """
+    return squid_config(dict(
+        name=self_name,
+        listen_address="127.0.0.1",
+        port=port,
+        user=SQUID_USER,
+        shutdown_lifetime=1,
+        hosts_file=os.path.join(workdir, "hosts"),
+        idle_timeout=28800,
+        access_log=os.path.join(workdir, "logs", "access.log"),
+        other_access_log=os.path.join(workdir, "logs", "other-access.log"),
+        cache_log=os.path.join(workdir, "logs", "cache.log"),
+        pid_filename=os.path.join(workdir, "squid.pid"),
+        coredump_dir=os.path.join(workdir, "logs"),
+        tokens=True,
+        python=python,
+        helper=helper,
+        keys_file=keys_file,
+        revocations_file=revocations_file or os.path.join(workdir, "proxy-revoked.json"),
+        credentials_ttl=10,
+        vms_fact=facts_file,
+        ranges=["%d-%d" % r for r in port_ranges],
+        others=[dict(name=node, port=9) for node in nodes],
+        addresses={node: "127.0.0.2" for node in nodes},
+        client_networks=[],
+        helper_children=4,
+    ))
 
 
 class Squid:

@@ -206,3 +206,70 @@ def test_an_unusable_store_is_reported_without_its_keys(text):
     (error,) = out["errors"]
     assert error.startswith("the stored token keys /ctl/proxy-keys.json are unusable (")
     assert "not base64 !" not in error and KEY_B not in error
+
+
+# --- squid.conf -----------------------------------------------------------------------------------
+
+SQUID = dict(name="hv1", listen_address="0.0.0.0", port=3128, user="proxy", shutdown_lifetime=3,
+             hosts_file="/etc/vmconsole/proxy-hosts", idle_timeout=28800, access_log="/var/log/vmconsole/proxy-access.log",
+             tokens=True, python="/usr/bin/python3", helper="/usr/lib/vmconsole/proxy/vmconsole_proxy_helper.py",
+             keys_file="/etc/vmconsole/proxy-keys.json", revocations_file="/etc/vmconsole/proxy-revoked.json",
+             credentials_ttl=10, vms_fact="/etc/ansible/facts.d/vmconsole_vms.fact",
+             ranges=["61000-61999", "5900-5999", "62000-62999"],
+             others=[{"name": "hv2"}, {"name": "hv3", "port": 3129}],
+             addresses={"hv1": "10.0.0.1", "hv2": "10.0.0.2", "hv3": "10.0.0.2"},
+             client_networks=["192.0.2.0/24", "2001:db8::/32"])
+
+
+def squid(**changes):
+    return filters.connect_proxy_squid_conf(dict(SQUID, **changes)).splitlines()
+
+
+def directives(lines, name):
+    return [line for line in lines if line.split(" ", 1)[0] == name]
+
+
+def test_squid_conf_with_tokens_asks_both_helpers_and_allows_only_the_tokens_console():
+    lines = squid()
+    assert directives(lines, "http_port") == ["http_port 0.0.0.0:3128"]
+    (auth,) = [line for line in lines if line.startswith("auth_param basic program ")]
+    assert auth.endswith(" auth --keys /etc/vmconsole/proxy-keys.json --revocations /etc/vmconsole/proxy-revoked.json "
+                         "--concurrency")
+    (acl,) = directives(lines, "external_acl_type")
+    assert " --self hv1 --node hv2 --node hv3 --console-ports 61000-61999,5900-5999,62000-62999 --concurrency" in acl
+    assert "queue-size=2048" in acl and "children-max=8" in acl
+    access = directives(lines, "http_access")
+    assert access[-3:] == ["http_access deny !token", "http_access allow console_dest", "http_access deny all"]
+    assert "http_access deny !node_sources !client_sources" in access
+    assert "acl client_sources src 192.0.2.0/24 2001:db8::/32" in lines
+    assert "acl node_sources src 10.0.0.1 10.0.0.2 127.0.0.1 ::1" in lines     # each address once
+    assert "auth_param basic credentialsttl 10 seconds" in lines
+    assert "client_lifetime 86400 seconds" in lines and "read_timeout 28800 seconds" in lines
+
+
+def test_squid_conf_reaches_other_nodes_through_their_proxies_only():
+    lines = squid()
+    peers = directives(lines, "cache_peer")
+    assert peers == [
+        "cache_peer 10.0.0.2 parent 3128 0 no-query no-digest no-netdb-exchange connect-timeout=3 login=PASSTHRU name=hv2",
+        "cache_peer 10.0.0.2 parent 3129 0 no-query no-digest no-netdb-exchange connect-timeout=3 login=PASSTHRU name=hv3",
+    ]
+    assert directives(lines, "cache_peer_access") == ["cache_peer_access hv2 allow node_1", "cache_peer_access hv2 deny all",
+                                                      "cache_peer_access hv3 allow node_2", "cache_peer_access hv3 deny all"]
+    assert lines[-1] == "never_direct allow all" and "always_direct allow this_node" in lines
+    assert "acl cluster_nodes dstdomain -n hv1 hv2 hv3" in lines
+
+
+def test_squid_conf_without_tokens_or_client_networks():
+    lines = squid(tokens=False, client_networks=[], others=[], listen_address="::")
+    assert not directives(lines, "auth_param") and not directives(lines, "external_acl_type")
+    assert directives(lines, "http_port") == ["http_port [::]:3128"]
+    access = directives(lines, "http_access")
+    assert access[-2:] == ["http_access allow all", "http_access deny all"]
+    assert "http_access deny !node_sources" in access and not any("client_sources" in line for line in lines)
+    assert not directives(lines, "cache_peer")
+
+
+def test_squid_conf_names_what_is_missing():
+    with pytest.raises(AnsibleFilterError, match="connect_proxy_squid_conf: KeyError 'helper'"):
+        filters.connect_proxy_squid_conf({k: v for k, v in SQUID.items() if k != "helper"})
