@@ -245,11 +245,18 @@ SQUID_DEFAULTS = dict(
     addresses={},
 )
 
-# squid's logformat: time, client address:port, proxy username (user and VM, not secret), what the
-# destination helper logged, method, destination, status, bytes from and to the client, duration (ms),
-# and the first client of a hop (X-Forwarded-For).
-LOGFORMAT = ("logformat vmconsole %{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %un %ea %rm %ru %>Hs %>st %<st %tr "
-             "%{X-Forwarded-For}>h")
+# The audit log's columns: time, client address:port, the username the client sent (URL-encoded:
+# what the client claims), what the destination helper logged after the token was checked
+# (user=U;vm=V[;via=NODE][;refused=WHY]: the trusted identity), method, destination (URL-encoded),
+# status, bytes from and to the client, duration (ms), and the first client of a hop: that column is
+# filled only on a hop from another node's proxy (its cluster address), which replaced whatever
+# X-Forwarded-For its client sent by that client's address (forwarded_for truncate); on any other
+# line it is "-".
+LOGFORMATS = (
+    "logformat vmconsole %{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %#un %ea %rm %#ru %>Hs %>st %<st %tr -",
+    "logformat vmconsole_hop %{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %#un %ea %rm %#ru %>Hs %>st %<st %tr "
+    "%#{X-Forwarded-For}>h",
+)
 
 
 def squid_conf(conf):
@@ -270,6 +277,9 @@ def squid_conf(conf):
     listen = "[%s]" % c["listen_address"] if ":" in c["listen_address"] else c["listen_address"]
     others = [node["name"] for node in c["others"]]
     node_sources = list(dict.fromkeys(c["addresses"].values()))
+    # The proxies of the other nodes: the only senders whose X-Forwarded-For is logged (not 127.0.0.1,
+    # where any local process may claim to be a hop).
+    peer_sources = list(dict.fromkeys(c["addresses"][node] for node in others))
     children = int(c["helper_children"])
     lines = [
         "#",
@@ -291,18 +301,6 @@ def squid_conf(conf):
         "# A console tunnel may stay idle (a viewer left open) for as long as a proxy token lives.",
         "read_timeout %d seconds" % int(c["idle_timeout"]),
         "client_lifetime %d seconds" % max(int(c["idle_timeout"]), 86400),
-        "",
-        "# --- Audit: one line per CONNECT -------------------------------------------------------------",
-        "# time, client address:port, proxy username (user and VM, not secret), what the destination",
-        "# helper logged (user=U;vm=V[;via=NODE][;refused=WHY]), method, destination, status, bytes from",
-        "# and to the client, duration (ms), and the first client of a hop (X-Forwarded-For).",
-        "# Never a credential: squid logs no request header here.",
-        "acl CONNECT method CONNECT",
-        "",
-        LOGFORMAT,
-        "access_log stdio:%s vmconsole CONNECT" % c["access_log"],
-        "# Everything else (refused plain requests, a peer's connection probes) goes to squid's own log.",
-        "access_log stdio:%s vmconsole !CONNECT" % c["other_access_log"],
         "cache_log %s" % c["cache_log"],
         "# logrotate renames the files, then `squid -k rotate` reopens them.",
         "logfile_rotate 0",
@@ -324,7 +322,11 @@ def squid_conf(conf):
         ]
     lines += [
         "",
-        "# --- What is allowed -------------------------------------------------------------------------",
+        "# --- Who and what -----------------------------------------------------------------------------",
+        "acl CONNECT method CONNECT",
+        "# A transaction without an HTTP request (a peer's connection probe, a client that sent nothing):",
+        "# ACLs that need a request (CONNECT, hop) are not asked about it.",
+        "acl has_request has request",
         "acl console_ports port %s" % " ".join(c["ranges"]),
         "acl this_node dstdomain -n %s" % name,
         "acl cluster_nodes dstdomain -n %s" % " ".join([name] + others),
@@ -336,10 +338,32 @@ def squid_conf(conf):
         "# A request another proxy forwarded (it carries a Via header): a hop.",
         "acl hop req_header Via .",
     ]
+    if peer_sources:
+        lines.append("acl peer_sources src %s" % " ".join(peer_sources))
     if c["tokens"]:
         lines += ["acl token proxy_auth REQUIRED", "acl console_dest external vmconsole_dest"]
     lines += [
         "",
+        "# --- Audit: one line per CONNECT -------------------------------------------------------------",
+        "# time, client address:port, the username the client sent (URL-encoded, untrusted), what the",
+        "# destination helper logged once the token was valid (user=U;vm=V[;via=NODE][;refused=WHY]: the",
+        "# trusted identity), method, destination, status, bytes from and to the client, duration (ms), and",
+        "# on a hop from another node the first client (X-Forwarded-For as that node's proxy set it), else -.",
+        "# Every client-controlled field is URL-encoded: a line has these 11 columns whatever a client sends.",
+        "# Never a credential: squid logs no request header but X-Forwarded-For here.",
+    ] + list(LOGFORMATS)
+    if peer_sources:
+        lines += [
+            "access_log stdio:%s vmconsole_hop has_request CONNECT hop peer_sources" % c["access_log"],
+            "access_log none has_request CONNECT hop peer_sources",
+        ]
+    lines += [
+        "access_log stdio:%s vmconsole has_request CONNECT" % c["access_log"],
+        "access_log none has_request CONNECT",
+        "# Everything else (refused plain requests, a peer's connection probes) goes to squid's own log.",
+        "access_log stdio:%s vmconsole" % c["other_access_log"],
+        "",
+        "# --- What is allowed -------------------------------------------------------------------------",
         "http_access deny !CONNECT",
         "http_access deny !console_ports",
         "http_access deny !cluster_nodes",
@@ -354,7 +378,8 @@ def squid_conf(conf):
         "",
         "# --- Where a CONNECT goes ----------------------------------------------------------------------",
         "via on",
-        "forwarded_for on",
+        "# A hop carries the client's address as the only X-Forwarded-For entry (never the client's own).",
+        "forwarded_for truncate",
         "always_direct allow this_node",
         "# A peer whose connection probe failed counts as down for ten connect timeouts (unless a new",
         "# probe succeeds): a short timeout keeps that window short after nodes restarted together.",

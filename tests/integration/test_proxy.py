@@ -179,6 +179,40 @@ def test_refusals(node):
     assert_no_secret_in_logs(node, valid.token, expired.token, forged, foreign.token, other_vm.token)
 
 
+AUDIT_COLUMNS = 11    # time, client, username, helper's log, method, destination, status, bytes x2, ms, XFF
+
+
+def test_the_audit_log_cannot_be_forged_by_a_client(node):
+    """Whatever a client puts in its username or X-Forwarded-For, each CONNECT is one line of the same
+    columns; nothing it sends reads as another person, VM or first client."""
+    port, vm = node.squid.port, node.vm
+    target = "%s:%d" % (node.name, vm.tls_port)
+    valid = node.token()
+    planted = "x user=mallory;vm=web9 CONNECT %s 200 0 0 1 10.9.9.9" % target
+    requests = [
+        connect_request(target, planted, valid.token),
+        connect_request(target, "tab\there\tuser=mallory;vm=web9", valid.token),
+        connect_request(target, "8bit\xe9\xff user=mallory", valid.token),
+        connect_request(target, valid.username, valid.token)[:-2] + b"X-Forwarded-For: 10.9.9.9 user=mallory\r\n\r\n",
+        connect_request(target, valid.username, valid.token)[:-2] + b"Via: 1.1 hv9\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n",
+    ]
+    for request in requests:
+        connect_status(port, request)
+    _procs.wait_until(lambda: len(_procs.read_log(node.squid.access_log).splitlines()) >= len(requests), 10,
+                      what="squid's access log", logs=node.squid.logs)
+    lines = _procs.read_log(node.squid.access_log).splitlines()
+    assert len(lines) == len(requests), lines
+    for line in lines:
+        columns = line.split(" ")
+        assert len(columns) == AUDIT_COLUMNS and "\t" not in line, line
+        assert "mallory" not in columns[3] and "web9" not in columns[3], line
+        assert columns[10] == "-", "a direct client's X-Forwarded-For is not logged: %s" % line
+        assert columns[4:6] == ["CONNECT", target], line
+    assert "10.9.9.9" not in "".join(lines)
+    # The peer probes of the cluster's other node and the refused plain requests leave no ACL warnings.
+    assert "ACL is used in context without" not in _procs.read_log(node.squid.cache_log, 10 ** 6)
+
+
 def test_revocation_list_refuses_a_new_connection(node):
     token = node.token(now=time.time() - 5)
     node.squid.write_revocations({"users": {"alice": int(time.time()) - 1}})

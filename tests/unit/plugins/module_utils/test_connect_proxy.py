@@ -260,6 +260,35 @@ def test_squid_conf_reaches_other_nodes_through_their_proxies_only():
     assert "acl cluster_nodes dstdomain -n hv1 hv2 hv3" in lines
 
 
+def test_squid_conf_audit_log_quotes_what_clients_send_and_trusts_only_peers_for_a_hop():
+    lines = squid()
+    formats = directives(lines, "logformat")
+    assert [f.split(" ")[1] for f in formats] == ["vmconsole", "vmconsole_hop"]
+    for form in formats:
+        assert " %#un %ea %rm %#ru " in form and len(form.split(" ")) == 2 + 11
+    assert formats[0].endswith(" %tr -") and formats[1].endswith(" %tr %#{X-Forwarded-For}>h")
+    assert "acl peer_sources src 10.0.0.2" in lines           # the other nodes' addresses, not 127.0.0.1
+    assert directives(lines, "access_log") == [
+        "access_log stdio:/var/log/vmconsole/proxy-access.log vmconsole_hop has_request CONNECT hop peer_sources",
+        "access_log none has_request CONNECT hop peer_sources",
+        "access_log stdio:/var/log/vmconsole/proxy-access.log vmconsole has_request CONNECT",
+        "access_log none has_request CONNECT",
+        "access_log stdio:/var/log/squid/access.log vmconsole",
+    ]
+    assert "forwarded_for truncate" in lines
+    # every ACL is defined before a directive uses it (squid reads the file in order)
+    defined = [line.split(" ")[1] for line in lines if line.startswith("acl ")]
+    for index, line in enumerate(lines):
+        if line.startswith(("access_log ", "http_access ")):
+            for word in line.split(" ")[2:]:
+                name = word.lstrip("!")
+                if name in defined:
+                    assert lines.index(next(c for c in lines if c.startswith("acl %s " % name))) < index, line
+    alone = squid(others=[])
+    assert not any("peer_sources" in line for line in alone)
+    assert directives(alone, "access_log")[0].endswith(" vmconsole has_request CONNECT")
+
+
 def test_squid_conf_without_tokens_or_client_networks():
     lines = squid(tokens=False, client_networks=[], others=[], listen_address="::")
     assert not directives(lines, "auth_param") and not directives(lines, "external_acl_type")
