@@ -17,7 +17,8 @@ description:
   - The module cannot know what an arbitrary command changes, so it always reports a change, except for
     C(query-*) commands, which only read.
   - The result does not repeat O(arguments). Values of keys called C(password) anywhere in O(arguments) are
-    masked in all output, also in the module invocation shown at high verbosity. For console passwords use
+    masked in all output, also in the module invocation shown at high verbosity and in the invocation the module
+    logs to the node's journal. For console passwords use
     M(vmconsole.secure.console_ticket), which also sets their expiry.
 author:
   - vmconsole.secure developers (@vmconsole)
@@ -129,19 +130,35 @@ def secret_values(value):
     return found
 
 
+class QMPCommandModule(AnsibleModule):
+    """AnsibleModule that logs its invocation to the node's journal only once the secrets in ``arguments`` are known.
+
+    AnsibleModule logs "Invoked with ..." while it is being made, masking only the values of options
+    declared no_log; the passwords inside ``arguments`` (a free-form dict) are found after that.
+    """
+
+    def _log_invocation(self):
+        """Deferred: :func:`main` calls :meth:`log_invocation` once the secrets are in ``no_log_values``."""
+
+    def log_invocation(self):
+        super()._log_invocation()
+
+
 def main():
     argument_spec = dict(QMP_ARGUMENT_SPEC)
     argument_spec.update(
         command=dict(type="str", required=True),
         arguments=dict(type="dict"),
     )
-    module = AnsibleModule(
+    module = QMPCommandModule(
         argument_spec=argument_spec,
         mutually_exclusive=QMP_MUTUALLY_EXCLUSIVE,
         required_one_of=QMP_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
     module.no_log_values.update(secret_values(module.params["arguments"]))
+    if not module.no_log:
+        module.log_invocation()
     command = module.params["command"]
     if not command.strip():
         module.fail_json(msg="command must not be empty")

@@ -32,6 +32,19 @@ except ImportError:  # older ansible-core: the classic way
             yield
 
 
+@pytest.fixture(autouse=True)
+def module_log(monkeypatch):
+    """Every line a module run here would write to the node's journal or syslog, in a list.
+
+    In place of journald and syslog for every unit test, so the tests never write to this machine's
+    log, and a test can look at exactly what a managed node's journal would get.
+    """
+    lines = []
+    monkeypatch.setattr(basic, "has_journal", False)
+    monkeypatch.setattr(basic.AnsibleModule, "_log_to_syslog", lambda self, msg: lines.append(msg))
+    return lines
+
+
 @pytest.fixture
 def short_tmp():
     """A fresh folder under /tmp with a short path (UNIX socket paths are limited to 108 bytes)."""

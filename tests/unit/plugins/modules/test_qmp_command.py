@@ -54,6 +54,16 @@ def test_arguments_are_sent_but_not_echoed_and_passwords_masked(fake_qmp, run_mo
     assert secret not in json.dumps(result)
 
 
+def test_a_password_in_the_arguments_never_reaches_the_journal(fake_qmp, run_module, module_log):
+    server = fake_qmp(qemu(TABLE))
+    secret = "Zq8-unique-secret-value"
+    run_module(qmp_command.main, dict(socket=server.path, command="set_password",
+                                      arguments={"protocol": "spice", "password": secret, "nested": [{"password": "Pw2"}]}))
+    (invocation,) = [line for line in module_log if line.startswith("Invoked with ")]
+    assert "set_password" in invocation and "spice" in invocation, "the invocation is still logged"
+    assert secret not in invocation and "Pw2" not in invocation, invocation
+
+
 @pytest.mark.parametrize("command, changed", [("stop", True), ("query-status", False)])
 def test_check_mode_sends_nothing(fake_qmp, run_module, command, changed):
     server = fake_qmp(qemu(TABLE))
