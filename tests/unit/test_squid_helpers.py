@@ -152,7 +152,7 @@ def test_the_channel_id_survives_bytes_that_are_not_utf8(setup, mode):
         helper = setup.start("acl", "--facts", str(setup.facts), "--self", "hv1", "--console-ports", PORTS,
                              "--concurrency")
     for line in (b"17 alice__web1 \xff\xfe", b"18 alic\xc3", b"19 \xe2\x82", b"20"):
-        channel = line.split(b" ")[0]
+        channel = line.split(b" ", maxsplit=1)[0]
         assert helper.ask_bytes(line).split(b" ")[:2] == [channel, b"ERR"], line
     assert helper.alive()
 
