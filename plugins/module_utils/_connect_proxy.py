@@ -240,6 +240,7 @@ SQUID_DEFAULTS = dict(
     other_access_log="/var/log/squid/access.log",
     cache_log="/var/log/squid/cache.log",
     helper_children=8,
+    manager_file=None,
     client_networks=(),
     others=(),
     addresses={},
@@ -269,7 +270,9 @@ def squid_conf(conf):
     access_log (the CONNECT audit log), tokens (bool: proxy tokens and the destination helper),
     python, helper, keys_file, revocations_file, credentials_ttl, vms_fact, ranges (``low-high``),
     others (the other nodes: ``{name, port?}``), addresses (node name -> address), client_networks,
-    pid_filename, coredump_dir, other_access_log, cache_log, helper_children.
+    pid_filename, coredump_dir, other_access_log, cache_log, helper_children, manager_file (the file with
+    ``cachemgr_passwd PASSWORD active_requests``: squid's cache manager then gives that one report, to
+    this node only, with that password; console_session cuts tunnels with it).
     """
     c = dict(SQUID_DEFAULTS)
     c.update(conf)
@@ -342,6 +345,16 @@ def squid_conf(conf):
         lines.append("acl peer_sources src %s" % " ".join(peer_sources))
     if c["tokens"]:
         lines += ["acl token proxy_auth REQUIRED", "acl console_dest external vmconsole_dest"]
+    if c["manager_file"]:
+        local = ["127.0.0.1", "::1"] + ([c["listen_address"]] if c["listen_address"] not in ("0.0.0.0", "::") else [])
+        lines += [
+            "",
+            "# --- squid's cache manager: the active_requests report only (console_session finds the tunnels",
+            "# to cut in it), asked from this node only, with the password in %s (root's)." % c["manager_file"],
+            "acl manager_sources src %s" % " ".join(dict.fromkeys(local)),
+            "include %s" % c["manager_file"],
+            "cachemgr_passwd disable all",
+        ]
     lines += [
         "",
         "# --- Audit: one line per CONNECT -------------------------------------------------------------",
@@ -364,6 +377,10 @@ def squid_conf(conf):
         "access_log stdio:%s vmconsole" % c["other_access_log"],
         "",
         "# --- What is allowed -------------------------------------------------------------------------",
+    ]
+    if c["manager_file"]:
+        lines += ["http_access allow manager manager_sources", "http_access deny manager"]
+    lines += [
         "http_access deny !CONNECT",
         "http_access deny !console_ports",
         "http_access deny !cluster_nodes",

@@ -316,8 +316,13 @@ def verify_proxy_token(keys, username, token, *, now=None, revocations=None, ske
 #   {"current": "k2", "keys": {"k2": "<base64url of >= 32 random bytes>", "k1": "..."}}
 #   Tokens are minted with "current"; every key listed verifies. Rotation: add the new key
 #   everywhere, then make it current, then drop the old one after TOKEN_TTL (default 8 h).
-# Revocations (optional): {"users": {"alice": 1767225630}, "vms": {"web1": 1767225630}}:
-#   tokens of that user (or for that VM) issued at or before that epoch second are refused.
+# Revocations (optional): {"users": {"alice": 1767225630}, "vms": {"web1": 1767225630},
+#   "pairs": {"alice__web1": 1767225630}}: tokens of that user (for that VM, of that user for that VM)
+#   issued at or before that epoch second are refused.
+
+
+REVOCATION_KINDS = ("users", "vms", "pairs")
+
 
 def new_proxy_key():
     """A fresh key for the keys file: 32 random bytes, unpadded base64url."""
@@ -370,19 +375,23 @@ def load_proxy_keys(path):
 
 
 def parse_revocations(text):
-    """{"users": {user: epoch}, "vms": {vm: epoch}} from JSON text; ValueError when it is not that."""
+    """{"users": {user: epoch}, "vms": {vm: epoch}, "pairs": {user__vm: epoch}} from JSON text; ValueError when
+    it is not that. "pairs" is optional (files written before it existed have none); its keys are proxy
+    usernames (:func:`proxy_username`), one person's access to one VM."""
     try:
         data = json.loads(text) if text.strip() else {}
     except ValueError:
         raise ValueError("not valid JSON") from None
     if not isinstance(data, dict):
-        raise ValueError('expected {"users": {USER: EPOCH}, "vms": {VM: EPOCH}}')
+        raise ValueError('expected {"users": {USER: EPOCH}, "vms": {VM: EPOCH}, "pairs": {USER__VM: EPOCH}}')
     result = {}
-    for kind in ("users", "vms"):
+    for kind in REVOCATION_KINDS:
         table = data.get(kind, {})
         if not isinstance(table, dict) or not all(
                 isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in table.items()):
             raise ValueError("%s must map names to epoch seconds" % kind)
+        if kind == "pairs" and not all(parse_proxy_username(k) for k in table):
+            raise ValueError("pairs must map proxy usernames (USER__VM) to epoch seconds")
         result[kind] = dict(table)
     return result
 
@@ -393,7 +402,7 @@ def load_revocations(path):
         with open(path, "r", encoding="utf-8") as f:
             text = f.read(16 << 20)
     except FileNotFoundError:
-        return {"users": {}, "vms": {}}
+        return {kind: {} for kind in REVOCATION_KINDS}
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError("revocations %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
     try:
@@ -403,7 +412,7 @@ def load_revocations(path):
 
 
 def _revoked(revocations, user, vm, issued):
-    for kind, name in (("users", user), ("vms", vm)):
+    for kind, name in (("users", user), ("vms", vm), ("pairs", proxy_username(user, vm))):
         since = revocations.get(kind, {}).get(name)
         if since is not None and issued <= since:
             return True
@@ -417,16 +426,14 @@ def _revoked(revocations, user, vm, issued):
 # longer lifetime as malformed), so from SINCE + TOKEN_TTL_MAX on the entry refuses nothing that
 # is not expired anyway and can go: the file holds at most one entry per name, for at most a week.
 
-REVOCATION_KINDS = ("users", "vms")
-
-
 def revocation_expired(since, now=None):
     """True when every token an entry ``since`` could refuse has expired on its own."""
     return since + TOKEN_TTL_MAX <= int(time.time() if now is None else now)
 
 
 def add_revocation(revocations, kind, name, since, now=None):
-    """Refuse the tokens of ``name`` (a user, or a VM: ``kind`` "users" or "vms") issued at or before ``since``.
+    """Refuse the tokens of ``name`` issued at or before ``since``: a user (``kind`` "users"), a VM ("vms"), or
+    one user's tokens for one VM ("pairs", ``name`` the proxy username ``user__vm``).
 
     Changes ``revocations`` (as from :func:`parse_revocations`) in place; returns True when it
     refuses more than before. An entry never moves back in time, and a ``since`` so old that the
@@ -438,8 +445,10 @@ def add_revocation(revocations, kind, name, since, now=None):
         raise ValueError("since must be epoch seconds (an int)")
     if kind == "users":
         check_proxy_user(name)
-    else:
+    elif kind == "vms":
         check_vm_name(name)
+    elif not isinstance(name, str) or parse_proxy_username(name) is None:
+        raise ValueError("a pair is a proxy username USER__VM, got %r" % (name,))
     table = revocations.setdefault(kind, {})
     if revocation_expired(since, now) or table.get(name, since - 1) >= since:
         return False
@@ -450,7 +459,7 @@ def add_revocation(revocations, kind, name, since, now=None):
 def prune_revocations(revocations, now=None):
     """Drop the entries that refuse nothing any more (see :func:`revocation_expired`), in place.
 
-    Returns the dropped entries as {"users": {...}, "vms": {...}}.
+    Returns the dropped entries as {"users": {...}, "vms": {...}, "pairs": {...}}.
     """
     dropped = {}
     for kind in REVOCATION_KINDS:

@@ -21,22 +21,33 @@ description:
     person, issued at or before O(revoke_time) is revoked in O(revocations_file).
   - B(By person) (O(user)). Every proxy token of that person, for any VM, issued at or before O(revoke_time) is
     revoked in O(revocations_file). From then on squid refuses each new CONNECT with it (a new channel, a
-    reconnection, the reconnection to the target node of a seamless migration). It does B(not) cut the
-    person's tunnels that are already open, because squid checks the token when a tunnel opens and never again, and
-    QEMU cannot tell who is connected (it sees the proxy's address). To end the live sessions too, list the VMs
-    in O(vms); they are cut as by O(vm), which drops B(whoever) is connected to them, while only the person's
-    tokens are revoked (other people can get a new ticket for those VMs at once).
+    reconnection, the reconnection to the target node of a seamless migration), and the person's tunnels that are
+    open through this node's proxy are cut (see B(Open tunnels)), for every console type. Other people's
+    sessions, also on the same VMs, go on. With O(vms), those VMs are also locked as by O(vm), which drops
+    B(whoever) is connected to them, while only the person's tokens are revoked.
+  - B(By person on one VM) (O(user) and O(vm)). Only that person's tokens for that VM are revoked (an entry in
+    C(pairs)) and only their tunnels to it are cut; the VM's console is not locked, so other people stay.
+  - B(Open tunnels.) squid checks a token when a tunnel opens and never again, so revoking alone would leave
+    open tunnels running for hours. Where M(vmconsole.secure.connect_proxy) runs (O(proxy_fact_file) exists), the
+    module asks the node's squid for its open tunnels (the cache manager's C(active_requests) report, from this
+    node, with the password only root can read) and destroys the client connection of each tunnel of what was
+    revoked in the kernel (C(ss -K)); squid then closes the tunnel, whatever runs inside it (SPICE, VNC, a serial
+    console). After a new revocation it watches the proxy as long as squid may still accept the revoked token from
+    its credentials cache (C(connect_proxy_credentials_ttl), 10 s by default) and cuts any tunnel the person opens
+    again in that time, so the task takes that long. A hop (the client's tunnel through another node's proxy) is
+    cut on the node it passes, so run the task on every node.
   - B(Every node.) Each node's squid reads its own O(revocations_file), and a client can reach any node's
     proxy, so run the task on B(every hypervisor) of the cluster (a VM that does not run on a node is simply
     not there to cut). The proxy refuses a revoked token once squid's cache of checked credentials
     (C(auth_param basic credentialsttl)) of that token has run out.
   - >-
-    B(The revocations file) maps names to a point in time, C({"users": {"alice": 1767225630}, "vms":
-    {"web1": 1767225630}}); tokens of that person (for that VM) issued at or before that epoch second are
-    refused. It is replaced atomically, with mode C(0640), owner C(root) and group C(proxy) (C(root) where there
-    is no group C(proxy)), so squid's helper running as C(proxy) reads it, and the helper notices the new file
-    by itself. An entry is dropped when the file is next written after no token it refuses can still be valid:
-    tokens live at most a week (604800 s), so no file grows beyond one entry per name and week.
+    B(The revocations file) maps names to a point in time, C({"users": {"alice": 1767225630},
+    "vms": {"web1": 1767225630}, "pairs": {"bob__web1": 1767225630}}); tokens of that person (for that VM, of
+    that person for that VM) issued at or before that epoch second are refused. It is replaced atomically, with
+    mode C(0640), owner C(root) and group C(proxy) (C(root) where there is no group C(proxy)), so squid's helper
+    running as C(proxy) reads it, and the helper notices the new file by itself. An entry is dropped when the
+    file is next written after no token it refuses can still be valid: tokens live at most a week (604800 s), so
+    no file grows beyond one entry per name and week.
   - B(Tickets and expiry.) Revoking is "issued at or before", so a new token minted in the same second as the
     revocation is refused as well; the next one works. Node clocks must agree (NTP), as for the tokens' own
     expiry.
@@ -79,8 +90,9 @@ options:
   vm:
     description:
       - Name of the VM whose console sessions are cut and whose proxy tokens (of every person) are revoked.
+      - With O(user), only that person's tokens for this VM are revoked and only their tunnels to it cut.
       - Its QMP socket is O(socket_dir)/C(<vm>.qmp), or O(socket).
-      - Exactly one of O(vm) and O(user) is required.
+      - At least one of O(vm) and O(user) is required.
     type: str
   socket:
     description:
@@ -90,7 +102,7 @@ options:
     description:
       - The person whose proxy tokens are revoked, as given to M(vmconsole.secure.console_ticket) in
         C(proxy_user), for example V(alice@example.org).
-      - Does not disconnect anybody by itself; see O(vms).
+      - Their tunnels open through this node's proxy are cut; see O(vms) to lock VMs for everybody as well.
     type: str
   vms:
     description:
@@ -113,6 +125,13 @@ options:
         --revocations)). Its folder is created (mode C(0755)) when missing.
     type: path
     default: /etc/vmconsole/proxy-revoked.json
+  proxy_fact_file:
+    description:
+      - The local fact M(vmconsole.secure.connect_proxy) writes on the node (the proxy's port, its cache manager
+        password file, the console port ranges). Where it does not exist, no proxy runs on the node and no tunnel
+        is cut (RV(tunnels.checked=false)).
+    type: path
+    default: /etc/ansible/facts.d/vmconsole_proxy.fact
   audit_log:
     description:
       - File on the node where each change is appended as one JSON line (mode C(0640), its folder created with
@@ -122,8 +141,10 @@ options:
     default: /var/log/vmconsole/tickets.log
 notes:
   - QEMU 7.2 has no QMP command that disconnects a VNC client (C(set_password) takes only C(connected=keep) for
-    VNC). A connected VNC client stays connected; the module warns and reports it in RV(sessions), and no new
-    VNC link succeeds, because the password is replaced and expired.
+    VNC); a VNC client connected through the node's proxy is cut with its tunnel. One that stays connected (it
+    did not come through this node's proxy) is reported in RV(sessions) with a warning; no new VNC link succeeds,
+    because the password is replaced and expired.
+  - Cutting tunnels needs C(ss) (iproute2) and a kernel with C(CONFIG_INET_DIAG_DESTROY) (Debian's has it).
   - SPICE allows one client per VM at a time; the C(channels) of RV(sessions) count that client's channels
     (main, display, inputs, cursor, ...).
 seealso:
@@ -156,6 +177,13 @@ EXAMPLES = r"""
     revoke_time: "{{ revoke_time }}"
   become: true
   register: cut
+
+- name: Bob may no longer open web1's console; his other consoles and other people's stay
+  vmconsole.secure.console_session:
+    state: absent
+    user: bob
+    vm: web1
+  become: true
 
 - name: Show what was cut here
   ansible.builtin.debug:
@@ -223,19 +251,41 @@ sessions:
       locked: true
       spice: {enabled: true, channels_before: 4, channels_after: 0, clients_before: 1, clients_after: 0}
       vnc: {enabled: false, clients_before: 0, clients_after: 0}
+tunnels:
+  description: The tunnels through this node's proxy that were (in check mode, would be) cut.
+  returned: success
+  type: dict
+  contains:
+    checked:
+      description: Whether a proxy runs on this node (O(proxy_fact_file) exists) and was asked.
+      type: bool
+    cut:
+      description: One entry per tunnel cut, with the person, the VM, the destination, the console type (by port
+        range) and the client's address.
+      type: list
+      elements: dict
+    by_console:
+      description: How many tunnels of each console type were cut (C(other) for a port outside the console ranges).
+      type: dict
+  sample:
+    checked: true
+    cut: [{user: alice, vm: web1, destination: "hv1:61000", console: spice, client: "10.90.6.21:41518"},
+          {user: alice, vm: web1, destination: "hv1:62000", console: serial, client: "10.90.6.21:41520"}]
+    by_console: {spice: 1, vnc: 0, serial: 1, other: 0}
 revoked:
   description:
     - >-
       The entries this run added to O(revocations_file) or moved forward (in check mode, would), as
-      C({"users": {NAME: EPOCH}, "vms": {NAME: EPOCH}}). Empty when the file already revoked as much.
+      C({"users": {NAME: EPOCH}, "vms": {NAME: EPOCH}, "pairs": {USER__VM: EPOCH}}). Empty when the file already
+      revoked as much.
   returned: success
   type: dict
-  sample: {"users": {}, "vms": {"web1": 1767225630}}
+  sample: {"users": {}, "vms": {"web1": 1767225630}, "pairs": {}}
 pruned:
   description: Entries dropped from O(revocations_file) because every token they refused has expired.
   returned: success
   type: dict
-  sample: {"users": {"bob": 1766000000}, "vms": {}}
+  sample: {"users": {"bob": 1766000000}, "vms": {}, "pairs": {}}
 revoke_time:
   description: Tokens issued at or before this epoch second are revoked.
   returned: success
@@ -267,14 +317,26 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._files import aud
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPError
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import QMP_ARGUMENT_SPEC, fail_qmp, qmp_socket_path
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    REVOCATION_KINDS,
     TOKEN_CLOCK_SKEW,
     add_revocation,
     check_proxy_user,
     dump_revocations,
     parse_revocations,
+    proxy_username,
     prune_revocations,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import (
+    ManagerError,
+    console_of,
+    cut_tunnels,
+    fetch_active_requests,
+    node_proxy,
+    parse_active_requests,
+    select,
+)
 
+NOTHING = {kind: {} for kind in REVOCATION_KINDS}
 REVOCATIONS_MODE = 0o640
 REVOCATIONS_GROUP = "proxy"          # squid's helpers run as user proxy (Debian's squid)
 
@@ -320,21 +382,29 @@ class Target:
 
 
 def check_options(params, now):
-    """Validate everything that needs no QEMU; returns (targets, [(kind, name)], revoke_time)."""
+    """Validate everything that needs no QEMU; returns (targets, [(kind, name)], revoke_time).
+
+    ``vm`` alone: that VM, for everybody (its consoles are locked). ``user`` alone: that person, on
+    every VM (and the VMs in ``vms`` are locked). Both: that person's access to that VM only.
+    """
     targets, revoke = [], []
     qmp_params = dict(socket_dir=params["socket_dir"], timeout=params["timeout"])
+    if params["user"] is not None:
+        try:
+            check_proxy_user(params["user"])
+        except ValueError as exc:
+            raise OptionError(str(exc).replace("proxy_user", "user")) from None
     if params["vm"] is not None:
         try:
             path = qmp_socket_path(dict(qmp_params, vm=params["vm"]))    # checks the name, which goes into the file
         except ValueError as exc:
             raise OptionError(str(exc)) from None
-        targets.append(Target(params["vm"], params["socket"] or path))
-        revoke.append(("vms", params["vm"]))
+        if params["user"] is not None:
+            revoke.append(("pairs", proxy_username(params["user"], params["vm"])))
+        else:
+            targets.append(Target(params["vm"], params["socket"] or path))
+            revoke.append(("vms", params["vm"]))
     else:
-        try:
-            check_proxy_user(params["user"])
-        except ValueError as exc:
-            raise OptionError(str(exc).replace("proxy_user", "user")) from None
         revoke.append(("users", params["user"]))
         for name in params["vms"] or []:
             try:
@@ -390,7 +460,7 @@ def read_revocations(path):
 def plan_revocations(path, revoke, revoke_time, now):
     """What the file holds, and what it must hold: (before text, after text, revoked, pruned)."""
     revocations, before = read_revocations(path)
-    revoked = {"users": {}, "vms": {}}
+    revoked = {kind: {} for kind in REVOCATION_KINDS}
     for kind, name in revoke:
         if add_revocation(revocations, kind, name, revoke_time, now=now):
             revoked[kind][name] = revoke_time
@@ -403,6 +473,41 @@ def revocations_group():
         return grp.getgrnam(REVOCATIONS_GROUP).gr_gid
     except KeyError:
         return 0
+
+
+# --- the tunnels through the node's proxy ------------------------------------------------------
+
+def revoked_names(params):
+    """(users, vms, pairs) whose tunnels are cut: the person, the VM (and ``vms``), or the person on the VM."""
+    user, vm = params["user"], params["vm"]
+    if user is not None and vm is not None:
+        return [], [], [(user, vm)]
+    if vm is not None:
+        return [], [vm], []
+    return [user], list(params["vms"] or []), []
+
+
+def open_tunnels(module, proxy, check_mode, new_revocations):
+    """Cut (in check mode: list) the open tunnels of what was revoked; the ``tunnels`` result.
+
+    After a new revocation the proxy is watched for its credentials cache time (connect_proxy_credentials_ttl),
+    in which squid may still open a tunnel with a token it checked before.
+    """
+    report = dict(checked=proxy is not None, cut=[], by_console=dict(spice=0, vnc=0, serial=0, other=0))
+    if proxy is None:
+        return report
+    users, vms, pairs = revoked_names(module.params)
+    if check_mode:
+        tunnels = select(parse_active_requests(fetch_active_requests(proxy.address, proxy.port, proxy.name,
+                                                                     proxy.password)), users, vms, pairs)
+    else:
+        tunnels = cut_tunnels(proxy, users, vms, pairs, watch=proxy.credentials_ttl if new_revocations else 0.0)
+    for tunnel in tunnels:
+        console = console_of(tunnel.port, proxy.console_ports)
+        report["by_console"][console] += 1
+        report["cut"].append(dict(user=tunnel.user, vm=tunnel.vm, destination="%s:%d" % (tunnel.destination, tunnel.port),
+                                  console=console, client="%s:%d" % tunnel.client))
+    return report
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -419,6 +524,7 @@ def session_record(params, result):
         cut={name: dict(spice_channels=s["spice"]["channels_before"], spice_clients=s["spice"]["clients_before"],
                         vnc_clients_left=s["vnc"]["clients_after"])
              for name, s in result["sessions"].items() if s["running"]},
+        tunnels_cut=result["tunnels"]["cut"],
     )
 
 
@@ -433,9 +539,10 @@ def main():
             vms=dict(type="list", elements="str"),
             revoke_time=dict(type="int"),
             revocations_file=dict(type="path", default="/etc/vmconsole/proxy-revoked.json"),
+            proxy_fact_file=dict(type="path", default="/etc/ansible/facts.d/vmconsole_proxy.fact"),
             audit_log=dict(type="path", default="/var/log/vmconsole/tickets.log"),
         ),
-        mutually_exclusive=[("vm", "user"), ("vm", "vms")],
+        mutually_exclusive=[("vm", "vms")],
         required_one_of=[("vm", "user")],
         required_by=dict(socket="vm"),
         supports_check_mode=True,
@@ -448,6 +555,10 @@ def main():
     try:
         try:
             targets, revoke, revoke_time = check_options(params, now)
+            try:
+                proxy = node_proxy(params["proxy_fact_file"])
+            except ValueError as exc:
+                raise OptionError("proxy_fact_file: %s" % exc) from None
             audit = open_audit_log(params["audit_log"], module.check_mode)
             for target in targets:
                 target.inspect(module)
@@ -481,8 +592,18 @@ def main():
                         target.lock()
                     except QMPError as exc:
                         fail_qmp(module, exc, vm=target.name, revoke_time=revoke_time,
-                                 revoked=revoked if file_changes else {"users": {}, "vms": {}},
+                                 revoked=revoked if file_changes else NOTHING,
                                  sessions={t.name: t.report() for t in targets})
+        try:
+            tunnels = open_tunnels(module, proxy, check_mode=module.check_mode, new_revocations=file_changes)
+            for target in targets:
+                if target.running and target.vnc["enabled"] and not module.check_mode:
+                    target.vnc_after = target.console.lockable()[1]     # the VNC clients whose tunnels were cut
+        except (ManagerError, RuntimeError, OSError, QMPError) as exc:
+            module.fail_json(msg="the open tunnels could not be cut: %s (the revocations are %s)"
+                             % (getattr(exc, "strerror", None) or exc, "written" if file_changes else "unchanged"),
+                             revoke_time=revoke_time, revoked=revoked if file_changes else NOTHING,
+                             sessions={t.name: t.report() for t in targets})
     finally:
         if folder_lock is not None:
             folder_lock.release()
@@ -491,12 +612,13 @@ def main():
                 target.console.close()
 
     sessions = {t.name: t.report() for t in targets}
-    cut = any(s["spice"]["channels_before"] for s in sessions.values())
+    cut = any(s["spice"]["channels_before"] for s in sessions.values()) or bool(tunnels["cut"])
     result = dict(
         changed=file_changes or cut,
         sessions=sessions,
+        tunnels=tunnels,
         revoked=revoked,
-        pruned=pruned if file_changes else {"users": {}, "vms": {}},
+        pruned=pruned if file_changes else NOTHING,
         revoke_time=revoke_time,
         revocations_file=path,
     )
@@ -506,9 +628,10 @@ def main():
                               after_header=path)
     for name, s in sessions.items():
         left = s["vnc"]["clients_after"]
-        if left:
-            module.warn("vm %s: %d VNC client(s) stay connected: QEMU cannot disconnect a VNC client over QMP; its "
-                        "password is replaced and expired, so no new VNC link succeeds" % (name, left))
+        if left and not module.check_mode:
+            module.warn("vm %s: %d VNC client(s) stay connected: they did not come through this node's proxy (QEMU "
+                        "cannot disconnect a VNC client over QMP); its password is replaced and expired, so no new "
+                        "VNC link succeeds" % (name, left))
         if s["spice"]["channels_after"] and not module.check_mode:
             module.warn("vm %s: %d SPICE channel(s) still connected %.0f s after the disconnect"
                         % (name, s["spice"]["channels_after"], SPICE_GONE_WAIT))

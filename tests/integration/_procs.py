@@ -12,11 +12,13 @@ fixtures in ``conftest.py`` wrap these helpers so that teardown always runs.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -126,6 +128,37 @@ def stop_process(proc, term_timeout=5.0):
     except (ProcessLookupError, PermissionError):
         pass
     return proc.returncode
+
+
+def open_tunnel(proxy_port, target, username, password, timeout=10):
+    """A CONNECT tunnel to ``target`` (``host:port``) through the proxy on 127.0.0.1; the socket, past squid's 200."""
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
+    basic = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+    sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n"
+                  % (target, target, basic)).encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200 "):
+        sock.close()
+        raise AssertionError("squid refused the tunnel to %s: %r" % (target, answer[:80]))
+    return sock
+
+
+def tunnel_closed(sock, wait):
+    """Whether the tunnel ``sock`` was closed or reset by the other end within ``wait`` seconds."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.close()
 
 
 def read_log(path, limit=8000):
@@ -427,7 +460,7 @@ def have_squid():
 
 
 def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes=(), revocations_file=None,
-               port_ranges=CONSOLE_PORT_RANGES, python="/usr/bin/python3"):
+               port_ranges=CONSOLE_PORT_RANGES, python="/usr/bin/python3", manager_file=None):
     """The role's squid.conf (``_connect_proxy.squid_conf``) with this test's paths, on 127.0.0.1 only.
 
     ``nodes`` are other cluster nodes: parents at 127.0.0.2 on the discard port, where nothing
@@ -458,6 +491,7 @@ def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes
         addresses={node: "127.0.0.2" for node in nodes},
         client_networks=[],
         helper_children=4,
+        manager_file=manager_file,
     ))
 
 
@@ -490,6 +524,11 @@ class Squid:
         self.revocations_file = os.path.join(workdir, "proxy-revoked.json")
         with open(os.path.join(workdir, "hosts"), "w") as f:
             f.write("127.0.0.1 %s\n" % self_name)
+        # What connect_proxy installs beside squid.conf: the cache manager's password (root's) and the
+        # node's proxy fact that console_session reads.
+        self.manager_file = os.path.join(workdir, "squid-manager.conf")
+        _write(self.manager_file, ("cachemgr_passwd %s active_requests\n" % secrets.token_urlsafe(24)).encode(), 0o600)
+        self.proxy_fact = os.path.join(workdir, "vmconsole_proxy.fact")
         self.access_log = os.path.join(logs, "access.log")
         self.cache_log = os.path.join(logs, "cache.log")
         self.conf = os.path.join(workdir, "squid.conf")
@@ -499,7 +538,11 @@ class Squid:
             with open(self.conf, "w") as f:
                 f.write(squid_conf(workdir=workdir, port=self.port, helper=self.helper, keys_file=self.keys_file,
                                    facts_file=self.facts_file, self_name=self_name, nodes=nodes,
-                                   revocations_file=self.revocations_file))
+                                   revocations_file=self.revocations_file, manager_file=self.manager_file))
+            _write(self.proxy_fact, json.dumps(dict(
+                name=self_name, listen_address="127.0.0.1", port=self.port, manager_file=self.manager_file,
+                credentials_ttl=10, console_ports={kind: list(r) for kind, r in zip(
+                    ("spice", "vnc", "serial"), CONSOLE_PORT_RANGES)})).encode(), 0o644)
             check = subprocess.run([SQUID_BINARY, "-k", "parse", "-f", self.conf], capture_output=True, text=True,
                                    check=False)
             if check.returncode != 0:

@@ -17,6 +17,7 @@ import grp
 import json
 import os
 import shutil
+import ssl
 import stat
 import time
 
@@ -87,7 +88,19 @@ class Node:
 
     def args(self, **args):
         return dict(state="absent", socket_dir=self.socket_dir, revocations_file=self.squid.revocations_file,
-                    audit_log=os.path.join(self.folder, "audit.log"), **args)
+                    proxy_fact_file=self.squid.proxy_fact, audit_log=os.path.join(self.folder, "audit.log"), **args)
+
+    def tunnel(self, token, vm):
+        """A CONNECT tunnel through squid to ``vm``'s SPICE TLS port, open and idle (a socket)."""
+        return _procs.open_tunnel(self.squid.port, "%s:%d" % (self.name, self.vms[vm].tls_port), token.username,
+                                  token.token)
+
+    def tls_through(self, sock, vm):
+        """Whether a TLS handshake with ``vm``'s SPICE server (its certificate checked) succeeds over ``sock``."""
+        context = ssl.create_default_context(cadata=self.pki.ca_pem)
+        context.check_hostname = False
+        with context.wrap_socket(sock, server_hostname=self.name) as tls:
+            return tls.version() is not None
 
     def wait_refused(self, token, vm):
         """squid answers 407 to ``token`` (at the latest after its credentials cache of that token ran out)."""
@@ -145,6 +158,7 @@ def test_vm_cut_ends_remote_viewers_session_and_its_token(node, xvfb, tmp_path):
         # Check mode: reports the cut, cuts nothing, writes nothing.
         dry = session(node.args(vm="vm1"), "--check", "--diff")
         assert dry["changed"] is True and dry["sessions"]["vm1"]["spice"]["channels_before"] == before
+        assert [t["vm"] for t in dry["tunnels"]["cut"]] == ["vm1"] * before, "one tunnel per channel, none cut yet"
         assert len(node.channels("vm1")) == before and viewer.poll() is None
         assert not os.path.exists(node.squid.revocations_file)
 
@@ -153,7 +167,9 @@ def test_vm_cut_ends_remote_viewers_session_and_its_token(node, xvfb, tmp_path):
         spice = result["sessions"]["vm1"]["spice"]
         assert (spice["channels_before"], spice["clients_before"], spice["channels_after"], spice["clients_after"]) == (
             before, 1, 0, 0)
-        assert result["revoked"] == {"users": {}, "vms": {"vm1": result["revoke_time"]}}
+        assert result["revoked"] == {"users": {}, "vms": {"vm1": result["revoke_time"]}, "pairs": {}}
+        # QEMU drops the channels first and squid then closes their tunnels; whichever squid still listed was cut.
+        assert result["tunnels"]["checked"] is True and len(result["tunnels"]["cut"]) <= before
 
         # QEMU dropped every channel of remote-viewer's session, and remote-viewer saw it go.
         assert node.channels("vm1") == []
@@ -181,30 +197,41 @@ def test_vm_cut_ends_remote_viewers_session_and_its_token(node, xvfb, tmp_path):
     assert node.probe(node.token("alice", "vm1"), "vm1")["status"] == "accepted"
 
 
-def test_user_revocation_refuses_new_connections_and_cuts_only_the_listed_vms(node):
+def test_user_revocation_cuts_her_open_tunnels_on_every_vm_and_leaves_other_people_theirs(node):
     issued = int(time.time()) - 2
     alice, bob = node.token("alice", "vm1", now=issued), node.token("bob", "vm1", now=issued)
+    alice_vm2 = node.token("alice", "vm2", now=issued)
     with node.held_main(alice, "vm1") as link:
-        # Revoking the person: new connections with her tokens are refused; her open tunnel is not cut.
+        her_vm2 = node.tunnel(alice_vm2, "vm2")          # another console of hers, idle
+        his_vm1 = node.tunnel(bob, "vm1")                 # another person on the same VM
+        started = time.monotonic()
         result = session(node.args(user="alice"))
+        took = time.monotonic() - started
         assert result["changed"] is True and result["sessions"] == {}
-        assert result["revoked"] == {"users": {"alice": result["revoke_time"]}, "vms": {}}
-        assert node.probe(node.token("alice", "vm2", now=issued), "vm2")["http_status"] == 407, "all her VMs"
+        assert result["revoked"] == {"users": {"alice": result["revoke_time"]}, "vms": {}, "pairs": {}}
+        cut = sorted((t["user"], t["vm"], t["console"]) for t in result["tunnels"]["cut"])
+        assert cut == [("alice", "vm1", "spice"), ("alice", "vm2", "spice")], result["tunnels"]
+        assert result["tunnels"]["checked"] is True and result["tunnels"]["by_console"]["spice"] == 2
+        # Cut at once; the module then watches squid for its credentials cache time (a reconnect with the
+        # token squid checked before would open a new tunnel in that time).
+        assert not link.is_open(0.1), "her SPICE session through the proxy is cut"
+        assert _procs.tunnel_closed(her_vm2, 1), "her idle tunnel to vm2 is cut"
+        assert SQUID_CREDENTIALS_TTL <= took < SQUID_CREDENTIALS_TTL + 8, took
+        assert node.tls_through(his_vm1, "vm1"), "bob's tunnel to the same VM still carries bytes"
+        assert node.probe(alice_vm2, "vm2")["http_status"] == 407, "all her VMs, new connections too"
         assert node.probe(bob, "vm1")["status"] == "accepted", "other people keep their tokens"
-        node.wait_refused(alice, "vm1")
-        assert link.is_open(0.3), "squid does not check an open tunnel again; QEMU cannot tell who it is"
 
-        # With vms, her live session on vm1 is cut too; the revocation is already there.
-        cut = session(node.args(user="alice", vms=["vm1"], revoke_time=result["revoke_time"]))
-        assert cut["changed"] is True and cut["revoked"] == {"users": {}, "vms": {}}
-        assert cut["sessions"]["vm1"]["spice"]["channels_before"] == 1
-        assert cut["sessions"]["vm1"]["spice"]["channels_after"] == 0
-        _procs.wait_until(lambda: not link.is_open(0.1), 10, what="QEMU to drop the held MAIN channel")
+    # With vms, vm1's consoles are locked for everybody: bob's new tunnel to vm1 is cut as well.
+    his_again = node.tunnel(bob, "vm1")
+    again = session(node.args(user="alice", vms=["vm1"], revoke_time=result["revoke_time"]))
+    assert again["changed"] is True and again["revoked"] == {"users": {}, "vms": {}, "pairs": {}}
+    assert [(t["user"], t["vm"]) for t in again["tunnels"]["cut"]] == [("bob", "vm1")]
+    assert _procs.tunnel_closed(his_again, 1)
     assert node.probe(bob, "vm1")["status"] == "refused", "vm1's ticket is now random and expired"
     node.set_ticket("vm1")
     assert node.probe(bob, "vm1")["status"] == "accepted", "bob's token was not revoked"
-    again = session(node.args(user="alice", vms=["vm1"], revoke_time=result["revoke_time"]))
-    assert again["changed"] is False
+    third = session(node.args(user="alice", vms=["vm1"], revoke_time=result["revoke_time"]))
+    assert third["changed"] is False and third["tunnels"]["cut"] == []
     record = [json.loads(line) for line in open(node.args()["audit_log"])]
     assert [(r["event"], r["user"]) for r in record] == [("console_session", "alice")] * 2
     for folder, dummy, names in os.walk(node.folder):

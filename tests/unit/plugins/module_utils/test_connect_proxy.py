@@ -302,3 +302,15 @@ def test_squid_conf_without_tokens_or_client_networks():
 def test_squid_conf_names_what_is_missing():
     with pytest.raises(AnsibleFilterError, match="connect_proxy_squid_conf: KeyError 'helper'"):
         filters.connect_proxy_squid_conf({k: v for k, v in SQUID.items() if k != "helper"})
+
+
+def test_squid_conf_opens_the_cache_manager_to_this_node_for_one_report_with_a_password():
+    lines = squid(manager_file="/etc/vmconsole/squid-manager.conf", listen_address="10.89.6.11")
+    assert "acl manager_sources src 127.0.0.1 ::1 10.89.6.11" in lines
+    include = lines.index("include /etc/vmconsole/squid-manager.conf")
+    assert lines[include + 1] == "cachemgr_passwd disable all", "every other report stays off"
+    access = directives(lines, "http_access")
+    assert access[:3] == ["http_access allow manager manager_sources", "http_access deny manager",
+                          "http_access deny !CONNECT"]
+    assert not any("manager" in line for line in squid()), "without manager_file, no manager at all"
+    assert "acl manager_sources src 127.0.0.1 ::1" in squid(manager_file="/m.conf")

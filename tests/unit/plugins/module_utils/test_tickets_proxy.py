@@ -300,13 +300,17 @@ def test_revocation_by_user_and_by_vm():
     assert verify(minted, revocations={"users": {}, "vms": {"web1": NOW + 5}}).status == "revoked"
     assert verify(minted, revocations={"users": {"bob": NOW + 5}, "vms": {"web2": NOW + 5}}).ok
     assert verify(mint(now=NOW + 6), revocations={"vms": {"web1": NOW + 5}}).ok, "a new token after the cut works"
+    assert verify(minted, revocations={"pairs": {"alice__web1": NOW + 5}}).status == "revoked"
+    assert verify(minted, revocations={"pairs": {"alice__web2": NOW + 5, "bob__web1": NOW + 5}}).ok, "others' pairs"
 
 
 def test_revocations_file(tmp_path):
     path = tmp_path / "revoked.json"
-    assert load_revocations(str(path)) == {"users": {}, "vms": {}}
+    assert load_revocations(str(path)) == {"users": {}, "vms": {}, "pairs": {}}
     path.write_text('{"users": {"alice": 5}}')
-    assert load_revocations(str(path)) == {"users": {"alice": 5}, "vms": {}}
-    for bad in ('{"users": {"alice": "5"}}', "[1]", "{", '{"vms": {"a": true}}'):
+    assert load_revocations(str(path)) == {"users": {"alice": 5}, "vms": {}, "pairs": {}}, "files without pairs"
+    path.write_text('{"pairs": {"alice__web1": 5}}')
+    assert load_revocations(str(path)) == {"users": {}, "vms": {}, "pairs": {"alice__web1": 5}}
+    for bad in ('{"users": {"alice": "5"}}', "[1]", "{", '{"vms": {"a": true}}', '{"pairs": {"alice": 5}}'):
         with pytest.raises(ValueError):
             parse_revocations(bad)

@@ -18,8 +18,8 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.modules import console_session
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    TICKET_ALPHABET, TOKEN_TTL_MAX, add_revocation, dump_revocations, load_revocations, mint_proxy_token,
-    parse_proxy_keys, parse_revocations, prune_revocations, verify_proxy_token,
+    ProxyKeys, TICKET_ALPHABET, TOKEN_TTL_MAX, add_revocation, dump_revocations, load_revocations,
+    mint_proxy_token, parse_proxy_keys, parse_revocations, prune_revocations, verify_proxy_token,
 )
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
 
@@ -108,8 +108,8 @@ def test_vm_disconnects_spice_locks_the_ticket_and_revokes_the_vm(session, files
         spice=dict(enabled=True, channels_before=4, channels_after=0, clients_before=1, clients_after=0),
         vnc=dict(enabled=False, clients_before=0, clients_after=0))}
     assert abs(result["revoke_time"] - time.time()) < 5
-    assert result["revoked"] == {"users": {}, "vms": {"web1": result["revoke_time"]}}
-    assert revocations(files) == {"users": {}, "vms": {"web1": result["revoke_time"]}}
+    assert result["revoked"] == {"users": {}, "vms": {"web1": result["revoke_time"]}, "pairs": {}}
+    assert revocations(files) == {"users": {}, "vms": {"web1": result["revoke_time"]}, "pairs": {}}
     assert arguments["password"] not in json.dumps(result) + files.audit.read_text()
 
 
@@ -171,7 +171,7 @@ def test_second_run_with_the_same_revoke_time_changes_nothing(session, files):
     first, dummy = session({"web1": console(channels(3))}, vm="web1")
     inode = os.stat(str(files.revocations)).st_ino
     again, servers = session({"web1": console()}, vm="web1", revoke_time=first["revoke_time"])
-    assert again["changed"] is False and again["revoked"] == {"users": {}, "vms": {}}
+    assert again["changed"] is False and again["revoked"] == {"users": {}, "vms": {}, "pairs": {}}
     assert os.stat(str(files.revocations)).st_ino == inode, "the file is not rewritten"
     assert "set_password" in servers["web1"].commands, "the ticket is always replaced, it cannot be read back"
     assert len(files.audit.read_text().splitlines()) == 1, "no change, no audit line"
@@ -188,7 +188,7 @@ def test_a_later_revoke_time_moves_the_entry_and_an_earlier_one_does_not(session
 def test_connected_client_is_a_change_even_when_already_revoked(session):
     first, dummy = session({}, vm="web1")
     again, dummy = session({"web1": console(channels(1))}, vm="web1", revoke_time=first["revoke_time"])
-    assert again["changed"] is True and again["revoked"] == {"users": {}, "vms": {}}
+    assert again["changed"] is True and again["revoked"] == {"users": {}, "vms": {}, "pairs": {}}
 
 
 def test_vm_not_running_on_this_node_is_still_revoked(session, files):
@@ -221,13 +221,13 @@ def test_explicit_socket(session, short_tmp):
 def test_user_revokes_the_persons_tokens_and_talks_to_no_vm(session, files, short_tmp):
     result, dummy = session({}, user="alice@example.org")
     assert result["changed"] is True and result["sessions"] == {}
-    assert revocations(files) == {"users": {"alice@example.org": result["revoke_time"]}, "vms": {}}
+    assert revocations(files) == {"users": {"alice@example.org": result["revoke_time"]}, "vms": {}, "pairs": {}}
     assert os.listdir(short_tmp) == []
 
 
 def test_user_with_vms_cuts_those_vms_without_revoking_them(session, files):
     result, servers = session({"web1": console(channels(2)), "web2": console()}, user="alice", vms=["web1", "web2", "web3"])
-    assert revocations(files) == {"users": {"alice": result["revoke_time"]}, "vms": {}}
+    assert revocations(files) == {"users": {"alice": result["revoke_time"]}, "vms": {}, "pairs": {}}
     assert set(result["sessions"]) == {"web1", "web2", "web3"}
     assert result["sessions"]["web1"]["spice"]["channels_before"] == 2
     assert result["sessions"]["web3"]["running"] is False
@@ -248,7 +248,7 @@ def test_check_mode_only_queries_and_writes_nothing(session, files):
     assert servers["web1"].commands == ["qmp_capabilities", "query-spice", "query-vnc"]
     assert result["changed"] is True
     assert result["sessions"]["web1"]["spice"]["channels_after"] == 4 and result["sessions"]["web1"]["locked"] is False
-    assert result["revoked"] == {"users": {}, "vms": {"web1": result["revoke_time"]}}
+    assert result["revoked"] == {"users": {}, "vms": {"web1": result["revoke_time"]}, "pairs": {}}
     assert result["diff"]["before"] == "" and json.loads(result["diff"]["after"])["vms"] == {"web1": result["revoke_time"]}
     assert not files.revocations.parent.exists() and not files.audit.parent.exists()
 
@@ -265,8 +265,8 @@ def test_diff_mode_shows_the_file_change(session, files):
     session({}, user="bob", revoke_time=NOW - 60)
     result, dummy = session({}, diff=True, vm="web1", revoke_time=NOW - 30)
     diff = result["diff"]
-    assert json.loads(diff["before"]) == {"users": {"bob": NOW - 60}, "vms": {}}
-    assert json.loads(diff["after"]) == {"users": {"bob": NOW - 60}, "vms": {"web1": NOW - 30}}
+    assert json.loads(diff["before"]) == {"users": {"bob": NOW - 60}, "vms": {}, "pairs": {}}
+    assert json.loads(diff["after"]) == {"users": {"bob": NOW - 60}, "vms": {"web1": NOW - 30}, "pairs": {}}
     assert diff["after"] == files.revocations.read_text()
     assert diff["after_header"] == str(files.revocations)
 
@@ -278,15 +278,15 @@ def test_entries_whose_tokens_have_all_expired_are_dropped_on_the_next_write(ses
     old, recent = NOW - TOKEN_TTL_MAX - 5, NOW - TOKEN_TTL_MAX + 3600
     files.revocations.write_text(json.dumps({"users": {"old": old, "recent": recent}, "vms": {"gone": old}}))
     result, dummy = session({}, vm="web1")
-    assert result["pruned"] == {"users": {"old": old}, "vms": {"gone": old}}
-    assert revocations(files) == {"users": {"recent": recent}, "vms": {"web1": result["revoke_time"]}}
+    assert result["pruned"] == {"users": {"old": old}, "vms": {"gone": old}, "pairs": {}}
+    assert revocations(files) == {"users": {"recent": recent}, "vms": {"web1": result["revoke_time"]}, "pairs": {}}
 
 
 def test_pruning_alone_is_no_change(session, files):
     files.revocations.parent.mkdir()
     files.revocations.write_text(json.dumps({"users": {"old": NOW - TOKEN_TTL_MAX - 5}, "vms": {"web1": NOW}}))
     result, dummy = session({}, vm="web1", revoke_time=NOW)
-    assert result["changed"] is False and result["pruned"] == {"users": {}, "vms": {}}
+    assert result["changed"] is False and result["pruned"] == {"users": {}, "vms": {}, "pairs": {}}
 
 
 def test_a_revoke_time_older_than_any_token_revokes_nothing(session, files):
@@ -306,7 +306,6 @@ def test_a_revoke_time_older_than_any_token_revokes_nothing(session, files):
     (dict(vm="web1", revoke_time=NOW + 3600), "revoke_time %d lies 3" % (NOW + 3600)),
     (dict(vm="web1", revoke_time=-1), "revoke_time must be epoch seconds"),
     (dict(vm="web1", timeout=0), "timeout must be a positive number of seconds"),
-    (dict(vm="web1", user="alice"), "parameters are mutually exclusive: vm|user"),
     (dict(vm="web1", vms=["web2"]), "parameters are mutually exclusive: vm|vms"),
     (dict(), "one of the following is required: vm, user"),
     (dict(user="alice", socket="/run/x.qmp"), "missing parameter(s) required by 'socket': vm"),
@@ -384,7 +383,7 @@ def test_audit_line_says_what_was_cut_and_revoked(session, files):
     (line,) = files.audit.read_text().splitlines()
     record = json.loads(line)
     assert (record["event"], record["user"], record["vm"]) == ("console_session", "alice", None)
-    assert record["revoked"] == {"users": {"alice": result["revoke_time"]}, "vms": {}}
+    assert record["revoked"] == {"users": {"alice": result["revoke_time"]}, "vms": {}, "pairs": {}}
     assert record["cut"] == {"web1": dict(spice_channels=3, spice_clients=1, vnc_clients_left=0)}
     assert stat.S_IMODE(os.stat(str(files.audit)).st_mode) == 0o640
 
@@ -402,7 +401,7 @@ def test_add_revocation_never_moves_back_and_validates_names():
     assert add_revocation(table, "vms", "web1", NOW, now=NOW) is False
     assert add_revocation(table, "vms", "web1", NOW - 1, now=NOW) is False
     assert add_revocation(table, "users", "alice@example.org", NOW - TOKEN_TTL_MAX, now=NOW) is False, "all expired"
-    assert table == {"users": {}, "vms": {"web1": NOW}}
+    assert table == {"users": {}, "vms": {"web1": NOW}, "pairs": {}}
     for kind, name in (("vms", "a/b"), ("users", ""), ("groups", "x")):
         with pytest.raises(ValueError):
             add_revocation(table, kind, name, NOW)
@@ -412,7 +411,33 @@ def test_add_revocation_never_moves_back_and_validates_names():
 
 def test_prune_and_dump():
     table = {"users": {"a": NOW - TOKEN_TTL_MAX, "b": NOW - TOKEN_TTL_MAX + 1}, "vms": {}}
-    assert prune_revocations(table, now=NOW) == {"users": {"a": NOW - TOKEN_TTL_MAX}, "vms": {}}
+    assert prune_revocations(table, now=NOW) == {"users": {"a": NOW - TOKEN_TTL_MAX}, "vms": {}, "pairs": {}}
     text = dump_revocations({"vms": {"z": 2, "a": 1}})
-    assert text == '{\n  "users": {},\n  "vms": {\n    "a": 1,\n    "z": 2\n  }\n}\n'
-    assert parse_revocations(text) == {"users": {}, "vms": {"a": 1, "z": 2}}
+    assert text == '{\n  "pairs": {},\n  "users": {},\n  "vms": {\n    "a": 1,\n    "z": 2\n  }\n}\n'
+    assert parse_revocations(text) == {"users": {}, "vms": {"a": 1, "z": 2}, "pairs": {}}
+
+
+def test_a_person_and_a_vm_revoke_that_persons_tokens_for_that_vm_only(session, files):
+    result, servers = session({"web1": console(channels(4))}, user="alice", vm="web1", revoke_time=NOW - 10)
+    assert result["changed"] is True
+    assert revocations(files) == {"users": {}, "vms": {}, "pairs": {"alice__web1": NOW - 10}}
+    assert result["sessions"] == {}, "the VM's console stays: other people keep theirs"
+    assert servers["web1"].connections == 0
+    assert result["tunnels"] == {"checked": False, "cut": [], "by_console": {"spice": 0, "vnc": 0, "serial": 0, "other": 0}}
+    keys = ProxyKeys("k1", {"k1": b"k" * 32})
+    table = json.loads(files.revocations.read_text())
+    for user, vm, status in (("alice", "web1", "revoked"), ("alice", "web2", "ok"), ("bob", "web1", "ok")):
+        token = mint_proxy_token(keys, user, vm, now=NOW - 20)
+        assert verify_proxy_token(keys, token.username, token.token, now=NOW, revocations=table).status == status
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "proxy_fact_file: %s cannot be read"),
+    (json.dumps({"url": "http://hv1:3128"}), "is not a connect_proxy fact of this collection's version"),
+])
+def test_an_unusable_proxy_fact_is_refused_before_anything_changes(session, files, tmp_path, text, words):
+    fact = tmp_path / "vmconsole_proxy.fact"
+    fact.write_text(text)
+    result, servers = session({"web1": console(channels(4))}, vm="web1", proxy_fact_file=str(fact))
+    assert result["failed"] is True and (words % fact if "%s" in words else words) in result["msg"], result["msg"]
+    assert not files.revocations.exists() and servers["web1"].commands == []
