@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The one renderer of virt-viewer connection files (`.vv`) and of their proxy URLs.
+"""The one renderer (and reader) of virt-viewer connection files (`.vv`) and of their proxy URLs.
 
 Private to the collection. Stdlib only. Used on the controller (console_ticket's action
 plugin) and by anything else that hands a `.vv` to a person, e.g. a web service, which
@@ -13,6 +13,8 @@ remote-viewer reads the file with GLib's GKeyFile (`man remote-viewer`, CONNECTI
 one `[virt-viewer]` group, `key=value` lines, string values with GKeyFile escapes. A value
 holding a line break would start a new key (an attacker-chosen `ca=`, say), so every value
 except `ca` must be a single line; `ca` is PEM written with literal `\\n` escapes.
+parse_vv reads such a file back the way GKeyFile does (for tests and tools that check what a
+person was handed); its errors name keys and line numbers, never a value (a .vv holds secrets).
 """
 
 from __future__ import annotations
@@ -180,3 +182,71 @@ def render_vv(*, protocol, host, password, tls_port=None, port=None, proxy=None,
         if not _KEY.match(key):
             raise ValueError(".vv key %r is not a valid key name" % (key,))
     return "[virt-viewer]\n" + "".join("%s=%s\n" % entry for entry in entries)
+
+
+_UNESCAPE = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+_LOCALIZED_KEY = re.compile(r"^[^\[\]]+\[[^\[\]]+\]$")
+
+
+def _unescape(key, raw):
+    """GKeyFile string unescaping of one raw value; ValueError names the key, never the value."""
+    out = []
+    chars = iter(raw)
+    for char in chars:
+        if char != "\\":
+            out.append(char)
+            continue
+        escaped = next(chars, None)
+        if escaped is None:
+            raise ValueError(".vv value for %r ends with a lone backslash" % key)
+        if escaped not in _UNESCAPE:
+            raise ValueError(".vv value for %r holds an escape GKeyFile does not know "
+                             "(it knows \\s, \\n, \\t, \\r and \\\\)" % key)
+        out.append(_UNESCAPE[escaped])
+    return "".join(out)
+
+
+def parse_vv(text):
+    """The `[virt-viewer]` keys of a `.vv` text as a dict of strings, unescaped as GKeyFile does.
+
+    Reads what render_vv writes (numbers stay strings: `"61001"`, `"1"`) and any file GLib reads
+    the same way: comments, blank lines, CRLF, blanks around keys and `=`, other groups (skipped),
+    a repeated `[virt-viewer]` group (merged), localized keys (`title[fr]`, skipped: remote-viewer
+    reads the plain key). Stricter than GLib where the file would be ambiguous or remote-viewer
+    would refuse a value: a key set twice, an unknown escape or a lone backslash at the end of a
+    value, a NUL. Raises ValueError naming the line or the key, never a value.
+    """
+    if not isinstance(text, str):
+        raise ValueError(".vv must be text, got %s" % type(text).__name__)
+    if "\0" in text:
+        raise ValueError(".vv contains a NUL character")
+    values = {}
+    group = None
+    found = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        stripped = line.lstrip(" \t\r\v\f")
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("["):
+            header = stripped.rstrip(" \t\r\v\f")
+            if not header.endswith("]") or len(header) < 3 or any(c in header[1:-1] for c in "[]"):
+                raise ValueError(".vv line %d is not a valid group header" % number)
+            group = header[1:-1]
+            found = found or group == "virt-viewer"
+            continue
+        key, equals, raw = stripped.partition("=")
+        key = key.rstrip(" \t\r\v\f")
+        if not equals or not key:
+            raise ValueError(".vv line %d is neither a group, a comment nor a key=value pair" % number)
+        if group is None:
+            raise ValueError(".vv line %d comes before the first group" % number)
+        if group != "virt-viewer" or _LOCALIZED_KEY.match(key):
+            continue
+        if key in values:
+            raise ValueError(".vv sets %r more than once (line %d)" % (key, number))
+        values[key] = _unescape(key, raw.lstrip(" \t\r\v\f"))
+    if not found:
+        raise ValueError(".vv has no [virt-viewer] group")
+    return values

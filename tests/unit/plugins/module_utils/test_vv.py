@@ -11,7 +11,7 @@ import ctypes.util
 import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import (
-    DEFAULT_HOTKEYS, VV_MIME_TYPE, check_proxy_url, proxy_url, render_vv,
+    DEFAULT_HOTKEYS, VV_MIME_TYPE, check_proxy_url, parse_vv, proxy_url, render_vv,
 )
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\nAbCd+/==\n-----END CERTIFICATE-----\n"
@@ -263,3 +263,91 @@ def test_proxy_url_refuses(args, message):
 def test_check_proxy_url_refuses(url, message):
     with pytest.raises(ValueError, match=message):
         check_proxy_url(url)
+
+
+# --- parse_vv: the reader --------------------------------------------------------------------
+
+def test_parse_reads_back_what_render_wrote():
+    title = " lead\\ing\tspace, back\\slash, trailing blank , ünïcode "
+    text = spice(port=5901, proxy="http://carol__vm1:v1_tok-EN@hv1:3128", ca_pem=CA_PEM, host_subject=SUBJECT,
+                 title=title, extra={"fullscreen": True, "color-depth": 32})
+    assert parse_vv(text) == {
+        "type": "spice", "host": "hv1.example.org", "port": "5901", "tls-port": "61001", "password": "T1cket",
+        "proxy": "http://carol__vm1:v1_tok-EN@hv1:3128", "ca": CA_PEM, "host-subject": SUBJECT,
+        "secure-channels": "all", "title": title, "delete-this-file": "1", **DEFAULT_HOTKEYS,
+        "fullscreen": "1", "color-depth": "32",
+    }
+
+
+def test_parse_keeps_file_order():
+    text = render_vv(protocol="vnc", host="hv1", password="abcd1234", port=5901, title="web01")
+    assert list(parse_vv(text)) == ["type", "host", "port", "password", "title", "delete-this-file",
+                                    *DEFAULT_HOTKEYS]
+
+
+# Texts GLib reads; parse_vv must read each exactly as GKeyFile does.
+GLIB_TEXTS = {
+    "comments and blank lines": "# made by hand\n\n[virt-viewer]\n  # indented comment\ntype=spice\n\nhost=hv1\n",
+    "CRLF": "[virt-viewer]\r\ntype=spice\r\nhost=hv1\r\n",
+    "no final newline": "[virt-viewer]\nhost=hv1",
+    "blanks around key and =": "[virt-viewer]\n  host \t=  hv1\n",
+    "trailing blanks kept": "[virt-viewer]\ntitle=web01  \n",
+    "escapes": "[virt-viewer]\ntitle=\\sa\\tb\\nc\\rd\\\\e\\s\n",
+    "= in a value": "[virt-viewer]\nproxy=http://u:p@h:1\ntitle=a=b\n",
+    "empty value": "[virt-viewer]\ntitle=\n",
+    "bare CR inside a value": "[virt-viewer]\ntitle=a\rb\n",
+    "other groups skipped": "[ovirt]\nhost=engine\n[virt-viewer]\nhost=hv1\n[other]\nx=1\n",
+    "repeated group merged": "[virt-viewer]\na=1\n[other]\nb=2\n[virt-viewer]\nc=3\n",
+    "blanks around group": " [virt-viewer] \nhost=hv1\n",
+    "localized key skipped": "[virt-viewer]\ntitle[fr]=bonjour\ntitle=hello\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GLIB_TEXTS))
+def test_parse_agrees_with_glib(name, gkeyfile):
+    text = GLIB_TEXTS[name]
+    assert parse_vv(text) == gkeyfile.load(text)
+
+
+@pytest.mark.parametrize("value", [" lead", "trail ", "a\\b", "tab\there", "\\s literal", "ünï", "x" * 300])
+def test_parse_round_trip_of_any_single_line_value(value, gkeyfile):
+    text = spice(title=value, extra={"x-note": value})
+    assert parse_vv(text)["title"] == value == gkeyfile.load(text)["title"]
+    assert parse_vv(text)["x-note"] == value
+
+
+SECRET = "Sup3rS3cret"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("host=hv1\n[virt-viewer]\n", "line 1 comes before the first group"),
+    ("[virt-viewer]\nhost\n", "line 2 is neither a group, a comment nor a key=value pair"),
+    ("[virt-viewer]\n%s\n" % SECRET, "line 2 is neither"),
+    ("[virt-viewer]\n=%s\n" % SECRET, "line 2 is neither"),
+    ("[virt-viewer]x\nhost=hv1\n", "line 1 is not a valid group header"),
+    ("[virt-viewer\nhost=hv1\n", "line 1 is not a valid group header"),
+    ("[]\nhost=hv1\n", "line 1 is not a valid group header"),
+    ("[ovirt]\nhost=hv1\n", "no \\[virt-viewer\\] group"),
+    ("", "no \\[virt-viewer\\] group"),
+    ("[virt-viewer]\npassword=%s\nhost=hv1\npassword=other\n" % SECRET, "sets 'password' more than once \\(line 4\\)"),
+    ("[virt-viewer]\npassword=a\\q%s\n" % SECRET, "value for 'password' holds an escape GKeyFile does not know"),
+    ("[virt-viewer]\npassword=%s\\\n" % SECRET, "value for 'password' ends with a lone backslash"),
+    ("[virt-viewer]\npassword=%s\0\n" % SECRET, "contains a NUL character"),
+])
+def test_parse_refuses_naming_line_or_key_never_the_value(text, message):
+    with pytest.raises(ValueError, match=message) as info:
+        parse_vv(text)
+    assert SECRET not in str(info.value) and "other" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", [None, b"[virt-viewer]\nhost=hv1\n", {"host": "hv1"}, 42])
+def test_parse_refuses_what_is_not_text(text):
+    with pytest.raises(ValueError, match="must be text"):
+        parse_vv(text)
+
+
+@pytest.mark.parametrize("text", ["host=hv1\n[virt-viewer]\n", "[virt-viewer]\nhost\n", "[virt-viewer]x\nk=1\n",
+                                  "[virt-viewer]\n=1\n"])
+def test_what_parse_refuses_glib_refuses_too(text, gkeyfile):
+    with pytest.raises(AssertionError, match="GKeyFile refused"):
+        gkeyfile.load(text)
