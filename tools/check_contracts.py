@@ -13,6 +13,11 @@
 4. docs/internal-api.md is what tools/internal_api.py writes from the docstrings.
 5. One home: every link to the collection's own repository (…/vmconsole/secure) in plugins,
    roles, docs and README.md starts with galaxy.yml's ``repository``.
+6. One place for the cluster-wide inputs: every ``vmconsole_*`` variable a role's defaults (or
+   the defaults its argument spec documents) read is an option of the private role
+   roles/_common (entry point main, so rule 1 puts its one default value in that role's
+   defaults/main.yml), read without a fallback value of the role's own (``| default(...)``); and
+   every other role depends on roles/_common (meta/main.yml), whose defaults those are.
 
 Usage: python3 tools/check_contracts.py [collection root]; exit 1 with one line per breach.
 """
@@ -116,6 +121,59 @@ def docs_breaches(root):
     return []
 
 
+SHARED_ROLE = "_common"
+# A variable vmconsole_* read in a template (not an attribute, a key or a fact: .vmconsole_x, 'vmconsole_x').
+SHARED_INPUT = re.compile(r"(?<![\w.'\"])(vmconsole_[a-z0-9_]+)\b(\s*\|\s*default\b)?")
+
+
+def _role_defaults(role):
+    """``{name: value}`` of a role's defaults and of the defaults its spec (entry point main) documents."""
+    out = {}
+    spec_path = os.path.join(role, "meta", "argument_specs.yml")
+    if os.path.exists(spec_path):
+        options = ((_load(spec_path) or {}).get("argument_specs", {}).get("main", {}) or {}).get("options", {}) or {}
+        for var, spec in options.items():
+            if "default" in (spec or {}):
+                out["meta/argument_specs.yml: " + var] = spec["default"]
+    defaults_path = os.path.join(role, "defaults", "main.yml")
+    if os.path.exists(defaults_path):
+        for var, value in (_load(defaults_path) or {}).items():
+            out["defaults/main.yml: " + var] = value
+    return out
+
+
+def shared_breaches(root):
+    shared = os.path.join(root, "roles", SHARED_ROLE)
+    if not os.path.isdir(shared):
+        return []
+    spec_path = os.path.join(shared, "meta", "argument_specs.yml")
+    spec = (_load(spec_path) or {}) if os.path.exists(spec_path) else {}
+    inputs = set((spec.get("argument_specs", {}).get("main", {}) or {}).get("options", {}) or {})
+    out = []
+    for role in sorted(glob.glob(os.path.join(root, "roles", "*"))):
+        name = os.path.basename(role)
+        if name == SHARED_ROLE or not os.path.isdir(role):
+            continue
+        meta_path = os.path.join(role, "meta", "main.yml")
+        meta = (_load(meta_path) or {}) if os.path.exists(meta_path) else {}
+        depends = [dep.get("role", dep.get("name")) if isinstance(dep, dict) else dep
+                   for dep in meta.get("dependencies") or []]
+        if not any(isinstance(dep, str) and dep.split(".")[-1] == SHARED_ROLE for dep in depends):
+            out.append("roles/%s: meta/main.yml does not depend on roles/%s (whose defaults are the vmconsole_* "
+                       "inputs)" % (name, SHARED_ROLE))
+        for where, value in sorted(_role_defaults(role).items()):
+            if not _is_template(value):
+                continue
+            for match in SHARED_INPUT.finditer(value):
+                if match.group(1) not in inputs:
+                    out.append("roles/%s: %s reads %s, which roles/%s does not define (defaults/main.yml and "
+                               "meta/argument_specs.yml)" % (name, where, match.group(1), SHARED_ROLE))
+                elif match.group(2):
+                    out.append("roles/%s: %s gives %s a fallback of its own: its one default is in roles/%s/"
+                               "defaults/main.yml" % (name, where, match.group(1), SHARED_ROLE))
+    return out
+
+
 HOME_LINK = re.compile(r"https?://[^\s\"'<>)]*/vmconsole/secure\b[^\s\"'<>)]*")
 
 
@@ -139,7 +197,7 @@ def home_breaches(root):
 def main(argv):
     root = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     breaches = (spec_breaches(root) + jinja_breaches(root) + python_breaches(root) + docs_breaches(root)
-                + home_breaches(root))
+                + home_breaches(root) + shared_breaches(root))
     for line in breaches:
         print(line)
     print("contracts: %d breach(es)" % len(breaches))

@@ -131,3 +131,61 @@ def test_one_home(tmp_path):
         "https://github.com/vmconsole/secure",
         "plugins/modules/m.py:1: https://gitlab.com/vmconsole/secure/-/blob/main/x.md is not under galaxy.yml's "
         "repository https://github.com/vmconsole/secure"]
+
+
+def shared_role(root):
+    write(root, "roles/_common/defaults/main.yml", "vmconsole_ports: [1, 2]\nvmconsole_name: default\n")
+    write(root, "roles/_common/meta/argument_specs.yml", """\
+        argument_specs:
+          main:
+            options:
+              vmconsole_ports: {type: list, default: [1, 2]}
+              vmconsole_name: {type: str, default: default}
+          packages:
+            options:
+              _common_packages: {type: list, required: true}
+        """)
+
+
+def test_one_place_for_the_cluster_wide_inputs(tmp_path):
+    shared_role(tmp_path)
+    write(tmp_path, "roles/r1/meta/main.yml", "dependencies:\n  - role: vmconsole.secure._common\n")
+    write(tmp_path, "roles/r1/defaults/main.yml", """\
+        r1_ports: "{{ vmconsole_ports }}"
+        r1_name: "{{ vmconsole_name | default('default') }}"
+        r1_other: "{{ vmconsole_other }}"
+        r1_fact: "{{ ansible_local.vmconsole_qemu.binary | default('/usr/bin/qemu') }}"
+        r1_nodes: "{{ groups['all'] | map('extract', hostvars) | map(attribute='vmconsole_cluster_address') }}"
+        r1_text: vmconsole_ports
+        """)
+    write(tmp_path, "roles/r1/meta/argument_specs.yml", """\
+        argument_specs:
+          main:
+            options:
+              r1_ports: {type: list, default: "{{ vmconsole_ports | default([1, 2]) }}"}
+        """)
+    write(tmp_path, "roles/r2/meta/main.yml", "dependencies: []\n")
+    write(tmp_path, "roles/r2/defaults/main.yml", "r2_a: 1\n")
+    write(tmp_path, "roles/r3/meta/main.yml", "dependencies: [_common]\n")
+    assert check.shared_breaches(str(tmp_path)) == [
+        "roles/r1: defaults/main.yml: r1_name gives vmconsole_name a fallback of its own: its one default is in "
+        "roles/_common/defaults/main.yml",
+        "roles/r1: defaults/main.yml: r1_other reads vmconsole_other, which roles/_common does not define "
+        "(defaults/main.yml and meta/argument_specs.yml)",
+        "roles/r1: meta/argument_specs.yml: r1_ports gives vmconsole_ports a fallback of its own: its one default is "
+        "in roles/_common/defaults/main.yml",
+        "roles/r2: meta/main.yml does not depend on roles/_common (whose defaults are the vmconsole_* inputs)",
+    ]
+
+
+def test_no_shared_role_no_shared_check(tmp_path):
+    write(tmp_path, "roles/r1/defaults/main.yml", "r1_ports: \"{{ vmconsole_ports | default([1, 2]) }}\"\n")
+    assert check.shared_breaches(str(tmp_path)) == []
+
+
+def test_the_shared_role_is_held_to_the_defaults_contract(tmp_path):
+    shared_role(tmp_path)
+    write(tmp_path, "roles/_common/defaults/main.yml", "vmconsole_ports: [1, 3]\nvmconsole_name: default\n")
+    assert check.spec_breaches(str(tmp_path)) == [
+        "roles/_common: vmconsole_ports defaults to [1, 3] in defaults/main.yml but meta/argument_specs.yml "
+        "documents [1, 2]"]

@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Filters ``fact_subsets`` and ``os_vars_files``: the facts a role reads, gathered once and only the subsets
+that hold them, and the role's variables of the host's system (see the ``.yml`` file of each). The collection's
+one facts step (``roles/_common/tasks/facts.yml``) wires them: every role gathers its facts through that step.
+"""
+
+from __future__ import annotations
+
+import os
+
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleFilterError
+
+# Facts (names as in ansible_facts, without the ansible_ prefix) of each gather_subset the roles may need.
+# `min` is what `setup` gathers with gather_subset [min] (ansible-core 2.19).
+SUBSET_FACTS = {
+    "min": frozenset([
+        "apparmor", "architecture", "cmdline", "date_time", "distribution", "distribution_file_parsed",
+        "distribution_file_path", "distribution_file_variety", "distribution_major_version",
+        "distribution_minor_version", "distribution_release", "distribution_version", "dns", "domain",
+        "effective_group_id", "effective_user_id", "env", "fips", "fqdn", "hostname", "kernel", "kernel_version",
+        "local", "lsb", "machine", "machine_id", "nodename", "os_family", "pkg_mgr", "proc_cmdline", "python",
+        "python_version", "real_group_id", "real_user_id", "selinux", "selinux_python_present", "service_mgr",
+        "system", "system_capabilities", "system_capabilities_enforced", "user_dir", "user_gecos", "user_gid",
+        "user_id", "user_shell", "user_uid", "userspace_architecture", "userspace_bits",
+    ]),
+    "hardware": frozenset([
+        "processor", "processor_count", "processor_cores", "processor_nproc", "processor_threads_per_core",
+        "processor_vcpus", "memtotal_mb", "memfree_mb", "swaptotal_mb", "mounts", "devices",
+    ]),
+    "network": frozenset([
+        "default_ipv4", "default_ipv6", "interfaces", "all_ipv4_addresses", "all_ipv6_addresses",
+    ]),
+    "virtual": frozenset(["virtualization_type", "virtualization_role"]),
+}
+SUBSET_ORDER = ("min", "hardware", "network", "virtual")
+
+
+def _names(value, what):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) and name for name in value):
+        raise AnsibleFilterError("%s must be a list of fact names, not %r" % (what, value))
+    return list(value)
+
+
+def fact_subsets(required, facts):
+    """The gather_subset values that hold the facts of ``required`` missing from ``facts`` (ansible_facts); empty
+    when every one is there (see fact_subsets.yml)."""
+    required = _names(required, "fact_subsets: _common_facts")
+    if not isinstance(facts, Mapping):
+        raise AnsibleFilterError("fact_subsets: the second argument must be ansible_facts, not %r" % (facts,))
+    wanted = set()
+    for name in required:
+        if name in facts:
+            continue
+        subset = [key for key in SUBSET_ORDER if name in SUBSET_FACTS[key]]
+        if not subset:
+            raise AnsibleFilterError("fact_subsets: _common_facts names %s, which no gather_subset the collection "
+                                     "knows holds (%s: see plugins/filter/host_facts.py)"
+                                     % (name, ", ".join(SUBSET_ORDER)))
+        wanted.add(subset[0])
+    return [key for key in SUBSET_ORDER if key in wanted]
+
+
+def os_vars_files(facts, role_path):
+    """The files ``<role_path>/vars/<os_family>.yml`` and ``<distribution>.yml`` that exist, in that order, each
+    once (see os_vars_files.yml)."""
+    if not isinstance(facts, Mapping) or not all(isinstance(facts.get(key), str) and facts.get(key)
+                                                 for key in ("os_family", "distribution")):
+        raise AnsibleFilterError("os_vars_files: the facts lack os_family or distribution: gather them first "
+                                 "(fact_subsets)")
+    if not isinstance(role_path, str) or not os.path.isabs(role_path):
+        raise AnsibleFilterError("os_vars_files: role_path must be an absolute path, not %r" % (role_path,))
+    out = []
+    for name in (facts["os_family"], facts["distribution"]):
+        path = os.path.join(role_path, "vars", name + ".yml")
+        if "/" not in name and os.path.isfile(path) and path not in out:
+            out.append(path)
+    return out
+
+
+class FilterModule:
+    """The facts step shared by the collection's roles."""
+
+    def filters(self):
+        return {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files}
