@@ -23,6 +23,7 @@ with ``-proxy_pass file:DEST``) and, with ``return_secret: true``, as ``proxy_to
 
 from __future__ import annotations
 
+import getpass
 import os
 from urllib.parse import urlsplit
 
@@ -48,6 +49,14 @@ def check_dest(dest):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError("dest: the folder %s is not writable on the controller (permission denied)" % folder)
     return path
+
+
+def controller_user():
+    """The login name of the person running Ansible here, or None when the system does not know it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 class ActionModule(ActionBase):
@@ -90,6 +99,8 @@ class ActionModule(ActionBase):
             args["password"] = ticket
         if not args.get("console_host"):
             args["console_host"] = self._task.delegate_to or task_vars.get("inventory_hostname")
+        if protocol != "vnc" and args.get("proxy_user") is None:
+            args["controller_user"] = controller_user()   # proxy_user's default where the node's proxy checks tokens
 
         result.update(self._execute_module(module_name="vmconsole.secure.console_ticket", module_args=args,
                                            task_vars=task_vars))

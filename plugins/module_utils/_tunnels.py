@@ -159,10 +159,10 @@ def read_manager_password(path):
     return words[1]
 
 
-def node_proxy(fact_path):
-    """The node's proxy from connect_proxy's local fact (``vmconsole_proxy.fact``), or None where there is none.
+def read_proxy_fact(fact_path):
+    """connect_proxy's local fact of this node (``vmconsole_proxy.fact``, a dict), or None where there is none.
 
-    Raises ValueError when the fact or the manager password file it names is unusable.
+    Raises ValueError when it exists but cannot be read or is not a JSON object.
     """
     try:
         fact = _read_json(fact_path)
@@ -170,6 +170,19 @@ def node_proxy(fact_path):
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError("%s cannot be read: %s" % (fact_path, getattr(exc, "strerror", None) or exc)) from None
+    if not isinstance(fact, dict):
+        raise ValueError("%s is not a JSON object" % fact_path)
+    return fact
+
+
+def node_proxy(fact_path):
+    """The node's proxy from connect_proxy's local fact (``vmconsole_proxy.fact``), or None where there is none.
+
+    Raises ValueError when the fact or the manager password file it names is unusable.
+    """
+    fact = read_proxy_fact(fact_path)
+    if fact is None:
+        return None
     try:
         listen = fact["listen_address"]
         ports = {console: (int(low), int(high)) for console, (low, high) in fact["console_ports"].items()}

@@ -146,8 +146,11 @@ options:
       - Public URL of the HTTP CONNECT proxy that remote-viewer tunnels through, for example
         V(http://hv1.example.org:3128) (port 3128 when none is given). SPICE only.
       - With O(proxy_user) it must not hold credentials, because the module puts the proxy username and token there.
-      - With O(protocol=serial), where the client reaches the proxy (C(-proxy HOST:PORT) of the command); default
-        O(console_host) on port 3128.
+      - With O(protocol=serial), where the client reaches the proxy (C(-proxy HOST:PORT) of the command).
+      - Default, for a O(vm) (a qemu_vm guest) with O(protocol=spice) or O(protocol=serial) where
+        M(vmconsole.secure.connect_proxy) runs on the node (O(proxy_fact_file) exists), the node's proxy (the
+        fact's C(url)), so that a C(.vv) made ad hoc works from a workstation. V("") goes without a proxy. Without
+        that fact, no proxy for SPICE, and O(console_host) on port 3128 for a serial console.
     type: str
   proxy_user:
     description:
@@ -155,9 +158,22 @@ options:
         it into the C(.vv) as the O(proxy) credentials. Needs O(vm) or O(libvirt_domain) (not O(socket)), and for SPICE
         O(proxy). SPICE and serial only.
       - Required with O(protocol=serial), which issues nothing but this token.
+      - Default, when O(proxy) comes from the node's fact and that proxy checks tokens, the login name of the person
+        running Ansible on the controller.
       - At most 64 printable characters, e.g. V(alice) or V(alice@example.org). It appears in the proxy
         username (C(alice_40example_2Eorg__web1) for V(alice@example.org) and VM V(web1)) and in the logs.
     type: str
+  controller_user:
+    description:
+      - The login name of the person running Ansible on the controller, set by the action plugin when O(proxy_user)
+        is not given; the default of O(proxy_user) where the node's proxy checks tokens (see O(proxy)).
+    type: str
+  proxy_fact_file:
+    description:
+      - The local fact M(vmconsole.secure.connect_proxy) writes on the node; the default of O(proxy) and
+        O(proxy_user) comes from it.
+    type: path
+    default: /etc/ansible/facts.d/vmconsole_proxy.fact
   proxy_token_key_file:
     description:
       - Keys file of the cluster's proxy tokens on the managed node, as the connect_proxy role installs it,
@@ -467,6 +483,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
     serial_console_command,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject
+from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import read_proxy_fact
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     load_proxy_keys,
     mint_proxy_token,
@@ -489,6 +506,30 @@ def _checked(check, value, prefix=""):
         return check(value)
     except ValueError as exc:
         raise OptionError(prefix + str(exc)) from None
+
+
+def node_proxy_defaults(params):
+    """``proxy`` (and ``proxy_user``) from the node's connect_proxy fact where they are not given; ``proxy=""``: none.
+
+    Only for a qemu_vm guest (``vm``) and SPICE or serial: the proxy's destination check knows those guests only.
+    """
+    if params["proxy"] == "":
+        params["proxy"] = None
+        return
+    if params["proxy"] is not None or params["vm"] is None or params["protocol"] == "vnc":
+        return
+    fact = _checked(read_proxy_fact, params["proxy_fact_file"], "proxy_fact_file: ")
+    if fact is None:
+        return
+    if not isinstance(fact.get("url"), str):
+        raise OptionError("proxy_fact_file: %s has no proxy url: run the connect_proxy role on this node"
+                          % params["proxy_fact_file"])
+    params["proxy"] = fact["url"]
+    if fact.get("tokens") and params["proxy_user"] is None:
+        if not params["controller_user"]:
+            raise OptionError("proxy_user is missing: the node's proxy (%s) checks proxy tokens, and the login name "
+                              "on the controller is unknown; name the person with proxy_user" % fact["url"])
+        params["proxy_user"] = params["controller_user"]
 
 
 def check_options(params, warn):
@@ -739,11 +780,14 @@ def main():
         client_cert_file=dict(type="str"),
         client_key_file=dict(type="str"),
         client_ca_file=dict(type="str"),
+        proxy_fact_file=dict(type="path", default="/etc/ansible/facts.d/vmconsole_proxy.fact"),
+        controller_user=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=CONSOLE_MUTUALLY_EXCLUSIVE,
                            required_one_of=CONSOLE_REQUIRED_ONE_OF, supports_check_mode=True)
     params = module.params
     try:
+        node_proxy_defaults(params)
         ttl = check_options(params, module.warn)
         ca_pem, host_subject = spice_tls(params) if params["protocol"] == "spice" else (None, None)
         keys = read_proxy_keys(params)

@@ -540,6 +540,7 @@ class Squid:
                                    facts_file=self.facts_file, self_name=self_name, nodes=nodes,
                                    revocations_file=self.revocations_file, manager_file=self.manager_file))
             _write(self.proxy_fact, json.dumps(dict(
+                url="http://127.0.0.1:%d" % self.port, tokens=True, keys_file=self.keys_file,
                 name=self_name, listen_address="127.0.0.1", port=self.port, manager_file=self.manager_file,
                 credentials_ttl=10, console_ports={kind: list(r) for kind, r in zip(
                     ("spice", "vnc", "serial"), CONSOLE_PORT_RANGES)})).encode(), 0o644)

@@ -233,10 +233,11 @@ def test_vm_map_is_followed_without_restart(node):
 # --- a real remote-viewer with the .vv from console_ticket ---------------------------------------
 
 def test_remote_viewer_connects_through_squid(node, xvfb, tmp_path):
+    """As the README's ad-hoc command: the proxy comes from the node's connect_proxy fact."""
     dest = str(tmp_path / "console.vv")
     audit = tmp_path / "tickets.log"
     result, proc = adhoc(dict(vm=node.vm.name, socket_dir=os.path.dirname(node.vm.qmp_path), console_host=node.name,
-                              proxy="http://127.0.0.1:%d" % node.squid.port, proxy_user="alice@example.org",
+                              proxy_fact_file=node.squid.proxy_fact, proxy_user="alice@example.org",
                               proxy_token_key_file=node.squid.keys_file, ca_file=node.pki.ca_file,
                               server_cert_file=node.pki.server_cert_file, audit_log=str(audit), ttl=60, dest=dest))
     assert not result.get("failed"), "%s\n%s" % (result.get("msg"), proc.stderr)

@@ -130,6 +130,22 @@ def test_console_host_defaults(tmp_path):
     assert sent["console_host"] == "hv1.example.org"
 
 
+def test_the_controller_login_name_is_handed_over_as_the_default_person(monkeypatch):
+    monkeypatch.setattr(action.getpass, "getuser", lambda: "carol")
+    dummy, sent, dummy2 = run(dict(vm="web1", return_secret=True))
+    assert sent["controller_user"] == "carol"
+    dummy, sent, dummy2 = run(dict(vm="web1", return_secret=True, proxy_user="dave"))
+    assert "controller_user" not in sent, "an explicit person needs no default"
+    dummy, sent, dummy2 = run(dict(vm="web1", return_secret=True, protocol="vnc"))
+    assert "controller_user" not in sent, "no proxy for VNC"
+
+    def unknown():
+        raise KeyError("getpwuid(): uid not found: 4711")
+    monkeypatch.setattr(action.getpass, "getuser", unknown)
+    dummy, sent, dummy2 = run(dict(vm="web1", return_secret=True))
+    assert sent["controller_user"] is None
+
+
 def test_relative_dest_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result, sent, dummy = run(dict(vm="web1", dest="web1.vv"))

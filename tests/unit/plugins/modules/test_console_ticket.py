@@ -227,6 +227,58 @@ def test_proxy_token_ttl_and_default_port(ticket, keys_file):
     assert abs(result["proxy_token_expires"] - (time.time() + 600)) < 5
 
 
+@pytest.fixture
+def proxy_fact(tmp_path):
+    """``proxy_fact(**fields)`` -> the path of a connect_proxy fact of the node."""
+    def write(**fields):
+        path = tmp_path / "vmconsole_proxy.fact"
+        path.write_text(json.dumps(dict(dict(url="http://hv1.example.org:3128", tokens=True), **fields)))
+        return str(path)
+    return write
+
+
+def test_an_ad_hoc_ticket_goes_through_the_nodes_proxy_with_a_token_for_the_controller_user(
+        ticket, keys_file, proxy_fact):
+    result, dummy = ticket(OK_TABLE, vm="web1", proxy_token_key_file=keys_file, proxy_fact_file=proxy_fact(),
+                           controller_user="carol")
+    assert not result.get("failed"), result
+    url = urlsplit(result["vv"]["proxy"])
+    assert (url.hostname, url.port, url.username) == ("hv1.example.org", 3128, "carol__web1")
+    assert verify_proxy_token(load_proxy_keys(keys_file), url.username, url.password).ok
+    # An explicit person wins over the controller's login name.
+    result, dummy = ticket(OK_TABLE, vm="web2", proxy_token_key_file=keys_file, proxy_fact_file=proxy_fact(),
+                           controller_user="carol", proxy_user="dave")
+    assert urlsplit(result["vv"]["proxy"]).username == "dave__web2"
+
+
+@pytest.mark.parametrize("args, proxy", [
+    (dict(proxy=""), None),                                  # explicitly without a proxy
+    (dict(tokens=False), "http://hv1.example.org:3128"),     # a proxy without token checks: no token
+    (dict(protocol="vnc", password="Vnc0Pass", proxy=None), None),   # remote-viewer uses no proxy for VNC
+    (dict(missing=True), None),                              # no connect_proxy on the node
+])
+def test_the_nodes_proxy_default_and_where_it_does_not_apply(ticket, keys_file, proxy_fact, tmp_path, args, proxy):
+    fact = str(tmp_path / "none.fact") if args.pop("missing", False) else proxy_fact(tokens=args.pop("tokens", True))
+    table = dict(OK_TABLE, **{"query-vnc": VNC}) if args.get("protocol") == "vnc" else OK_TABLE
+    result, dummy = ticket(table, vm="web1", proxy_token_key_file=keys_file, proxy_fact_file=fact,
+                           controller_user="carol", **args)
+    assert not result.get("failed"), result
+    assert result["vv"]["proxy"] == proxy and "proxy_username" not in result
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "proxy_fact_file: %s cannot be read"),
+    ('{"tokens": true}', "proxy_fact_file: %s has no proxy url"),
+    ('{"url": "http://hv1:3128", "tokens": true}', "proxy_user is missing: the node's proxy (http://hv1:3128) checks"),
+])
+def test_an_unusable_proxy_fact_or_an_unknown_person_sends_nothing(ticket, keys_file, tmp_path, text, message):
+    fact = tmp_path / "vmconsole_proxy.fact"
+    fact.write_text(text)
+    result, server = ticket(OK_TABLE, vm="web1", proxy_token_key_file=keys_file, proxy_fact_file=str(fact))
+    assert result.get("failed") and result["msg"].startswith(message.replace("%s", str(fact))), result["msg"]
+    assert server.connections == 0
+
+
 def test_without_proxy_user_the_proxy_url_is_kept(ticket, keys_file):
     result, dummy = ticket(OK_TABLE, proxy="http://hv1:3128", proxy_token_key_file="/nonexistent")
     assert result["vv"]["proxy"] == "http://hv1:3128"
