@@ -207,6 +207,12 @@ sessions:
       description: Whether its consoles now hold a random, expired ticket (false in check mode and when not running).
       type: bool
       sample: true
+    ticket_file_removed:
+      description:
+        - Whether the ticket M(vmconsole.secure.console_ticket) kept for a migration (C(<vm>.ticket) beside the QMP
+          socket) was removed, so that C(playbooks/migrate.yml) cannot set the cut ticket on the target node.
+      type: bool
+      sample: true
     spice:
       description: The SPICE console, from C(query-spice) before and after.
       type: dict
@@ -249,6 +255,7 @@ sessions:
     web1:
       running: true
       locked: true
+      ticket_file_removed: true
       spice: {enabled: true, channels_before: 4, channels_after: 0, clients_before: 1, clients_after: 0}
       vnc: {enabled: false, clients_before: 0, clients_after: 0}
 tunnels:
@@ -314,6 +321,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._console import (
     spice_counts,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._files import audit_record, write_file_atomic
+from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import default_ticket_file
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPError
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import QMP_ARGUMENT_SPEC, fail_qmp, qmp_socket_path
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
@@ -350,6 +358,7 @@ class Target:
         self.spice = self.vnc = None         # spice_info / vnc_info before the cut
         self.spice_after = self.vnc_after = None
         self.locked = False
+        self.ticket_file_removed = False
 
     @property
     def running(self):
@@ -362,9 +371,18 @@ class Target:
             self.spice, self.vnc = self.console.lockable()
 
     def lock(self):
-        """Cut the SPICE clients and leave every console with a random expired ticket."""
+        """Cut the SPICE clients, leave every console with a random expired ticket, forget the kept ticket.
+
+        The ticket console_ticket kept for a migration (``<vm>.ticket`` beside the QMP socket) goes too:
+        migrate.yml would otherwise set the cut ticket on the target node again.
+        """
         self.spice_after, self.vnc_after = self.console.lock(self.spice, self.vnc)
         self.locked = self.spice["enabled"] or self.vnc["enabled"]
+        try:
+            os.unlink(default_ticket_file(self.path))
+            self.ticket_file_removed = True
+        except FileNotFoundError:
+            pass
 
     def report(self):
         spice_before = spice_counts(self.spice) if self.spice else (0, 0)
@@ -374,6 +392,7 @@ class Target:
         return dict(
             running=self.running,
             locked=self.locked,
+            ticket_file_removed=self.ticket_file_removed,
             spice=dict(enabled=bool(self.spice and self.spice["enabled"]), channels_before=spice_before[0],
                        channels_after=spice_after[0], clients_before=spice_before[1], clients_after=spice_after[1]),
             vnc=dict(enabled=bool(self.vnc and self.vnc["enabled"]), clients_before=vnc_before,

@@ -104,7 +104,7 @@ def test_vm_disconnects_spice_locks_the_ticket_and_revokes_the_vm(session, files
     assert sent(server, "expire_password") == [dict(protocol="spice", time="now")]
     assert result["changed"] is True
     assert result["sessions"] == {"web1": dict(
-        running=True, locked=True,
+        running=True, locked=True, ticket_file_removed=False,
         spice=dict(enabled=True, channels_before=4, channels_after=0, clients_before=1, clients_after=0),
         vnc=dict(enabled=False, clients_before=0, clients_after=0))}
     assert abs(result["revoke_time"] - time.time()) < 5
@@ -195,7 +195,7 @@ def test_vm_not_running_on_this_node_is_still_revoked(session, files):
     result, dummy = session({}, vm="web1")
     assert result["changed"] is True
     assert result["sessions"]["web1"] == dict(
-        running=False, locked=False,
+        running=False, locked=False, ticket_file_removed=False,
         spice=dict(enabled=False, channels_before=0, channels_after=0, clients_before=0, clients_after=0),
         vnc=dict(enabled=False, clients_before=0, clients_after=0))
     assert "web1" in revocations(files)["vms"]
@@ -441,3 +441,16 @@ def test_an_unusable_proxy_fact_is_refused_before_anything_changes(session, file
     result, servers = session({"web1": console(channels(4))}, vm="web1", proxy_fact_file=str(fact))
     assert result["failed"] is True and (words % fact if "%s" in words else words) in result["msg"], result["msg"]
     assert not files.revocations.exists() and servers["web1"].commands == []
+
+
+def test_the_cut_ticket_kept_for_a_migration_is_forgotten(session, short_tmp):
+    """migrate.yml sets the kept ticket on the target node: a cut ticket must not come back that way."""
+    kept = os.path.join(short_tmp, "web1.ticket")
+    with open(kept, "w") as f:
+        f.write(json.dumps({"protocol": "spice", "ticket": "Cut0Ticket", "expires": NOW + 600, "set": NOW}))
+    dry, dummy = session({"web1": console(channels(4))}, check_mode=True, vm="web1")
+    assert os.path.exists(kept) and dry["sessions"]["web1"]["ticket_file_removed"] is False
+    result, dummy = session({"web1": console(channels(4))}, vm="web1")
+    assert result["sessions"]["web1"]["ticket_file_removed"] is True and not os.path.exists(kept)
+    again, dummy = session({"web1": console()}, vm="web1", revoke_time=result["revoke_time"])
+    assert again["sessions"]["web1"]["ticket_file_removed"] is False
