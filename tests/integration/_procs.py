@@ -130,18 +130,24 @@ def stop_process(proc, term_timeout=5.0):
     return proc.returncode
 
 
+def read_until(sock, end, step=4096):
+    """Bytes from ``sock`` until ``end`` was read or the peer closed (``step`` 1: nothing after ``end`` is taken)."""
+    data = b""
+    while end not in data:
+        chunk = sock.recv(step)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def open_tunnel(proxy_port, target, username, password, timeout=10):
     """A CONNECT tunnel to ``target`` (``host:port``) through the proxy on 127.0.0.1; the socket, past squid's 200."""
     sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
     basic = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
     sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n"
                   % (target, target, basic)).encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        answer += chunk
+    answer = read_until(sock, b"\r\n\r\n", step=1)     # the tunnel's first bytes stay in the socket
     if not answer.startswith(b"HTTP/1.1 200 "):
         sock.close()
         raise AssertionError("squid refused the tunnel to %s: %r" % (target, answer[:80]))

@@ -104,12 +104,7 @@ def connect_status(port, request, timeout=10):
         try:
             sock.sendall(request)
             sock.shutdown(socket.SHUT_WR)
-            answer = b""
-            while b"\r\n" not in answer:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
+            answer = _procs.read_until(sock, b"\r\n")
         except (ConnectionResetError, BrokenPipeError, socket.timeout):
             return None
     parts = answer.split(b" ", 2)
