@@ -253,10 +253,10 @@ SQUID_DEFAULTS = dict(
 # filled only on a hop from another node's proxy (its cluster address), which replaced whatever
 # X-Forwarded-For its client sent by that client's address (forwarded_for truncate); on any other
 # line it is "-".
+_AUDIT_COLUMNS = "%{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %#un %ea %rm %#ru %>Hs %>st %<st %tr"
 LOGFORMATS = (
-    "logformat vmconsole %{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %#un %ea %rm %#ru %>Hs %>st %<st %tr -",
-    "logformat vmconsole_hop %{%Y-%m-%dT%H:%M:%S%z}tl %>a:%>p %#un %ea %rm %#ru %>Hs %>st %<st %tr "
-    "%#{X-Forwarded-For}>h",
+    "logformat vmconsole %s -" % _AUDIT_COLUMNS,
+    "logformat vmconsole_hop %s %%#{X-Forwarded-For}>h" % _AUDIT_COLUMNS,
 )
 
 

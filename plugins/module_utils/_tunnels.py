@@ -30,6 +30,7 @@ import socket
 import subprocess
 import time
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import is_ip_address
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import parse_proxy_username
 
 # One open request in squid's active_requests report.
@@ -50,20 +51,18 @@ class ManagerError(Exception):
     """squid's cache manager did not give the report; the text says why (never the password)."""
 
 
-def _address(text):
-    """("ip", port) of squid's ``ip:port`` / ``[ip6]:port``; None for anything else."""
-    match = re.match(r"^\[?([0-9A-Fa-f:.]+?)\]?:([0-9]{1,5})$", text or "")
-    if not match:
-        return None
-    return match.group(1), int(match.group(2))
-
-
-def _authority(uri):
-    """(host, port) of a CONNECT's ``host:port`` (``[ip6]:port``); None for a URL or anything else."""
-    host, sep, port = uri.rpartition(":")
-    if not sep or not host or "/" in uri or not port.isdigit() or len(port) > 5:
+def _authority(text):
+    """(host, port) of ``host:port`` / ``[ip6]:port``; None for a URL or anything else."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or "/" in text or not port.isdigit() or len(port) > 5:
         return None
     return host.strip("[]"), int(port)
+
+
+def _address(text):
+    """(ip, port) of squid's ``ip:port`` / ``[ip6]:port`` (the collection's one address check); else None."""
+    found = _authority(text or "")
+    return found if found is not None and is_ip_address(found[0]) else None
 
 
 def parse_active_requests(text):
@@ -118,6 +117,12 @@ def fetch_active_requests(host, port, name, password, timeout=5.0):
         raise ManagerError("squid at %s:%d refused the active_requests report (%s)"
                            % (host, port, b" ".join(status[1:3]).decode("ascii", "replace") or "no answer"))
     return body.decode("utf-8", "replace")
+
+
+def open_tunnels(proxy, users=(), vms=(), pairs=()):
+    """The tunnels open through the node's proxy (a :class:`NodeProxy`) of the given names, from squid's report."""
+    report = fetch_active_requests(proxy.address, proxy.port, proxy.name, proxy.password)
+    return select(parse_active_requests(report), users, vms, pairs)
 
 
 def _ss_address(address):
@@ -205,16 +210,18 @@ def console_of(port, console_ports):
 def cut_tunnels(proxy, users=(), vms=(), pairs=(), watch=0.0, fetch=None, destroy=cut, clock=None, sleep=None):
     """Cut every open tunnel of the revoked names, and for ``watch`` seconds every one that opens again; the cut list.
 
+    ``fetch()`` gives the open tunnels of those names (default :func:`open_tunnels`).
+
     squid may accept a revoked token for a while from its credentials cache (``credentialsttl``), so a
     client that reconnects at once gets a new tunnel: watching that long cuts it too. Ends when the
     report shows none of them after ``watch``; RuntimeError when one outlives ``watch`` + 5 s.
     """
-    fetch = fetch or (lambda: fetch_active_requests(proxy.address, proxy.port, proxy.name, proxy.password))
+    fetch = fetch or (lambda: open_tunnels(proxy, users, vms, pairs))
     clock, sleep = clock or time.monotonic, sleep or time.sleep
     deadline = clock() + watch
     done, tried = [], set()
     while True:
-        open_now = select(parse_active_requests(fetch()), users, vms, pairs)
+        open_now = fetch()
         for tunnel in open_now:
             if (tunnel.client, tunnel.local) not in tried:
                 tried.add((tunnel.client, tunnel.local))

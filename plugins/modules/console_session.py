@@ -338,10 +338,8 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import (
     ManagerError,
     console_of,
     cut_tunnels,
-    fetch_active_requests,
     node_proxy,
-    parse_active_requests,
-    select,
+    open_tunnels,
 )
 
 NOTHING = {kind: {} for kind in REVOCATION_KINDS}
@@ -506,7 +504,7 @@ def revoked_names(params):
     return [user], list(params["vms"] or []), []
 
 
-def open_tunnels(module, proxy, check_mode, new_revocations):
+def tunnels_report(module, proxy, check_mode, new_revocations):
     """Cut (in check mode: list) the open tunnels of what was revoked; the ``tunnels`` result.
 
     After a new revocation the proxy is watched for its credentials cache time (connect_proxy_credentials_ttl),
@@ -517,8 +515,7 @@ def open_tunnels(module, proxy, check_mode, new_revocations):
         return report
     users, vms, pairs = revoked_names(module.params)
     if check_mode:
-        tunnels = select(parse_active_requests(fetch_active_requests(proxy.address, proxy.port, proxy.name,
-                                                                     proxy.password)), users, vms, pairs)
+        tunnels = open_tunnels(proxy, users, vms, pairs)
     else:
         tunnels = cut_tunnels(proxy, users, vms, pairs, watch=proxy.credentials_ttl if new_revocations else 0.0)
     for tunnel in tunnels:
@@ -578,6 +575,8 @@ def main():
                 proxy = node_proxy(params["proxy_fact_file"])
             except ValueError as exc:
                 raise OptionError("proxy_fact_file: %s" % exc) from None
+            if proxy is not None:
+                module.no_log_values.add(proxy.password)     # squid's cache manager password never leaves
             audit = open_audit_log(params["audit_log"], module.check_mode)
             for target in targets:
                 target.inspect(module)
@@ -614,7 +613,7 @@ def main():
                                  revoked=revoked if file_changes else NOTHING,
                                  sessions={t.name: t.report() for t in targets})
         try:
-            tunnels = open_tunnels(module, proxy, check_mode=module.check_mode, new_revocations=file_changes)
+            tunnels = tunnels_report(module, proxy, check_mode=module.check_mode, new_revocations=file_changes)
             for target in targets:
                 if target.running and target.vnc["enabled"] and not module.check_mode:
                     target.vnc_after = target.console.lockable()[1]     # the VNC clients whose tunnels were cut

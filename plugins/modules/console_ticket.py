@@ -485,6 +485,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject
 from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import read_proxy_fact
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    check_proxy_user,
     load_proxy_keys,
     mint_proxy_token,
     proxy_username,
@@ -529,6 +530,8 @@ def node_proxy_defaults(params):
         if not params["controller_user"]:
             raise OptionError("proxy_user is missing: the node's proxy (%s) checks proxy tokens, and the login name "
                               "on the controller is unknown; name the person with proxy_user" % fact["url"])
+        _checked(check_proxy_user, params["controller_user"],
+                 "controller_user (the default of proxy_user, the login name on the controller): ")
         params["proxy_user"] = params["controller_user"]
 
 

@@ -69,6 +69,8 @@ BOB = Tunnel("bob_40example_2Eorg__web1", "bob@example.org", "web1", "hv2", 6200
 def test_the_report_gives_the_tunnels_with_a_proxy_username():
     assert parse_active_requests(REPORT) == [ALICE, BOB]
     assert parse_active_requests("") == [] and parse_active_requests("garbage\nConnection: \nuri x") == []
+    not_an_address = REPORT.replace("remote: 10.90.6.21:50000", "remote: hv9:50000")
+    assert parse_active_requests(not_an_address) == [BOB], "a client that is not an IP address is no tunnel to cut"
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -205,7 +207,7 @@ def test_cut_tunnels_cuts_what_reopens_while_squid_may_still_accept_the_token():
     def fetch():
         if clock.now >= 3 and again not in destroyed:
             open_tunnels.add(again)            # the client reconnected with its cached token
-        return "".join(block(t) for t in sorted(open_tunnels))
+        return select(parse_active_requests("".join(block(t) for t in sorted(open_tunnels))), users=["alice"])
 
     def destroy(tunnel):
         destroyed.append(tunnel)
@@ -220,5 +222,5 @@ def test_cut_tunnels_cuts_what_reopens_while_squid_may_still_accept_the_token():
 def test_cut_tunnels_gives_up_on_a_tunnel_that_will_not_go():
     clock = Clock()
     with pytest.raises(RuntimeError, match="1 tunnel\\(s\\) still open 5 s after they were cut"):
-        cut_tunnels(None, vms=["web1"], fetch=lambda: block(ALICE), destroy=lambda tunnel: False, clock=clock,
+        cut_tunnels(None, vms=["web1"], fetch=lambda: [ALICE], destroy=lambda tunnel: False, clock=clock,
                     sleep=clock.sleep)

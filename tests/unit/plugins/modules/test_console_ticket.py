@@ -266,6 +266,14 @@ def test_the_nodes_proxy_default_and_where_it_does_not_apply(ticket, keys_file, 
     assert result["vv"]["proxy"] == proxy and "proxy_username" not in result
 
 
+def test_a_controller_login_name_that_cannot_be_a_proxy_user_is_named(ticket, keys_file, proxy_fact):
+    result, server = ticket(OK_TABLE, vm="web1", proxy_token_key_file=keys_file, proxy_fact_file=proxy_fact(),
+                            controller_user="x" * 65)
+    assert result.get("failed") and result["msg"].startswith(
+        "controller_user (the default of proxy_user, the login name on the controller): "), result["msg"]
+    assert server.connections == 0
+
+
 @pytest.mark.parametrize("text, message", [
     ("{not json", "proxy_fact_file: %s cannot be read"),
     ('{"tokens": true}', "proxy_fact_file: %s has no proxy url"),
