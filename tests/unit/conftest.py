@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
 
 import pytest
 
@@ -92,3 +94,32 @@ def run_module(capsys):
         return json.loads(capsys.readouterr().out)
 
     return run
+
+
+@pytest.fixture
+def manager():
+    """``manager(answer)`` -> (port, the requests received): a one-shot HTTP server on 127.0.0.1 (squid's cache manager)."""
+    servers = []
+
+    def start(answer):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        seen = []
+
+        def serve():
+            conn, dummy = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                seen.append(data.decode())
+                conn.sendall(answer)
+            listener.close()
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        servers.append(thread)
+        return listener.getsockname()[1], seen
+    yield start
+    for thread in servers:
+        thread.join(5)

@@ -11,7 +11,6 @@ import base64
 import json
 import socket
 import subprocess
-import threading
 
 import pytest
 
@@ -99,35 +98,6 @@ def test_cut_destroys_the_client_connection_by_both_addresses():
     assert cut(ALICE, run=answer(0)) is False
     with pytest.raises(RuntimeError, match="ss -K failed .*Operation not permitted"):
         cut(ALICE, run=answer(1, "Operation not permitted"))
-
-
-@pytest.fixture
-def manager():
-    """``manager(answer)`` -> (port, the requests received): a one-shot HTTP server on 127.0.0.1."""
-    servers = []
-
-    def start(answer):
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        seen = []
-
-        def serve():
-            conn, dummy = listener.accept()
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(4096)
-                seen.append(data.decode())
-                conn.sendall(answer)
-            listener.close()
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        servers.append(thread)
-        return listener.getsockname()[1], seen
-    yield start
-    for thread in servers:
-        thread.join(5)
 
 
 def test_fetch_asks_squid_by_its_name_with_the_manager_password(manager):

@@ -456,35 +456,20 @@ def test_the_cut_ticket_kept_for_a_migration_is_forgotten(session, short_tmp):
     assert again["sessions"]["web1"]["ticket_file_removed"] is False
 
 
-def test_check_mode_lists_the_tunnels_it_would_cut_from_squids_report(session, tmp_path):
+def test_check_mode_lists_the_tunnels_it_would_cut_from_squids_report(session, tmp_path, manager):
     """The proxy path of the module: the node's fact, squid's report, the selection, the result."""
-    import socket
-    import threading
     report = ("Connection: 0x1\n\tremote: 10.90.6.21:50000\n\tlocal: 10.89.6.11:3128\nuri hv1:62001\n"
               "username alice__web1\n\nConnection: 0x2\n\tremote: 10.90.6.22:50001\n\tlocal: 10.89.6.11:3128\n"
               "uri hv1:61001\nusername bob__web1\n")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    seen = []
-
-    def serve():
-        conn, dummy = listener.accept()
-        with conn:
-            seen.append(conn.recv(4096))
-            conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + report.encode())
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    manager = tmp_path / "squid-manager.conf"
-    manager.write_text("cachemgr_passwd Mgr-Pw active_requests\n")
+    port, seen = manager(b"HTTP/1.1 200 OK\r\n\r\n" + report.encode())
+    password_file = tmp_path / "squid-manager.conf"
+    password_file.write_text("cachemgr_passwd Mgr-Pw active_requests\n")
     fact = tmp_path / "vmconsole_proxy.fact"
-    fact.write_text(json.dumps(dict(name="hv1", listen_address="127.0.0.1", port=listener.getsockname()[1],
-                                    manager_file=str(manager), credentials_ttl=10,
+    fact.write_text(json.dumps(dict(name="hv1", listen_address="127.0.0.1", port=port, manager_file=str(password_file),
+                                    credentials_ttl=10,
                                     console_ports={"spice": [61000, 61999], "serial": [62000, 62999]})))
     result, dummy = session({}, check_mode=True, user="alice", proxy_fact_file=str(fact))
-    thread.join(5)
-    listener.close()
     assert result["tunnels"] == {"checked": True, "by_console": {"spice": 0, "vnc": 0, "serial": 1, "other": 0},
                                  "cut": [{"user": "alice", "vm": "web1", "destination": "hv1:62001",
                                           "console": "serial", "client": "10.90.6.21:50000"}]}
-    assert "Mgr-Pw" not in json.dumps(result) and seen and b"squid-internal-mgr/active_requests" in seen[0]
+    assert "Mgr-Pw" not in json.dumps(result) and "squid-internal-mgr/active_requests" in seen[0]
