@@ -20,15 +20,15 @@ and measures, interleaved so that both sides see the same machine state:
 1. bulk throughput through a CONNECT tunnel of the token squid against a direct loopback
    connection to the same server, both directions;
 2. CONNECT setup (TCP connect + CONNECT + "200" read) through the token squid against the
-   squid without auth: with a fresh token per request (squid's credentials and ACL caches
-   miss, both helpers are asked) and with the same token again (both caches hit);
+   squid without auth: with a fresh token per request (squid's ACL cache misses, the helper is
+   asked: token, client binding, destination) and with the same token again (the cache answers);
 3. N tunnels (default 200; --tunnels 1000 for a node's load) through the token squid, each
    with its own token, held open together for --hold seconds and echoing 1 KiB every 100 ms;
    every error is counted, and squid's memory (and its helpers') is read before and while
    they are held: the memory per tunnel.
 
---helper-queue N adds queue-size=N to both helpers (with squid's default queue, a burst of 200
-new tokens overflows the external ACL queue and squid answers 407; see benchmarks/README.md).
+--helper-queue N sets queue-size=N on the helper (with squid's default queue, a burst of 200
+new tokens overflows the external ACL queue and squid refuses them; see benchmarks/README.md).
 
 Prints a table; exits 1 if (3) had an error or squid died. Every process is stopped by PID at the end.
 """
@@ -146,21 +146,20 @@ def stop_server(proc):
 
 def without_helpers(text):
     """The test configuration without the helpers: any CONNECT to a console port of a node."""
-    drop = ("auth_param ", "external_acl_type ", "acl token ", "acl console_dest ",
-            "http_access deny !token", "http_access allow console_dest")
+    drop = ("external_acl_type ", "acl console_dest ", "http_access allow console_dest")
     lines = [line for line in text.split("\n") if not line.startswith(drop)]
     lines.insert(lines.index("http_access deny all"), "http_access allow CONNECT console_ports")
     return "\n".join(lines)
 
 
 def with_queue_size(queue_size):
-    """An edit of the test configuration setting ``queue-size`` on both helpers (None: no edit)."""
+    """An edit of the test configuration setting ``queue-size`` on the helper (None: no edit)."""
     def edit(text):
         if queue_size is None:
             return text
 
         def one(line):
-            if not line.startswith(("auth_param basic children", "external_acl_type ")):
+            if not line.startswith("external_acl_type "):
                 return line
             words = [word for word in line.split(" ") if not word.startswith("queue-size=")]
             words.insert(words.index("concurrency=8") + 1, "queue-size=%d" % queue_size)
@@ -333,7 +332,7 @@ def measure_throughput(squid, console_port, keys, rounds, size):
     rates = {}
     for index in range(rounds):
         for direction in (b"D", b"U"):
-            token = mint_proxy_token(keys, "bulk-%d" % index, VM)
+            token = mint_proxy_token(keys, "bulk-%d" % index, VM, "spice")
             for path in ("direct", "proxy"):
                 if path == "direct":
                     sock = socket.create_connection(("127.0.0.1", console_port), timeout=30)
@@ -350,7 +349,7 @@ def measure_connects(token_squid, plain_squid, console_port, keys, runs):
     times = {"plain": [], "cold": [], "warm": []}
     for index in range(runs):
         times["plain"].append(timed_connect(plain_squid.port, console_port))
-        token = mint_proxy_token(keys, "lat-%d-%d" % (os.getpid(), index), VM)
+        token = mint_proxy_token(keys, "lat-%d-%d" % (os.getpid(), index), VM, "spice")
         times["cold"].append(timed_connect(token_squid.port, console_port, token))
         times["warm"].append(timed_connect(token_squid.port, console_port, token))
     return times
@@ -366,7 +365,7 @@ def main():
     parser.add_argument("--mib", type=int, help="MiB per bulk transfer (default 128)")
     parser.add_argument("--connects", type=int, help="CONNECTs per kind (default 500)")
     parser.add_argument("--helper-queue", type=int, metavar="N",
-                        help="add queue-size=N to both helpers' lines (default: the test configuration as it is)")
+                        help="set queue-size=N on the helper line (default: the test configuration as it is)")
     options = parser.parse_args()
     defaults = dict(hold=5, rounds=3, mib=32, connects=100) if options.quick else \
         dict(hold=60, rounds=7, mib=128, connects=500)
@@ -396,10 +395,10 @@ def main():
         # Warm up: the helpers have started and answered, every path works, before anything is timed.
         for index in range(5):
             timed_connect(plain_squid.port, console_port)
-            timed_connect(token_squid.port, console_port, mint_proxy_token(keys, "warmup-%d" % index, VM))
+            timed_connect(token_squid.port, console_port, mint_proxy_token(keys, "warmup-%d" % index, VM, "spice"))
         rates = measure_throughput(token_squid, console_port, keys, options.rounds, options.mib << 20)
         times = measure_connects(token_squid, plain_squid, console_port, keys, options.connects)
-        tokens = [mint_proxy_token(keys, "hold-%d" % index, VM) for index in range(options.tunnels)]
+        tokens = [mint_proxy_token(keys, "hold-%d" % index, VM, "spice") for index in range(options.tunnels)]
         load_before = os.getloadavg()[0]
         setup, results, mem_before, mem_peak = asyncio.run(
             hold(token_squid.port, console_port, tokens, options.hold, token_squid.proc.pid))
@@ -435,7 +434,7 @@ def main():
                                        / statistics.median(times["plain"]), pct(times[kind], 95) / pct(times["plain"], 95)))
     print("3. %d concurrent tunnels through the token squid, held %g s, %d B echoed every %g s"
           % (options.tunnels, options.hold, ECHO_SIZE, ECHO_INTERVAL))
-    print("  %-56s %9.2f s" % ("all tunnels up (connect + CONNECT + both helpers)", setup))
+    print("  %-56s %9.2f s" % ("all tunnels up (connect + CONNECT + the helper)", setup))
     print("  %-56s %9d" % ("tunnels held to the end", len(echoed)))
     print("  %-56s %9d" % ("errors", len(errors)))
     if echoed:

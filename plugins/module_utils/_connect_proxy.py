@@ -126,8 +126,8 @@ def node_errors(s, me):
 def number_errors(s):
     out = ["%s is %s: a whole number, at least %d" % (name, _json(s[name]), low)
            for name, low in NUMBERS if not _whole(s[name]) or int(s[name]) < low]
-    if not isinstance(s["connect_proxy_tokens"], bool):
-        out.append("connect_proxy_tokens is %s: true or false" % _json(s["connect_proxy_tokens"]))
+    out += ["%s is %s: true or false" % (name, _json(s[name]))
+            for name in ("connect_proxy_tokens", "connect_proxy_token_binding") if not isinstance(s[name], bool)]
     if s["__connect_proxy_stage"] not in (0, 1, 2, 3):
         out.append("connect_proxy_rotate_stage is %s: 1, 2 or 3" % _json(s["connect_proxy_rotate_stage"]))
     return out
@@ -241,14 +241,16 @@ SQUID_DEFAULTS = dict(
     cache_log="/var/log/squid/cache.log",
     helper_children=8,
     manager_file=None,
+    bindings_dir=None,
     client_networks=(),
     others=(),
     addresses={},
 )
 
-# The audit log's columns: time, client address:port, the username the client sent (URL-encoded:
-# what the client claims), what the destination helper logged after the token was checked
-# (user=U;vm=V[;via=NODE][;refused=WHY]: the trusted identity), method, destination (URL-encoded),
+# The audit log's columns: time, client address:port, the proxy username of a valid token (the helper's
+# user=, "-" when refused), what the helper logged (user=U;vm=V;console=C[;via=NODE] for a valid token,
+# [user=U;vm=V;]refused=WHY otherwise: the user and VM of a refused line are what the client claimed),
+# method, destination (URL-encoded),
 # status, bytes from and to the client, duration (ms), and the first client of a hop: that column is
 # filled only on a hop from another node's proxy (its cluster address), which replaced whatever
 # X-Forwarded-For its client sent by that client's address (forwarded_for truncate); on any other
@@ -268,7 +270,9 @@ def squid_conf(conf):
 
     name, listen_address, port, user (cache_effective_user), shutdown_lifetime, hosts_file, idle_timeout,
     access_log (the CONNECT audit log), tokens (bool: proxy tokens and the destination helper),
-    python, helper, keys_file, revocations_file, credentials_ttl, vms_fact, ranges (``low-high``),
+    python, helper, keys_file, revocations_file, bindings_dir (None: tokens are not bound to the address
+    they are first used from), credentials_ttl (how long squid keeps the helper's answer), vms_fact, ranges
+    (``low-high`` of SPICE, VNC and serial, in that order),
     others (the other nodes: ``{name, port?}``), addresses (node name -> address), client_networks,
     pid_filename, coredump_dir, other_access_log, cache_log, helper_children, manager_file (the file with
     ``cachemgr_passwd PASSWORD active_requests``: squid's cache manager then gives that one report, to
@@ -284,6 +288,7 @@ def squid_conf(conf):
     # where any local process may claim to be a hop).
     peer_sources = list(dict.fromkeys(c["addresses"][node] for node in others))
     children = int(c["helper_children"])
+    ttl = int(c["credentials_ttl"])
     lines = [
         "#",
         "# vmconsole.secure console proxy on %s: CONNECT only, to console ports of" % name,
@@ -312,16 +317,16 @@ def squid_conf(conf):
         lines += [
             "",
             "# --- Proxy tokens and the console of the token's VM ------------------------------------------",
-            "auth_param basic program %s %s auth --keys %s --revocations %s --concurrency"
-            % (c["python"], c["helper"], c["keys_file"], c["revocations_file"]),
-            "auth_param basic children %d startup=1 idle=1 concurrency=8 queue-size=2048" % children,
-            "auth_param basic realm vmconsole",
-            "auth_param basic credentialsttl %d seconds" % int(c["credentials_ttl"]),
-            "auth_param basic casesensitive on",
-            "external_acl_type vmconsole_dest ttl=5 negative_ttl=5 children-max=%d children-startup=1 concurrency=8 "
-            "queue-size=2048 %%LOGIN %%DST %%PORT %s %s acl --facts %s --self %s%s --console-ports %s --concurrency"
-            % (children, c["python"], c["helper"], c["vms_fact"], name, "".join(" --node %s" % n for n in others),
-               ",".join(c["ranges"])),
+            "# One helper answers for each CONNECT: the token in the client's Basic credentials (signature,",
+            "# expiry, revocation, the client it is bound to) and whether the destination is that token's",
+            "# console; squid keeps the answer for ttl seconds per client, credentials and destination.",
+            "external_acl_type vmconsole_dest ttl=%d negative_ttl=%d children-max=%d children-startup=1 concurrency=8 "
+            "queue-size=2048 %%>a %%{X-Forwarded-For}>h %%{Proxy-Authorization}>h %%DST %%PORT %s %s check --keys %s "
+            "--revocations %s%s --facts %s --self %s%s%s --spice-ports %s --vnc-ports %s --serial-ports %s --concurrency"
+            % (ttl, ttl, children, c["python"], c["helper"], c["keys_file"], c["revocations_file"],
+               " --bindings %s" % c["bindings_dir"] if c["bindings_dir"] else "", c["vms_fact"], name,
+               "".join(" --node %s" % n for n in others), "".join(" --peer %s" % a for a in peer_sources),
+               c["ranges"][0], c["ranges"][1], c["ranges"][2]),
         ]
     lines += [
         "",
@@ -344,7 +349,7 @@ def squid_conf(conf):
     if peer_sources:
         lines.append("acl peer_sources src %s" % " ".join(peer_sources))
     if c["tokens"]:
-        lines += ["acl token proxy_auth REQUIRED", "acl console_dest external vmconsole_dest"]
+        lines.append("acl console_dest external vmconsole_dest")
     if c["manager_file"]:
         local = ["127.0.0.1", "::1"] + ([c["listen_address"]] if c["listen_address"] not in ("0.0.0.0", "::") else [])
         lines += [
@@ -358,9 +363,9 @@ def squid_conf(conf):
     lines += [
         "",
         "# --- Audit: one line per CONNECT -------------------------------------------------------------",
-        "# time, client address:port, the username the client sent (URL-encoded, untrusted), what the",
-        "# destination helper logged once the token was valid (user=U;vm=V[;via=NODE][;refused=WHY]: the",
-        "# trusted identity), method, destination, status, bytes from and to the client, duration (ms), and",
+        "# time, client address:port, the proxy username of a valid token (- when refused), what the helper",
+        "# logged (user=U;vm=V;console=C[;via=NODE], or what the client claimed and refused=WHY), method,",
+        "# destination, status, bytes from and to the client, duration (ms), and",
         "# on a hop from another node the first client (X-Forwarded-For as that node's proxy set it), else -.",
         "# Every client-controlled field is URL-encoded: a line has these 11 columns whatever a client sends.",
         "# Never a credential: squid logs no request header but X-Forwarded-For here.",
@@ -389,7 +394,7 @@ def squid_conf(conf):
         "http_access deny hop !this_node",
         "http_access deny !node_sources !client_sources" if c["client_networks"] else "http_access deny !node_sources",
     ]
-    lines += ["http_access deny !token", "http_access allow console_dest"] if c["tokens"] else ["http_access allow all"]
+    lines += ["http_access allow console_dest"] if c["tokens"] else ["http_access allow all"]
     lines += [
         "http_access deny all",
         "",

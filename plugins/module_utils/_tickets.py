@@ -8,8 +8,9 @@
 Tickets are the one-time passwords QEMU checks when a SPICE or VNC client links. Proxy
 tokens are the signed HTTP proxy credentials squid's helpers check before a CONNECT.
 
-Private to the collection. Stdlib only and no Ansible imports: it runs on managed hosts, on
-the controller, and as a plain module next to the squid helpers of the connect_proxy role.
+Private to the collection. Stdlib and the collection's ``_addresses`` only, no Ansible imports: it
+runs on managed hosts, on the controller, and as a plain module next to the squid helper of the
+connect_proxy role (with ``_addresses.py`` beside it).
 
 Error texts never contain a ticket, a token or a key: they say which rule was broken.
 """
@@ -20,12 +21,18 @@ import base64
 import collections
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import secrets
 import string
 import struct
 import time
+
+try:
+    from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import ip_address
+except ImportError:      # installed next to the squid helper (roles/connect_proxy), with _addresses.py
+    from _addresses import ip_address  # type: ignore[no-redef]  # pylint: disable=import-error
 
 PROTOCOLS = ("spice", "vnc")
 
@@ -102,22 +109,27 @@ def _whole_seconds(name, value, low, high, why=""):
 #
 # The HTTP proxy credentials of a .vv: `proxy=http://USERNAME:TOKEN@node:3128`. spice-gtk
 # sends them on every channel it opens and again on every reconnection (seamless migration),
-# and squid's helpers (roles/connect_proxy/files/) check them with the code below, from a
-# copy of this file installed next to them: one token format, one implementation.
+# and squid's helper (roles/connect_proxy/files/) checks them with the code below, from a
+# copy of this file installed next to it: one token format, one implementation.
 #
 # USERNAME = enc(user) "__" enc(vm). Not a secret (squid's access log shows it): it says who
 #   and which VM. enc() keeps [A-Za-z0-9-] and writes every other UTF-8 byte as "_" and two
 #   upper-case hex digits ("alice@example.org" -> "alice_40example_2Eorg", "web1.prod" ->
 #   "web1_2Eprod"). An escape always puts a hex digit after "_", so "__" occurs only as the
 #   separator and each (user, VM) pair has exactly one username.
-# TOKEN = "v1_" KEY_ID "_" ISSUED "_" EXPIRES "_" MAC, at most 87 characters:
-#   KEY_ID [A-Za-z0-9]{1,16} names the cluster key; ISSUED and EXPIRES are decimal epoch
-#   seconds; MAC is unpadded base64url (43 characters) of HMAC-SHA256 with that key over
-#   TOKEN_CONTEXT and then each of (version, key id, user, VM, issued, expires) as a 4-byte
+# TOKEN = "v2_" KEY_ID "_" CONSOLE "_" ISSUED "_" EXPIRES "_" CLIENT "_" MAC, at most 130 characters:
+#   KEY_ID [A-Za-z0-9]{1,16} names the cluster key; CONSOLE is the one console the token opens
+#   (spice, vnc or serial: the helper admits only that console's ports); ISSUED and EXPIRES are
+#   decimal epoch seconds; CLIENT is "n" (any client address) or "a" and the lower-case hex of the
+#   one client address the token works from (8 digits for IPv4, 32 for IPv6); MAC is unpadded
+#   base64url (43 characters) of HMAC-SHA256 with that key over TOKEN_CONTEXT and then each of
+#   (version, key id, console, user, VM, issued, expires, client address or "") as a 4-byte
 #   big-endian length and its UTF-8 bytes. The token is bound to the username's user and VM:
-#   the same token under another username (another VM) is a bad signature.
+#   the same token under another username (another VM) is a bad signature, and so is a token
+#   whose console or client was changed.
 
-TOKEN_VERSION = "v1"
+TOKEN_VERSION = "v2"
+TOKEN_CONSOLES = ("spice", "vnc", "serial")
 TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
 TOKEN_MAX_LENGTH = 200
 TOKEN_TTL_DEFAULT = 28800          # 8 h: a whole console session, migrations included
@@ -139,12 +151,14 @@ TOKEN_MALFORMED = "malformed"
 TOKEN_UNKNOWN_KEY = "unknown_key"
 TOKEN_NOT_YET_VALID = "not_yet_valid"
 TOKEN_REVOKED = "revoked"
+TOKEN_WRONG_CLIENT = "wrong_client"
 TOKEN_STATUSES = (TOKEN_OK, TOKEN_EXPIRED, TOKEN_BAD_SIGNATURE, TOKEN_MALFORMED, TOKEN_UNKNOWN_KEY,
-                  TOKEN_NOT_YET_VALID, TOKEN_REVOKED)
+                  TOKEN_NOT_YET_VALID, TOKEN_REVOKED, TOKEN_WRONG_CLIENT)
 
 _USERNAME_PART = r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+"
 _USERNAME = re.compile(r"(%s)__(%s)" % (_USERNAME_PART, _USERNAME_PART))
-_TOKEN = re.compile(r"v1_([A-Za-z0-9]{1,16})_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_([A-Za-z0-9_-]{43})")
+_TOKEN = re.compile(r"v2_([A-Za-z0-9]{1,16})_(%s)_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_(n|a[0-9a-f]{8}|a[0-9a-f]{32})"
+                    r"_([A-Za-z0-9_-]{43})" % "|".join(TOKEN_CONSOLES))
 _PLAIN_BYTES = frozenset((string.ascii_letters + string.digits + "-").encode("ascii"))
 
 
@@ -155,15 +169,17 @@ class ProxyKeys(collections.namedtuple("ProxyKeys", "current keys")):
     """
 
 
-class ProxyToken(collections.namedtuple("ProxyToken", "username token user vm key_id issued expires")):
-    """A minted token: ``username`` and ``token`` are the proxy credentials; times in epoch seconds."""
+class ProxyToken(collections.namedtuple("ProxyToken", "username token user vm key_id issued expires console client")):
+    """A minted token: ``username`` and ``token`` are the proxy credentials; times in epoch seconds;
+    ``console`` the console it opens; ``client`` the address it is bound to (None: any)."""
 
 
-class TokenCheck(collections.namedtuple("TokenCheck", "status user vm key_id issued expires")):
+class TokenCheck(collections.namedtuple("TokenCheck", "status user vm key_id issued expires console client")):
     """What :func:`verify_proxy_token` found. ``status`` is one of TOKEN_STATUSES.
 
-    ``user``/``vm`` come from the username when it parses, ``key_id``/``issued``/``expires``
-    from the token when it parses (None otherwise); only ``ok`` means they were proven.
+    ``user``/``vm`` come from the username when it parses, the others from the token when it
+    parses (None otherwise; ``client`` is None for a token of any address); only ``ok`` means
+    they were proven.
     """
 
     @property
@@ -209,6 +225,14 @@ def check_vm_name(vm):
         raise ValueError("vm %r is not a valid VM name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64 characters)" % (vm,))
 
 
+def client_address(value):
+    """The canonical text of one client address (an IPv4-mapped IPv6 address as its IPv4 form), or
+    ValueError. What squid's ``%>a`` gives and what a token's CLIENT field holds are compared in this form."""
+    address = ip_address(value)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
 def proxy_username(user, vm):
     """The proxy username for ``user`` opening ``vm``'s console; ValueError says why not."""
     check_proxy_user(user)
@@ -238,13 +262,21 @@ def parse_proxy_username(username):
         return None
 
 
-def _mac(key, key_id, user, vm, issued, expires):
+def _mac(key, key_id, console, user, vm, issued, expires, client):
     message = bytearray(TOKEN_CONTEXT)
-    for field in (TOKEN_VERSION, key_id, user, vm, str(issued), str(expires)):
+    for field in (TOKEN_VERSION, key_id, console, user, vm, str(issued), str(expires), client or ""):
         data = field.encode("utf-8")
         message += struct.pack(">I", len(data)) + data
     digest = hmac.new(key, bytes(message), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _client_field(client):
+    return "n" if client is None else "a" + ip_address(client).packed.hex()
+
+
+def _field_client(field):
+    return None if field == "n" else str(ipaddress.ip_address(bytes.fromhex(field[1:])))
 
 
 def validate_token_ttl(value):
@@ -252,13 +284,21 @@ def validate_token_ttl(value):
     return _whole_seconds("proxy_token_ttl", value, TOKEN_TTL_MIN, TOKEN_TTL_MAX)
 
 
-def mint_proxy_token(keys, user, vm, *, ttl=TOKEN_TTL_DEFAULT, now=None, key_id=None):
-    """A new :class:`ProxyToken` for ``user`` and ``vm``, signed with ``keys.current`` (or ``key_id``).
+def mint_proxy_token(keys, user, vm, console, *, ttl=TOKEN_TTL_DEFAULT, now=None, key_id=None, client=None):
+    """A new :class:`ProxyToken` for ``user`` to open ``vm``'s ``console`` (spice, vnc or serial), signed with
+    ``keys.current`` (or ``key_id``); with ``client``, it works from that one address only.
 
-    Raises ValueError (never echoing a key) for a bad user, VM, lifetime or key id.
+    Raises ValueError (never echoing a key) for a bad user, VM, console, lifetime, address or key id.
     """
     username = proxy_username(user, vm)
+    if console not in TOKEN_CONSOLES:
+        raise ValueError("console must be one of %s, got %r" % (", ".join(TOKEN_CONSOLES), console))
     ttl = validate_token_ttl(ttl)
+    if client is not None:
+        try:
+            client = client_address(client)
+        except ValueError:
+            raise ValueError("proxy_client_address must be one IP address, got %r" % (client,)) from None
     if not isinstance(keys, ProxyKeys):
         raise ValueError("keys must be a ProxyKeys (see load_proxy_keys)")
     key_id = keys.current if key_id is None else key_id
@@ -266,36 +306,39 @@ def mint_proxy_token(keys, user, vm, *, ttl=TOKEN_TTL_DEFAULT, now=None, key_id=
         raise ValueError("key id %r is not among the proxy token keys" % (key_id,))
     issued = int(time.time() if now is None else now)
     expires = issued + ttl
-    token = "%s_%s_%d_%d_%s" % (TOKEN_VERSION, key_id, issued, expires,
-                                _mac(keys.keys[key_id], key_id, user, vm, issued, expires))
-    return ProxyToken(username, token, user, vm, key_id, issued, expires)
+    token = "%s_%s_%s_%d_%d_%s_%s" % (TOKEN_VERSION, key_id, console, issued, expires, _client_field(client),
+                                      _mac(keys.keys[key_id], key_id, console, user, vm, issued, expires, client))
+    return ProxyToken(username, token, user, vm, key_id, issued, expires, console, client)
 
 
-def verify_proxy_token(keys, username, token, *, now=None, revocations=None, skew=TOKEN_CLOCK_SKEW):
+def verify_proxy_token(keys, username, token, *, now=None, revocations=None, skew=TOKEN_CLOCK_SKEW, client=None):
     """Check the proxy credentials ``username``/``token``; returns a :class:`TokenCheck`. Never raises.
 
     ``keys``: a ProxyKeys or {key id: bytes}, every key accepted (rotation overlap).
     ``revocations``: as from :func:`parse_revocations`; a token of a revoked user or VM issued at
-    or before the revocation is ``revoked``. The signature is checked (in constant time) before
-    times, so a forged token learns nothing but ``bad_signature``.
+    or before the revocation is ``revoked``. ``client``: the address the token arrived from; a
+    token bound to another address is ``wrong_client`` (a bound token needs ``client``). The
+    signature is checked (in constant time) before the rest, so a forged token learns nothing
+    but ``bad_signature``.
     """
-    user = vm = key_id = issued = expires = None
+    user = vm = key_id = issued = expires = console = bound = None
     try:
         names = parse_proxy_username(username)
         if names is not None:
             user, vm = names
         match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
         if match:
-            key_id, issued, expires = match.group(1), int(match.group(2)), int(match.group(3))
+            key_id, console, issued, expires = match.group(1), match.group(2), int(match.group(3)), int(match.group(4))
+            bound = _field_client(match.group(5))
         if names is None or match is None or not 0 < expires - issued <= TOKEN_TTL_MAX:
-            return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires)
+            return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires, console, bound)
         table = keys.keys if isinstance(keys, ProxyKeys) else keys
         key = table.get(key_id)
         if not isinstance(key, bytes):
-            return TokenCheck(TOKEN_UNKNOWN_KEY, user, vm, key_id, issued, expires)
-        expected = _mac(key, key_id, user, vm, issued, expires)
-        if not hmac.compare_digest(expected, match.group(4)):
-            return TokenCheck(TOKEN_BAD_SIGNATURE, user, vm, key_id, issued, expires)
+            return TokenCheck(TOKEN_UNKNOWN_KEY, user, vm, key_id, issued, expires, console, bound)
+        expected = _mac(key, key_id, console, user, vm, issued, expires, bound)
+        if not hmac.compare_digest(expected, match.group(6)):
+            return TokenCheck(TOKEN_BAD_SIGNATURE, user, vm, key_id, issued, expires, console, bound)
         now = time.time() if now is None else now
         if issued > now + skew:
             status = TOKEN_NOT_YET_VALID
@@ -303,11 +346,13 @@ def verify_proxy_token(keys, username, token, *, now=None, revocations=None, ske
             status = TOKEN_EXPIRED
         elif revocations and _revoked(revocations, user, vm, issued):
             status = TOKEN_REVOKED
+        elif bound is not None and (client is None or client_address(client) != bound):
+            status = TOKEN_WRONG_CLIENT
         else:
             status = TOKEN_OK
-        return TokenCheck(status, user, vm, key_id, issued, expires)
+        return TokenCheck(status, user, vm, key_id, issued, expires, console, bound)
     except Exception:    # pylint: disable=broad-except  # garbage of any kind is "malformed"
-        return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires)
+        return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires, console, bound)
 
 
 # --- Keys and revocations: JSON files on the nodes ------------------------------------------

@@ -33,13 +33,13 @@ description:
     node, with the password only root can read) and destroys the client connection of each tunnel of what was
     revoked in the kernel (C(ss -K)); squid then closes the tunnel, whatever runs inside it (SPICE, VNC, a serial
     console). After a new revocation it watches the proxy as long as squid may still accept the revoked token from
-    its credentials cache (C(connect_proxy_credentials_ttl), 10 s by default) and cuts any tunnel the person opens
-    again in that time, so the task takes that long. A hop (the client's tunnel through another node's proxy) is
+    its cache of the helper's answers (C(connect_proxy_credentials_ttl), 5 s by default) and cuts any tunnel the
+    person opens again in that time, so the task takes that long. A hop (the client's tunnel through another node's proxy) is
     cut on the node it passes, so run the task on every node.
   - B(Every node.) Each node's squid reads its own O(revocations_file), and a client can reach any node's
     proxy, so run the task on B(every hypervisor) of the cluster (a VM that does not run on a node is simply
-    not there to cut). The proxy refuses a revoked token once squid's cache of checked credentials
-    (C(auth_param basic credentialsttl)) of that token has run out.
+    not there to cut). The proxy refuses a revoked token once squid's cached answer for that token (C(ttl) of the
+    helper's C(external_acl_type), C(connect_proxy_credentials_ttl)) has run out.
   - >-
     B(The revocations file) maps names to a point in time, C({"users": {"alice": 1767225630},
     "vms": {"web1": 1767225630}, "pairs": {"bob__web1": 1767225630}}); tokens of that person (for that VM, of
@@ -121,7 +121,7 @@ options:
     type: int
   revocations_file:
     description:
-      - The node's revocations file, which squid's token helper reads (C(vmconsole_proxy_helper.py auth
+      - The node's revocations file, which squid's token helper reads (C(vmconsole_proxy_helper.py check
         --revocations)). Its folder is created (mode C(0755)) when missing.
     type: path
     default: /etc/vmconsole/proxy-revoked.json
@@ -507,7 +507,7 @@ def revoked_names(params):
 def tunnels_report(module, proxy, check_mode, new_revocations):
     """Cut (in check mode: list) the open tunnels of what was revoked; the ``tunnels`` result.
 
-    After a new revocation the proxy is watched for its credentials cache time (connect_proxy_credentials_ttl),
+    After a new revocation the proxy is watched for its answer cache time (connect_proxy_credentials_ttl),
     in which squid may still open a tunnel with a token it checked before.
     """
     report = dict(checked=proxy is not None, cut=[], by_console=dict(spice=0, vnc=0, serial=0, other=0))

@@ -29,8 +29,10 @@ description:
   - With O(proxy_user), the C(.vv) also carries a I(proxy token) for the cluster's CONNECT proxy (role
     C(vmconsole.secure.connect_proxy)). The C(proxy=) URL becomes C(http://USERNAME:TOKEN@host:port), where
     USERNAME names the person and the VM (it is not secret, squid logs it) and TOKEN is an HMAC-SHA256 signature
-    over user, VM, issue time and expiry with the cluster key from O(proxy_token_key_file). squid's helpers let
-    that token open only this VM's console, wherever the VM runs.
+    over user, VM, console (O(protocol)), issue time, expiry and client address (O(proxy_client_address)) with the
+    cluster key from O(proxy_token_key_file). squid's helper lets that token open only this console of this VM
+    (a SPICE token not the VM's serial console), wherever the VM runs, and, where the proxy binds tokens
+    (C(connect_proxy_token_binding), the default), only from the client address it is first used from.
   - B(Lifetime rule.) The SPICE ticket only has to outlive the start of remote-viewer (O(ttl), default 30 s),
     because QEMU checks it once per connection. The proxy token must outlive the whole session (O(proxy_token_ttl),
     default 8 h), because spice-gtk sends the same proxy credentials again for every channel it opens later
@@ -182,6 +184,13 @@ options:
       - Read only with O(proxy_user).
     type: path
     default: /etc/vmconsole/proxy-keys.json
+  proxy_client_address:
+    description:
+      - The one client address the proxy token works from (the address the person's machine reaches the proxy
+        from, as the proxy sees it). Used only with O(proxy_user).
+      - Default any address; where the proxy binds tokens (C(connect_proxy_token_binding), the default) the token
+        then works only from the address it is first used from.
+    type: str
   proxy_token_ttl:
     description:
       - Seconds the proxy token stays valid, a whole number from 60 to 604800. It must cover the whole console
@@ -486,6 +495,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._subject import p
 from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import read_proxy_fact
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     check_proxy_user,
+    client_address,
     load_proxy_keys,
     mint_proxy_token,
     proxy_username,
@@ -610,6 +620,8 @@ def check_proxy_token_options(params):
         raise OptionError("proxy_user needs vm or libvirt_domain (the token names the VM), not socket")
     _checked(lambda user: proxy_username(user, vm_name(params)), params["proxy_user"])
     _checked(validate_token_ttl, params["proxy_token_ttl"])
+    if params["proxy_client_address"] is not None:
+        _checked(client_address, params["proxy_client_address"], "proxy_client_address: ")
 
 
 def read_proxy_keys(params):
@@ -621,7 +633,8 @@ def read_proxy_keys(params):
 
 def mint_token(params, keys):
     """A fresh proxy token for proxy_user and the VM (a ``_tickets.ProxyToken``)."""
-    return mint_proxy_token(keys, params["proxy_user"], vm_name(params), ttl=params["proxy_token_ttl"])
+    return mint_proxy_token(keys, params["proxy_user"], vm_name(params), params["protocol"],
+                            ttl=params["proxy_token_ttl"], client=params["proxy_client_address"])
 
 
 def ticket_file_path(params):
@@ -776,6 +789,7 @@ def main():
         proxy_user=dict(type="str"),
         proxy_token_key_file=dict(type="path", default="/etc/vmconsole/proxy-keys.json", no_log=False),
         proxy_token_ttl=dict(type="raw", default=28800, no_log=False),
+        proxy_client_address=dict(type="str"),
         audit_log=dict(type="path", default="/var/log/vmconsole/tickets.log"),
         ticket_file=dict(type="path", no_log=False),
         dest=dict(type="path"),

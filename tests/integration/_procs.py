@@ -458,6 +458,7 @@ SQUID_USER = "proxy"
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROXY_HELPER = os.path.join(COLLECTION_ROOT, "roles", "connect_proxy", "files", "vmconsole_proxy_helper.py")
 TICKETS_CODE = os.path.join(COLLECTION_ROOT, "plugins", "module_utils", "_tickets.py")
+ADDRESSES_CODE = os.path.join(COLLECTION_ROOT, "plugins", "module_utils", "_addresses.py")
 CONSOLE_PORT_RANGES = ((61000, 61999), (5900, 5999), (62000, 62999))
 
 
@@ -465,12 +466,16 @@ def have_squid():
     return os.access(SQUID_BINARY, os.X_OK)
 
 
+CREDENTIALS_TTL = 5                # connect_proxy_credentials_ttl's default
+CLIENT_NETWORKS = ("127.0.0.0/8",)  # clients from any loopback address (a second client: 127.0.0.3)
+
+
 def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes=(), revocations_file=None,
-               port_ranges=CONSOLE_PORT_RANGES, python="/usr/bin/python3", manager_file=None):
+               port_ranges=CONSOLE_PORT_RANGES, python="/usr/bin/python3", manager_file=None, bindings_dir=None):
     """The role's squid.conf (``_connect_proxy.squid_conf``) with this test's paths, on 127.0.0.1 only.
 
     ``nodes`` are other cluster nodes: parents at 127.0.0.2 on the discard port, where nothing
-    listens (the tests send nothing there).
+    listens (the tests send nothing there). Clients may come from any loopback address.
     """
     return squid_config(dict(
         name=self_name,
@@ -490,12 +495,13 @@ def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes
         helper=helper,
         keys_file=keys_file,
         revocations_file=revocations_file or os.path.join(workdir, "proxy-revoked.json"),
-        credentials_ttl=10,
+        credentials_ttl=CREDENTIALS_TTL,
+        bindings_dir=bindings_dir,
         vms_fact=facts_file,
         ranges=["%d-%d" % r for r in port_ranges],
         others=[dict(name=node, port=9) for node in nodes],
         addresses={node: "127.0.0.2" for node in nodes},
-        client_networks=[],
+        client_networks=list(CLIENT_NETWORKS),
         helper_children=4,
         manager_file=manager_file,
     ))
@@ -505,7 +511,8 @@ class Squid:
     """squid -N with the collection's helpers installed as the role installs them, in ``workdir``.
 
     Runs as root and drops to ``proxy`` (cache_effective_user), like Debian's squid. Attributes:
-    ``port``, ``keys_file``, ``facts_file``, ``revocations_file``, ``helper_dir``, ``conf``,
+    ``port``, ``keys_file``, ``facts_file``, ``revocations_file``, ``bindings_dir`` (tokens bound to the
+    client they are first used from, as connect_proxy_token_binding does), ``helper_dir``, ``conf``,
     ``access_log``, ``cache_log``, ``proc``. ``write_facts(vms)`` replaces the VM map.
     """
 
@@ -514,7 +521,7 @@ class Squid:
         os.chmod(workdir, 0o755)                              # squid's helpers run as proxy
         self.helper_dir = os.path.join(workdir, "helpers")
         os.makedirs(self.helper_dir, mode=0o755)
-        for source in (PROXY_HELPER, TICKETS_CODE):           # what the role installs, root-owned 0644/0755
+        for source in (PROXY_HELPER, TICKETS_CODE, ADDRESSES_CODE):   # what the role installs, root-owned 0644/0755
             shutil.copy(source, self.helper_dir)
         self.helper = os.path.join(self.helper_dir, os.path.basename(PROXY_HELPER))
         os.chmod(self.helper, 0o755)
@@ -528,6 +535,9 @@ class Squid:
         self.facts_file = os.path.join(workdir, "vmconsole_vms.fact")
         self.write_facts(vms or {})
         self.revocations_file = os.path.join(workdir, "proxy-revoked.json")
+        self.bindings_dir = os.path.join(workdir, "bindings")
+        os.makedirs(self.bindings_dir, mode=0o700)
+        os.chown(self.bindings_dir, *proxy_ids)
         with open(os.path.join(workdir, "hosts"), "w") as f:
             f.write("127.0.0.1 %s\n" % self_name)
         # What connect_proxy installs beside squid.conf: the cache manager's password (root's) and the
@@ -544,11 +554,12 @@ class Squid:
             with open(self.conf, "w") as f:
                 f.write(squid_conf(workdir=workdir, port=self.port, helper=self.helper, keys_file=self.keys_file,
                                    facts_file=self.facts_file, self_name=self_name, nodes=nodes,
-                                   revocations_file=self.revocations_file, manager_file=self.manager_file))
+                                   revocations_file=self.revocations_file, manager_file=self.manager_file,
+                                   bindings_dir=self.bindings_dir))
             _write(self.proxy_fact, json.dumps(dict(
                 url="http://127.0.0.1:%d" % self.port, tokens=True, keys_file=self.keys_file,
                 name=self_name, listen_address="127.0.0.1", port=self.port, manager_file=self.manager_file,
-                credentials_ttl=10, console_ports={kind: list(r) for kind, r in zip(
+                credentials_ttl=CREDENTIALS_TTL, console_ports={kind: list(r) for kind, r in zip(
                     ("spice", "vnc", "serial"), CONSOLE_PORT_RANGES)})).encode(), 0o644)
             check = subprocess.run([SQUID_BINARY, "-k", "parse", "-f", self.conf], capture_output=True, text=True,
                                    check=False)
@@ -585,8 +596,8 @@ class Squid:
         os.chown(tmp, 0, _proxy_ids()[1])
         os.replace(tmp, self.revocations_file)
 
-    def helper_pids(self, mode):
-        """PIDs of squid's helper processes in ``mode`` (auth or acl): children of this squid only."""
+    def helper_pids(self, mode="check"):
+        """PIDs of squid's helper processes in ``mode`` (check): children of this squid only."""
         pids = []
         for pid in _children(self.proc.pid):
             try:

@@ -34,7 +34,7 @@ from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket 
 )
 
 TICKET = "Sess10nT1cketSess10nT1cketSess10nT1cket0"
-SQUID_CREDENTIALS_TTL = 10       # auth_param basic credentialsttl of the test squid (_procs.squid_conf)
+SQUID_CREDENTIALS_TTL = _procs.CREDENTIALS_TTL   # how long the test squid keeps the helper's answer
 
 
 def session(args, *flags):
@@ -68,7 +68,7 @@ class Node:
             return qmp.execute("query-spice")["channels"]
 
     def token(self, user, vm, now=None):
-        return mint_proxy_token(self.keys, user, vm, now=now)
+        return mint_proxy_token(self.keys, user, vm, "spice", now=now)
 
     def proxy(self, token):
         return dict(host="127.0.0.1", port=self.squid.port, username=token.username, password=token.token)
@@ -103,10 +103,10 @@ class Node:
             return tls.version() is not None
 
     def wait_refused(self, token, vm):
-        """squid answers 407 to ``token`` (at the latest after its credentials cache of that token ran out)."""
+        """squid answers 403 to ``token`` (at the latest after its cache of the helper's answer ran out)."""
         def refused():
             result = self.probe(token, vm)
-            return result if result["http_status"] == 407 else None
+            return result if result["http_status"] == 403 else None
         return _procs.wait_until(refused, SQUID_CREDENTIALS_TTL + 5, interval=0.5,
                                  what="squid to refuse the revoked token", logs=self.squid.logs)
 
@@ -189,7 +189,7 @@ def test_vm_cut_ends_remote_viewers_session_and_its_token(node, xvfb, tmp_path):
     # The proxy refuses the same token now, and every other person's token for vm1 issued before the cut;
     # alice's token for vm2 still passes, and reaches QEMU.
     assert node.probe(other_vm, "vm2")["status"] == "accepted"
-    assert node.probe(node.token("bob", "vm1", now=issued), "vm1")["http_status"] == 407
+    assert node.probe(node.token("bob", "vm1", now=issued), "vm1")["http_status"] == 403
     assert node.wait_refused(token, "vm1")["status"] == "proxy_refused"
     # A token issued after the cut (with a new ticket) opens vm1 again: the revocation is a point in time.
     _procs.wait_until(lambda: time.time() >= result["revoke_time"] + 1, 2, what="the next second")
@@ -218,7 +218,7 @@ def test_user_revocation_cuts_her_open_tunnels_on_every_vm_and_leaves_other_peop
         assert _procs.tunnel_closed(her_vm2, 1), "her idle tunnel to vm2 is cut"
         assert SQUID_CREDENTIALS_TTL <= took < SQUID_CREDENTIALS_TTL + 8, took
         assert node.tls_through(his_vm1, "vm1"), "bob's tunnel to the same VM still carries bytes"
-        assert node.probe(alice_vm2, "vm2")["http_status"] == 407, "all her VMs, new connections too"
+        assert node.probe(alice_vm2, "vm2")["http_status"] == 403, "all her VMs, new connections too"
         assert node.probe(bob, "vm1")["status"] == "accepted", "other people keep their tokens"
 
     # With vms, vm1's consoles are locked for everybody: bob's new tunnel to vm1 is cut as well.

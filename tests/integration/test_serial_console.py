@@ -11,7 +11,8 @@ the session ``pki``. A real squid with the connect_proxy helpers stands in front
 client is the command docs/serial-console.md documents (built by ``_serial.py``), run through a
 shell with the proxy token in ``VMC_PROXY_TOKEN``: it must show the guest's output and the
 guest's echo of what is typed, and be refused without a client certificate, with a certificate
-of another CA, with a wrong token (407) and towards a port that is not this VM's console (403).
+of another CA, with a wrong token or one of another console, and towards a port that is not this VM's
+console (403).
 console_ticket ``protocol: serial`` runs through the real ``ansible`` command against the same
 guest: its QMP ``query-chardev`` finds the port, it mints the token into ``dest``, and the
 command it returns, run as it is, shows the guest.
@@ -168,7 +169,7 @@ def command_args(node, **changes):
     """Arguments of serial_console_argv for this node, user alice, VM serial1 (``changes`` override)."""
     pki, vm = node["pki"], node["vm"]
     args = dict(node=pki.cn, port=vm.serial_port, proxy_host="127.0.0.1", proxy_port=node["squid"].port,
-                proxy_username=mint_proxy_token(node["keys"], "alice", vm.name).username,
+                proxy_username=mint_proxy_token(node["keys"], "alice", vm.name, "serial").username,
                 cert_file=pki.client_cert_file, key_file=pki.client_key_file, ca_file=pki.ca_file, openssl=OPENSSL)
     args.update(changes)
     return args
@@ -188,7 +189,7 @@ def squid_logs(node):
 
 def test_one_liner_shows_the_guest_and_echoes_what_is_typed(serial_node):
     node, vm = serial_node, serial_node["vm"]
-    token = mint_proxy_token(node["keys"], "alice@example.org", vm.name)
+    token = mint_proxy_token(node["keys"], "alice@example.org", vm.name, "serial")
     line = serial_console_command(**command_args(node, proxy_username=token.username))
     assert token.token not in line and "env:VMC_PROXY_TOKEN" in line
     client = Client(line, env=token_env(token.token), shell=True)       # exactly the line a person pastes
@@ -206,8 +207,8 @@ def test_one_liner_shows_the_guest_and_echoes_what_is_typed(serial_node):
     finally:
         client.stop()
     # squid logged who reached which port (user and VM decoded), never the token.
-    entry = "%s user=alice@example.org;vm=%s CONNECT %s:%d 200" % (token.username, vm.name, node["pki"].cn,
-                                                                   vm.serial_port)
+    entry = "%s user=alice@example.org;vm=%s;console=serial CONNECT %s:%d 200" % (
+        token.username, vm.name, node["pki"].cn, vm.serial_port)
     _procs.wait_until(lambda: entry in _procs.read_log(node["squid"].access_log), 15, what="squid's access log line",
                       logs=node["squid"].logs)
     assert token.token not in squid_logs(node)
@@ -237,7 +238,7 @@ def without_options(argv, *names):
 
 def test_refusals(serial_node, tmp_path):
     node, vm = serial_node, serial_node["vm"]
-    token = mint_proxy_token(node["keys"], "alice", vm.name)
+    token = mint_proxy_token(node["keys"], "alice", vm.name, "serial")
     argv = serial_console_argv(**command_args(node))
     foreign = _procs.make_pki(str(tmp_path / "foreign"))      # a CA the node does not trust, and its client
 
@@ -256,14 +257,16 @@ def test_refusals(serial_node, tmp_path):
     assert status not in (0, None) and not GUEST_LINE.search(out), (status, out, err)
     assert "certificate verify failed" in err or "unable to get local issuer" in err, err
 
-    # Proxy refusals: a wrong or forged token (407), a port that is not this VM's console (403).
+    # Proxy refusals (403): a wrong or forged token, a token of another console, a port that is not this VM's console.
     forged = token.token[:-4] + ("AAAA" if not token.token.endswith("AAAA") else "BBBB")
-    other_vm = mint_proxy_token(node["keys"], "alice", "serial2")
+    other_vm = mint_proxy_token(node["keys"], "alice", "serial2", "serial")
+    spice = mint_proxy_token(node["keys"], "alice", vm.name, "spice")
     cases = [
-        ("forged token", argv, forged, 407),
-        ("no token", argv, "", 407),
+        ("forged token", argv, forged, 403),
+        ("no token", argv, "", 403),
         ("this VM's token under serial2's username",
-         serial_console_argv(**command_args(node, proxy_username=other_vm.username)), token.token, 407),
+         serial_console_argv(**command_args(node, proxy_username=other_vm.username)), token.token, 403),
+        ("this VM's SPICE token to its serial port", argv, spice.token, 403),
         ("port 22 of the node", serial_console_argv(**command_args(node, port=22)), token.token, 403),
         ("QEMU migration port", serial_console_argv(**command_args(node, port=60000)), token.token, 403),
         ("serial port of another VM", serial_console_argv(**command_args(node, port=node["other_port"])),

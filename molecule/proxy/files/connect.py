@@ -4,7 +4,7 @@
 
 Reads a JSON list of cases on stdin, so credentials never appear on a command line:
   {"name": ..., "host": H, "port": P, "target": "node:port", "method": "CONNECT",
-   "username": U, "password": T, "headers": {...}}      -> the HTTP status squid answers
+   "username": U, "password": T, "headers": {...}, "source": ADDRESS}   -> the HTTP status squid answers
   {"name": ..., "host": H, "port": P, "tcp": true}         -> "open", "refused" or "timeout"
 Prints one JSON object {name: result}. Never prints a credential.
 """
@@ -24,7 +24,8 @@ def http_status(case):
         basic = base64.b64encode(("%s:%s" % (case["username"], case["password"])).encode()).decode()
         lines.append("Proxy-Authorization: Basic %s" % basic)
     lines += ["%s: %s" % item for item in case.get("headers", {}).items()]
-    with socket.create_connection((case["host"], case["port"]), timeout=10) as sock:
+    source = (case["source"], 0) if case.get("source") else None
+    with socket.create_connection((case["host"], case["port"]), timeout=10, source_address=source) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         answer = b""
         while b"\r\n" not in answer:

@@ -3,35 +3,44 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""squid helpers of vmconsole.secure: proxy token authentication and the console destination ACL.
+"""squid's helper of vmconsole.secure: the proxy token and the console it opens, in one question.
 
-One program, two squid helper roles (they share the line protocol, the file caching and the
-token code):
+  vmconsole_proxy_helper.py check --keys FILE [--revocations FILE] [--bindings DIR]
+                                  --facts FILE --self NAME [--self NAME ...] [--node NAME ...]
+                                  [--peer ADDRESS ...] --spice-ports R --vnc-ports R --serial-ports R
+                                  [--concurrency]
 
-  vmconsole_proxy_helper.py auth --keys FILE [--revocations FILE] [--concurrency]
-      `auth_param basic program`: reads `USERNAME TOKEN` lines (URL-escaped by squid) and
-      answers OK when TOKEN is a valid proxy token minted for exactly USERNAME's user and VM,
-      else ERR message="proxy token <status>"; BH when the keys file is unusable.
+  `external_acl_type ... %>a %{X-Forwarded-For}>h %{Proxy-Authorization}>h %DST %PORT`: squid asks
+  once per CONNECT (and caches the answer for the ACL's ttl). The answer is OK when
 
-  vmconsole_proxy_helper.py acl --facts FILE --self NAME [--self NAME ...] [--node NAME ...]
-                                --console-ports LOW-HIGH[,LOW-HIGH...] [--concurrency]
-      `external_acl_type ... %LOGIN %DST %PORT`: answers OK when the CONNECT goes to the
-      console of the token's VM: on this node (a --self name or 127.0.0.1) the port must be
-      one of that VM's console ports in FILE (the qemu_vm fact, VM running or incoming); on
-      another cluster node (a --node name) the port must be in a console range, and that
-      node's own helper checks its map. Anything else: ERR.
+  - the Basic credentials are USERNAME:TOKEN and TOKEN is a valid proxy token minted for exactly
+    USERNAME's user and VM (not expired, not revoked, signed by a key in --keys);
+  - the client is the one the token works from: the token's own address if it has one, else, with
+    --bindings, the address it was first used from on this node (bound on first use). The client is
+    squid's %>a, or, on a hop from another node's proxy (a --peer address), the X-Forwarded-For that
+    proxy set;
+  - the CONNECT goes to the token's console (spice, vnc or serial) of the token's VM: on this node
+    (a --self name or 127.0.0.1) a port of that console in FILE (the qemu_vm fact, VM running or
+    incoming); on another cluster node (a --node name) a port in that console's range, and that
+    node's own helper checks its map.
+
+  OK answers carry user=USERNAME (squid logs it, and its cache manager lists it per tunnel) and
+  log="user=U;vm=V;console=C[;via=NODE]"; ERR answers log="...;refused=WHY". Keys unusable: BH.
 
 With --concurrency every line starts with squid's channel ID, which every answer repeats.
 
 The token code is `_tickets.py` installed next to this file (a copy of the collection's
-plugins/module_utils/_tickets.py). Files are read again when they change (inode, size,
-mtime). Every line gets exactly one answer, flushed at once; garbage gets ERR, a helper
+plugins/module_utils/_tickets.py, with its `_addresses.py`). Files are read again when they change
+(inode, size, mtime). Every line gets exactly one answer, flushed at once; garbage gets ERR, a helper
 never dies on input. Nothing secret is ever written: no token, no key, no input line.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hashlib
 import json
 import os
 import sys
@@ -45,7 +54,8 @@ PROGRAM = "vmconsole_proxy_helper"
 MAX_LINE = 16384                           # squid's helper lines are far shorter
 SELF_ADDRESSES = ("127.0.0.1",)
 VM_STATES = ("started", "incoming")        # incoming: the target of a migration, where the client reconnects
-CONSOLE_PORT_KEYS = ("spice_tls_port", "spice_port", "vnc_port", "serial_port")
+# The ports of each console in the qemu_vm fact: a token opens its own console only.
+CONSOLE_PORT_KEYS = {"spice": ("spice_tls_port", "spice_port"), "vnc": ("vnc_port",), "serial": ("serial_port",)}
 
 
 def warn(text):
@@ -95,34 +105,8 @@ class WatchedFile:
         self.reported = problem
 
 
-# --- auth -----------------------------------------------------------------------------------
-
-def make_auth(args):
-    keys = WatchedFile(args.keys, _tickets.load_proxy_keys)
-    revocations = None
-    if args.revocations:
-        revocations = WatchedFile(args.revocations, _tickets.load_revocations, missing={"users": {}, "vms": {}})
-
-    def answer(fields):
-        if len(fields) != 2:
-            return 'ERR message="expected USERNAME TOKEN"'
-        username, token = unquote(fields[0]), unquote(fields[1])
-        try:
-            table = keys.get()
-            revoked = revocations.get() if revocations else None
-        except ValueError:
-            return 'BH message="proxy token keys or revocations unusable, see cache.log"'
-        check = _tickets.verify_proxy_token(table, username, token, revocations=revoked)
-        if check.ok:
-            return "OK"
-        return 'ERR message="proxy token %s"' % check.status.replace("_", " ")
-
-    return answer
-
-
-# --- acl ------------------------------------------------------------------------------------
-
-def _load_facts(path):
+def load_facts(path):
+    """{VM: {console: frozenset(ports)}} of the VMs running (or incoming) in the qemu_vm fact at ``path``."""
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = json.load(f)
@@ -136,8 +120,9 @@ def _load_facts(path):
     ports = {}
     for name, vm in vms.items():
         if isinstance(vm, dict) and vm.get("state") in VM_STATES:
-            ports[name] = frozenset(p for p in (vm.get(k) for k in CONSOLE_PORT_KEYS)
-                                    if isinstance(p, int) and not isinstance(p, bool))
+            ports[name] = {console: frozenset(p for p in (vm.get(k) for k in keys)
+                                              if isinstance(p, int) and not isinstance(p, bool))
+                           for console, keys in CONSOLE_PORT_KEYS.items()}
     return ports
 
 
@@ -157,46 +142,111 @@ def parse_ranges(text):
 
 
 def _safe(text):
-    """Text for squid's access log (%ea): nothing but [A-Za-z0-9._@+-], the rest %-escaped.
-
-    The answer's log= ("user=U;vm=V[;via=NODE][;refused=WHY]") is what %ea shows.
-    """
+    """Text for squid's access log (%ea): nothing but [A-Za-z0-9._@+-], the rest %-escaped."""
     return "".join(c if c.isascii() and (c.isalnum() or c in "._@+-") else "".join(
         "%%%02X" % b for b in c.encode("utf-8")) for c in text)
 
 
-def make_acl(args):
-    facts = WatchedFile(args.facts, _load_facts, missing={})
+def basic_credentials(header):
+    """(username, token) of a ``Proxy-Authorization: Basic ...`` value, or None."""
+    scheme, _sep, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    username, sep, token = decoded.partition(":")
+    return (username, token) if sep else None
+
+
+class Bindings:
+    """Bind-on-first-use: the first client address a token arrives from on this node is the only one
+    it works from afterwards. One file per token in ``folder`` (named by the token's SHA-256, holding
+    the address), made with link(2) so that of two helpers racing, exactly one binds; the role's
+    tmpfiles.d rule removes files older than the longest token lifetime."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def admit(self, token, client):
+        """True when ``client`` may use ``token`` here: its first use (now bound) or the bound address."""
+        path = os.path.join(self.folder, hashlib.sha256(token.encode("ascii")).hexdigest()[:40])
+        temporary = "%s.%d" % (path, os.getpid())
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(client)
+        try:
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            with open(path, "r", encoding="ascii") as f:
+                return f.read() == client
+        finally:
+            os.unlink(temporary)
+
+
+def make_check(args):
+    keys = WatchedFile(args.keys, _tickets.load_proxy_keys)
+    revocations = None
+    if args.revocations:
+        revocations = WatchedFile(args.revocations, _tickets.load_revocations, missing={"users": {}, "vms": {}})
+    bindings = Bindings(args.bindings) if args.bindings else None
+    facts = WatchedFile(args.facts, load_facts, missing={})
     self_names = {name.lower() for name in args.self_names} | set(SELF_ADDRESSES)
     nodes = {name.lower() for name in args.nodes} - self_names
-    ranges = args.console_ports
+    peers = {_tickets.client_address(a) for a in args.peers}
+    ranges = {"spice": args.spice_ports, "vnc": args.vnc_ports, "serial": args.serial_ports}
+
+    def client_of(source, forwarded):
+        client = _tickets.client_address(source)
+        if client in peers and forwarded != "-":
+            return _tickets.client_address(forwarded.strip())
+        return client
 
     def answer(fields):
-        if len(fields) < 3:
-            return 'ERR log="refused=expected-LOGIN-DST-PORT"'
+        if len(fields) < 5:
+            return 'ERR log="refused=expected-SRC-XFF-AUTH-DST-PORT"'
         # squid appends the acl line's arguments ("-" for none): not used.
-        login, host, port = (unquote(f) for f in fields[:3])
-        names = _tickets.parse_proxy_username(login)
-        if names is None:
+        source, forwarded, header, host, port = (unquote(f) for f in fields[:5])
+        credentials = basic_credentials(header) if header != "-" else None
+        if credentials is None:
+            return 'ERR log="refused=no-proxy-token"'
+        try:
+            client = client_of(source, forwarded)
+        except ValueError:
+            return 'ERR log="refused=bad-client-address"'
+        try:
+            table = keys.get()
+            revoked = revocations.get() if revocations else None
+        except ValueError:
+            return 'BH message="proxy token keys or revocations unusable, see cache.log"'
+        check = _tickets.verify_proxy_token(table, credentials[0], credentials[1], revocations=revoked, client=client)
+        if check.user is None:
             return 'ERR log="refused=not-a-proxy-username"'
-        who = "user=%s;vm=%s" % (_safe(names[0]), _safe(names[1]))
+        who = "user=%s;vm=%s" % (_safe(check.user), _safe(check.vm))
+        if not check.ok:
+            return 'ERR log="%s;refused=token-%s"' % (who, check.status.replace("_", "-"))
+        who += ";console=%s" % check.console
         if not (port.isascii() and port.isdigit() and len(port) <= 5):
             return 'ERR log="%s;refused=bad-port"' % who
         port = int(port)
-        if not any(low <= port <= high for low, high in ranges):
-            return 'ERR log="%s;refused=not-a-console-port"' % who
+        if not any(low <= port <= high for low, high in ranges[check.console]):
+            return 'ERR log="%s;refused=not-a-%s-port"' % (who, check.console)
         host = host.lower()
         if host in self_names:
             try:
-                ports = facts.get()
+                vms = facts.get()
             except ValueError:
                 return 'BH message="VM map unusable, see cache.log"'
-            if port in ports.get(names[1], ()):
-                return 'OK log="%s"' % who
-            return 'ERR log="%s;refused=not-this-vms-console-here"' % who
-        if host in nodes:
-            return 'OK log="%s;via=%s"' % (who, _safe(host))
-        return 'ERR log="%s;refused=not-a-cluster-node"' % who
+            if port not in vms.get(check.vm, {}).get(check.console, ()):
+                return 'ERR log="%s;refused=not-this-vms-console-here"' % who
+        elif host in nodes:
+            who += ";via=%s" % _safe(host)
+        else:
+            return 'ERR log="%s;refused=not-a-cluster-node"' % who
+        if check.client is None and bindings is not None and not bindings.admit(credentials[1], client):
+            return 'ERR log="%s;refused=token-bound-to-another-client"' % who
+        return 'OK user=%s log="%s"' % (credentials[0], who)
 
     return answer
 
@@ -244,27 +294,30 @@ def serve(answer, concurrency, stdin, stdout):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog=PROGRAM, description="squid helpers of vmconsole.secure")
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="squid's helper of vmconsole.secure")
     sub = parser.add_subparsers(dest="mode", required=True)
-    auth = sub.add_parser("auth", help="basic auth helper: checks proxy tokens")
-    auth.add_argument("--keys", required=True, help="proxy token keys (JSON), e.g. /etc/vmconsole/proxy-keys.json")
-    auth.add_argument("--revocations", help="revoked users and VMs (JSON); a missing file revokes nothing")
-    acl = sub.add_parser("acl", help="external ACL helper (%%LOGIN %%DST %%PORT): allows the token VM's console")
-    acl.add_argument("--facts", required=True, help="the node's VM map, /etc/ansible/facts.d/vmconsole_vms.fact")
-    acl.add_argument("--self", dest="self_names", action="append", required=True, metavar="NAME",
-                     help="a name of this node (127.0.0.1 always is)")
-    acl.add_argument("--node", dest="nodes", action="append", default=[], metavar="NAME",
-                     help="another cluster node, reached through its own proxy")
-    acl.add_argument("--console-ports", type=parse_ranges, required=True, metavar="RANGES",
-                     help="console port ranges, e.g. 61000-61999,5900-5999,62000-62999")
-    for p in (auth, acl):
-        p.add_argument("--concurrency", action="store_true", help="lines start with a channel ID (squid concurrency > 0)")
+    check = sub.add_parser("check", help="external ACL helper (%%>a %%{X-Forwarded-For}>h %%{Proxy-Authorization}>h "
+                                         "%%DST %%PORT): the proxy token and the console it opens")
+    check.add_argument("--keys", required=True, help="proxy token keys (JSON), e.g. /etc/vmconsole/proxy-keys.json")
+    check.add_argument("--revocations", help="revoked users and VMs (JSON); a missing file revokes nothing")
+    check.add_argument("--bindings", metavar="DIR", help="bind each token to the first client address it comes from")
+    check.add_argument("--facts", required=True, help="the node's VM map, /etc/ansible/facts.d/vmconsole_vms.fact")
+    check.add_argument("--self", dest="self_names", action="append", required=True, metavar="NAME",
+                       help="a name of this node (127.0.0.1 always is)")
+    check.add_argument("--node", dest="nodes", action="append", default=[], metavar="NAME",
+                       help="another cluster node, reached through its own proxy")
+    check.add_argument("--peer", dest="peers", action="append", default=[], metavar="ADDRESS",
+                       help="another node's proxy: its X-Forwarded-For names the client")
+    for console in ("spice", "vnc", "serial"):
+        check.add_argument("--%s-ports" % console, type=parse_ranges, required=True, metavar="RANGES",
+                           help="%s console port ranges, e.g. 61000-61999" % console)
+    check.add_argument("--concurrency", action="store_true", help="lines start with a channel ID (squid concurrency > 0)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    answer = make_auth(args) if args.mode == "auth" else make_acl(args)
+    answer = make_check(args)
     try:
         serve(answer, args.concurrency, sys.stdin.buffer, sys.stdout.buffer)
     except KeyboardInterrupt:

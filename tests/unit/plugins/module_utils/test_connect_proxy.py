@@ -229,22 +229,29 @@ def directives(lines, name):
     return [line for line in lines if line.split(" ", 1)[0] == name]
 
 
-def test_squid_conf_with_tokens_asks_both_helpers_and_allows_only_the_tokens_console():
-    lines = squid()
+def test_squid_conf_with_tokens_asks_one_helper_for_token_client_and_console():
+    lines = squid(bindings_dir="/var/lib/vmconsole/proxy-bindings")
     assert directives(lines, "http_port") == ["http_port 0.0.0.0:3128"]
-    (auth,) = [line for line in lines if line.startswith("auth_param basic program ")]
-    assert auth.endswith(" auth --keys /etc/vmconsole/proxy-keys.json --revocations /etc/vmconsole/proxy-revoked.json "
-                         "--concurrency")
+    assert not directives(lines, "auth_param")        # one helper answers all: no second round trip
     (acl,) = directives(lines, "external_acl_type")
-    assert " --self hv1 --node hv2 --node hv3 --console-ports 61000-61999,5900-5999,62000-62999 --concurrency" in acl
-    assert "queue-size=2048" in acl and "children-max=8" in acl
+    assert acl.startswith("external_acl_type vmconsole_dest ttl=10 negative_ttl=10 children-max=8 children-startup=1 "
+                          "concurrency=8 queue-size=2048 %>a %{X-Forwarded-For}>h %{Proxy-Authorization}>h %DST %PORT "
+                          "/usr/bin/python3 /usr/lib/vmconsole/proxy/vmconsole_proxy_helper.py check ")
+    assert acl.endswith(" check --keys /etc/vmconsole/proxy-keys.json --revocations /etc/vmconsole/proxy-revoked.json "
+                        "--bindings /var/lib/vmconsole/proxy-bindings --facts /etc/ansible/facts.d/vmconsole_vms.fact "
+                        "--self hv1 --node hv2 --node hv3 --peer 10.0.0.2 --spice-ports 61000-61999 --vnc-ports 5900-5999 "
+                        "--serial-ports 62000-62999 --concurrency")
     access = directives(lines, "http_access")
-    assert access[-3:] == ["http_access deny !token", "http_access allow console_dest", "http_access deny all"]
+    assert access[-2:] == ["http_access allow console_dest", "http_access deny all"]
     assert "http_access deny !node_sources !client_sources" in access
     assert "acl client_sources src 192.0.2.0/24 2001:db8::/32" in lines
     assert "acl node_sources src 10.0.0.1 10.0.0.2 127.0.0.1 ::1" in lines     # each address once
-    assert "auth_param basic credentialsttl 10 seconds" in lines
     assert "client_lifetime 86400 seconds" in lines and "read_timeout 28800 seconds" in lines
+
+
+def test_squid_conf_without_binding_leaves_tokens_unbound():
+    (acl,) = directives(squid(), "external_acl_type")
+    assert "--bindings" not in acl and "--revocations /etc/vmconsole/proxy-revoked.json --facts " in acl
 
 
 def test_squid_conf_reaches_other_nodes_through_their_proxies_only():

@@ -27,9 +27,9 @@ KEYS = ProxyKeys("k1", {"k1": K1})
 ALPHABET = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
-def mint(user="alice", vm="web1", keys=KEYS, **kwargs):
+def mint(user="alice", vm="web1", keys=KEYS, console="spice", **kwargs):
     kwargs.setdefault("now", NOW)
-    return mint_proxy_token(keys, user, vm, **kwargs)
+    return mint_proxy_token(keys, user, vm, console, **kwargs)
 
 
 def verify(minted, keys=KEYS, username=None, token=None, **kwargs):
@@ -43,11 +43,43 @@ def verify(minted, keys=KEYS, username=None, token=None, **kwargs):
 def test_round_trip():
     minted = mint()
     assert minted.username == "alice__web1"
-    assert (minted.user, minted.vm, minted.key_id, minted.issued, minted.expires) == (
-        "alice", "web1", "k1", NOW, NOW + TOKEN_TTL_DEFAULT)
-    assert re.match(r"^v1_k1_%d_%d_[A-Za-z0-9_-]{43}$" % (NOW, NOW + 28800), minted.token)
+    assert (minted.user, minted.vm, minted.key_id, minted.issued, minted.expires, minted.console, minted.client) == (
+        "alice", "web1", "k1", NOW, NOW + TOKEN_TTL_DEFAULT, "spice", None)
+    assert re.match(r"^v2_k1_spice_%d_%d_n_[A-Za-z0-9_-]{43}$" % (NOW, NOW + 28800), minted.token)
     check = verify(minted)
-    assert check.ok and tuple(check) == ("ok", "alice", "web1", "k1", NOW, NOW + 28800)
+    assert check.ok and tuple(check) == ("ok", "alice", "web1", "k1", NOW, NOW + 28800, "spice", None)
+
+
+@pytest.mark.parametrize("console", ["spice", "vnc", "serial"])
+def test_the_console_is_part_of_the_token(console):
+    minted = mint(console=console)
+    assert minted.token.startswith("v2_k1_%s_" % console)
+    assert verify(minted).console == console
+
+
+def test_a_token_for_no_known_console_is_not_minted():
+    with pytest.raises(ValueError, match="console must be one of spice, vnc, serial, got 'rdp'"):
+        mint(console="rdp")
+
+
+@pytest.mark.parametrize("client, field", [
+    ("192.0.2.7", "ac0000207"), ("::ffff:192.0.2.7", "ac0000207"),
+    ("2001:db8::1", "a20010db8000000000000000000000001"),
+])
+def test_a_token_bound_to_a_client_works_from_that_address_only(client, field):
+    minted = mint(client=client)
+    assert minted.token.split("_")[5] == field and minted.client == client.replace("::ffff:", "")
+    assert verify(minted, client=client).ok
+    assert verify(minted, client=minted.client).ok
+    assert verify(minted, client="192.0.2.8").status == "wrong_client"
+    assert verify(minted).status == "wrong_client", "a bound token needs to know its client"
+    assert verify(mint(), client="192.0.2.8").ok, "an unbound token works from any address"
+
+
+@pytest.mark.parametrize("client", ["", "192.0.2.0/24", "fe80::1%eth0", "example.org", "010.0.0.1"])
+def test_a_bad_client_address_is_refused_naming_the_option(client):
+    with pytest.raises(ValueError, match="proxy_client_address must be one IP address"):
+        mint(client=client)
 
 
 def test_default_lifetime_is_8_hours():
@@ -88,7 +120,10 @@ def test_random_names_give_unique_tokens_within_limits():
 
 def test_longest_names_still_fit():
     minted = mint("u" * 60, "v" * 64, keys=ProxyKeys("K" * 16, {"K" * 16: K1}), now=99999999999 - 604800)
-    assert len(minted.token) <= TOKEN_MAX_LENGTH and len(minted.token) == 87
+    assert len(minted.token) <= TOKEN_MAX_LENGTH and len(minted.token) == 95
+    bound = mint("u" * 60, "v" * 64, keys=ProxyKeys("K" * 16, {"K" * 16: K1}), now=99999999999 - 604800,
+                 console="serial", client="2001:db8::1")
+    assert len(bound.token) == 128
 
 
 @pytest.mark.parametrize("username", [
@@ -140,20 +175,25 @@ def test_token_of_another_vm_or_user_is_a_bad_signature():
 
 
 def _tamper(token, index, value):
-    parts = token.split("_", 4)
+    parts = token.split("_", 6)
     parts[index] = value
     return "_".join(parts)
 
 
 @pytest.mark.parametrize("index, value, status", [
-    (0, "v2", "malformed"),
+    (0, "v1", "malformed"),
     (1, "k2", "bad_signature"),          # another key id that exists
     (1, "k3", "unknown_key"),
-    (2, str(NOW - 1), "bad_signature"),  # issue time
-    (3, str(NOW + 28801), "bad_signature"),  # expiry
-    (3, str(NOW + 999999), "malformed"),  # longer than any lifetime minting allows
-    (3, str(NOW), "malformed"),          # expires at issue
-    (2, "0" + str(NOW), "malformed"),   # not canonical
+    (2, "serial", "bad_signature"),      # another console
+    (2, "vnc", "bad_signature"),
+    (2, "rdp", "malformed"),
+    (3, str(NOW - 1), "bad_signature"),  # issue time
+    (4, str(NOW + 28801), "bad_signature"),  # expiry
+    (4, str(NOW + 999999), "malformed"),  # longer than any lifetime minting allows
+    (4, str(NOW), "malformed"),          # expires at issue
+    (3, "0" + str(NOW), "malformed"),   # not canonical
+    (5, "ac0000207", "bad_signature"),   # bound to an address after the fact
+    (5, "a00", "malformed"),
 ])
 def test_tampering_with_each_field(index, value, status):
     keys = ProxyKeys("k1", {"k1": K1, "k2": K2})
@@ -163,7 +203,7 @@ def test_tampering_with_each_field(index, value, status):
 
 def test_tampering_with_every_mac_character():
     minted = mint()
-    prefix = "_".join(minted.token.split("_", 4)[:4]) + "_"
+    prefix = "_".join(minted.token.split("_", 6)[:6]) + "_"
     mac = minted.token[len(prefix):]
     assert len(mac) == 43
     for i, char in enumerate(mac):

@@ -127,14 +127,14 @@ def test_revocations_file_mode_and_group(session, files):
 
 def test_the_revocation_refuses_tokens_issued_up_to_revoke_time(session, files):
     keys = parse_proxy_keys(json.dumps({"current": "k1", "keys": {"k1": "A" * 43}}))
-    before = mint_proxy_token(keys, "alice", "web1", now=NOW - 10)
-    other_vm = mint_proxy_token(keys, "alice", "web2", now=NOW - 10)
+    before = mint_proxy_token(keys, "alice", "web1", "spice", now=NOW - 10)
+    other_vm = mint_proxy_token(keys, "alice", "web2", "spice", now=NOW - 10)
     session({}, vm="web1", revoke_time=NOW - 5)
     table = load_revocations(str(files.revocations))
     check = verify_proxy_token(keys, before.username, before.token, revocations=table)
     assert check.status == "revoked"
     assert verify_proxy_token(keys, other_vm.username, other_vm.token, revocations=table).ok
-    after = mint_proxy_token(keys, "alice", "web1", now=NOW - 4)
+    after = mint_proxy_token(keys, "alice", "web1", "spice", now=NOW - 4)
     assert verify_proxy_token(keys, after.username, after.token, revocations=table).ok, "issued after the cut"
 
 
@@ -427,7 +427,7 @@ def test_a_person_and_a_vm_revoke_that_persons_tokens_for_that_vm_only(session, 
     keys = ProxyKeys("k1", {"k1": b"k" * 32})
     table = json.loads(files.revocations.read_text())
     for user, vm, status in (("alice", "web1", "revoked"), ("alice", "web2", "ok"), ("bob", "web1", "ok")):
-        token = mint_proxy_token(keys, user, vm, now=NOW - 20)
+        token = mint_proxy_token(keys, user, vm, "spice", now=NOW - 20)
         assert verify_proxy_token(keys, token.username, token.token, now=NOW, revocations=table).status == status
 
 

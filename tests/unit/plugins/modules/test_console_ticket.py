@@ -210,6 +210,7 @@ def test_proxy_user_puts_a_token_for_that_user_and_vm_into_the_proxy_url(ticket,
     assert (url.hostname, url.port, url.username) == ("hv1.example.org", 3128, "alice_40example_2Eorg__web1")
     check = verify_proxy_token(load_proxy_keys(keys_file), url.username, url.password)
     assert check.ok and (check.user, check.vm, check.key_id) == ("alice@example.org", "web1", "k2")
+    assert (check.console, check.client) == ("spice", None), "a SPICE token, for whichever client uses it first"
     assert abs(check.expires - (time.time() + 28800)) < 5
     assert (result["proxy_username"], result["proxy_token_key_id"], result["proxy_token_expires"]) == (
         url.username, "k2", check.expires)
@@ -217,6 +218,16 @@ def test_proxy_user_puts_a_token_for_that_user_and_vm_into_the_proxy_url(ticket,
     del outside_vv["vv"]
     assert url.password not in json.dumps(outside_vv), "the token leaves the module only inside vv"
     assert sent(server, "set_password")[0]["password"] == TICKET
+
+
+def test_proxy_client_address_binds_the_token_to_that_client(ticket, keys_file):
+    result, server = ticket(OK_TABLE, vm="web1", proxy="http://hv1:3128", proxy_user="alice",
+                            proxy_client_address="2001:db8::7", proxy_token_key_file=keys_file)
+    assert not result.get("failed"), result
+    url = urlsplit(result["vv"]["proxy"])
+    keys = load_proxy_keys(keys_file)
+    assert verify_proxy_token(keys, url.username, url.password, client="2001:db8::7").ok
+    assert verify_proxy_token(keys, url.username, url.password, client="2001:db8::8").status == "wrong_client"
 
 
 def test_proxy_token_ttl_and_default_port(ticket, keys_file):
@@ -305,6 +316,8 @@ def test_without_proxy_user_the_proxy_url_is_kept(ticket, keys_file):
      "proxy_token_ttl must be between 60 and 604800 seconds, got 10"),
     (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_ttl="8h"),
      "proxy_token_ttl must be a whole number of seconds, got '8h'"),
+    (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_client_address="192.0.2.0/24"),
+     "proxy_client_address: not an IP address: '192.0.2.0/24'"),
     (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file="/nonexistent/keys.json"),
      "proxy_token_key_file: proxy token keys /nonexistent/keys.json cannot be read: No such file or directory"),
 ])
@@ -530,7 +543,7 @@ def test_serial_reads_the_port_and_mints_only_a_proxy_token(serial, keys_file):
     assert server.commands == ["qmp_capabilities", "query-chardev"], "one read-only query, nothing set in QEMU"
     token = result["serial_handover"]["proxy_token"]
     check = verify_proxy_token(load_proxy_keys(keys_file), result["proxy_username"], token)
-    assert check.ok and (check.user, check.vm, check.key_id) == ("alice", "web1", "k2")
+    assert check.ok and (check.user, check.vm, check.key_id, check.console) == ("alice", "web1", "k2", "serial")
     assert (result["protocol"], result["serial_port"], result["proxy_username"], result["console_host"]) == (
         "serial", 62017, "alice__web1", "hv1")
     assert result["expires"] == result["proxy_token_expires"] == check.expires
