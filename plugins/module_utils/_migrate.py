@@ -82,6 +82,24 @@ def write_ticket_file(path, ticket, expires, protocol="spice"):
     write_file_atomic(path, json.dumps(record) + "\n")
 
 
+def ticket_lifetime(expires, connected, ttl, now=None):
+    """Seconds the target of a migration accepts the source's ticket for (0: not at all), and why.
+
+    ``expires``: the ticket's own expiry (epoch seconds, from the source's ticket file);
+    ``connected``: whether a SPICE client is connected on the source; ``ttl``: the migration window.
+    A connected client links to the target with the ticket it once used, long expired as a rule
+    (a ticket lives seconds, a session hours): the target accepts it for the window. Without a
+    client the ticket is armed on the target only for what is left of its own life, and an
+    expired ticket is never armed again (nobody may open a new console with it).
+    """
+    now = int(time.time() if now is None else now)
+    if connected:
+        return ttl, "a client is connected and follows the VM with its ticket"
+    if expires <= now:
+        return 0, "the ticket expired and no client is connected, it is not armed again"
+    return min(ttl, expires - now), "no client is connected: the ticket keeps its own expiry"
+
+
 def read_ticket_file(path):
     """The record written by :func:`write_ticket_file`; ValueError says why it is unusable (never shows the ticket)."""
     try:

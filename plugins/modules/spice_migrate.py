@@ -21,6 +21,8 @@ description:
     available (C(tls-creds-x509), C(endpoint=server), C(verify-peer=on)), sets them with C(migrate-set-parameters),
     listens with C(migrate-incoming) on O(migration_uri), and sets the SPICE O(ticket) of the connected client
     with a short expiry (O(ticket_ttl)), writing it to the target's O(ticket_file) so a later migration back works.
+    An expired ticket is armed only while a client is connected on the source (O(source_connected)), which needs
+    it to follow; without one the ticket keeps its own expiry (O(ticket_expires)) and an expired one is not set.
   - O(step=announce), B(on the source node). C(client_migrate_info) tells every connected SPICE client where the VM
     goes, O(target_host) (the target node's console name as the proxies know it), O(target_port),
     O(target_tls_port) and O(target_cert_subject). The clients then link all their channels to the target.
@@ -117,6 +119,18 @@ options:
       - A migrating client links to the target with this very ticket, so the target must accept it while the clients
         link and until the migration ends.
     type: str
+  ticket_expires:
+    description:
+      - When O(ticket) itself expires (epoch seconds), as the source's ticket file records it. Required with O(ticket).
+    type: int
+  source_connected:
+    description:
+      - Whether a SPICE client is connected to the VM on the source now (C(migrate.yml) asks the source with
+        M(vmconsole.secure.console_info)). Required with O(ticket).
+      - V(true) arms O(ticket) on the target for O(ticket_ttl) seconds, expired or not: the client links to the
+        target with it. V(false) arms it only for what is left of its own life (at most O(ticket_ttl)), and an
+        expired ticket not at all, so a ticket that expired or was cut never opens a new console after a migration.
+    type: bool
   ticket_ttl:
     description:
       - Seconds the O(ticket) stays valid on the target, from O(step=incoming) on, a whole number from 1 to 86400. It
@@ -306,6 +320,17 @@ ticket_expires:
   description: When the ticket set on the target expires (epoch seconds); null without O(ticket).
   returned: success, step incoming
   type: int
+ticket_armed:
+  description:
+    - Whether the target accepts O(ticket) (false without O(ticket), and for an expired ticket with no client
+      connected on the source).
+  returned: success, step incoming
+  type: bool
+ticket_reason:
+  description: Why O(ticket) was armed on the target for how long, or not at all.
+  returned: success, step incoming with O(ticket)
+  type: str
+  sample: the ticket expired and no client is connected, it is not armed again
 ticket_file:
   description: The ticket file written on the target; null when none was written.
   returned: success, step incoming
@@ -406,6 +431,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import (
     parse_migration_uri,
     poll_migration,
     spice_clients,
+    ticket_lifetime,
     tls_creds_arguments,
     wait_for_clients,
     write_ticket_file,
@@ -432,6 +458,8 @@ STEP_OPTIONS = dict(
     tls_creds=("incoming", "migrate"),
     tls_hostname=("migrate",),
     ticket=("incoming",),
+    ticket_expires=("incoming",),
+    source_connected=("incoming",),
     ticket_file=("incoming",),
     target_host=("announce",),
     target_tls_port=("announce",),
@@ -610,7 +638,7 @@ class Step:
                 raise StepError("ticket_file %s cannot be written: %s" % (path, exc.strerror or exc)) from None
         host, port = parse_migration_uri(uri)
         listening = self.qmp.execute("query-migrate").get("socket-address")
-        result = dict(migration_uri=uri, ticket_expires=None, ticket_file=None)
+        result = dict(migration_uri=uri, ticket_expires=None, ticket_file=None, ticket_armed=False)
         if listening:
             if not any(str(a.get("port")) == str(port) and a.get("host") == host for a in listening):
                 where = ", ".join("%s:%s" % (a.get("host"), a.get("port")) for a in listening)
@@ -619,8 +647,13 @@ class Step:
         else:
             self.migration_parameters(TLS_CREDS_SERVER, "server")
             self.send("migrate-incoming uri=%s" % uri, "migrate-incoming", {"uri": uri})
+        ttl = 0
         if self.params["ticket"] is not None:
-            ttl = validate_ttl(self.params["ticket_ttl"])
+            ttl, why = ticket_lifetime(self.params["ticket_expires"], self.params["source_connected"],
+                                       validate_ttl(self.params["ticket_ttl"]))
+            result["ticket_reason"] = why
+        if ttl:
+            result["ticket_armed"] = True
             self.send("set_password protocol=spice connected=keep (the client's ticket)", "set_password",
                       dict(protocol="spice", password=self.params["ticket"], connected="keep"))
             result["ticket_expires"] = int(time.time()) + ttl
@@ -787,6 +820,8 @@ def main():
         tls_hostname=dict(type="str"),
         ticket=dict(type="str", no_log=True),
         ticket_ttl=dict(type="int", default=120),
+        ticket_expires=dict(type="int"),
+        source_connected=dict(type="bool"),
         ticket_file=dict(type="path", no_log=False),
         target_host=dict(type="str"),
         target_tls_port=dict(type="int"),
@@ -805,7 +840,7 @@ def main():
                                                      ("migration_uri", "migration_host"),
                                                      ("migration_uri", "migration_port")],
         required_one_of=QMP_REQUIRED_ONE_OF,
-        required_together=[("migration_host", "migration_port")],
+        required_together=[("migration_host", "migration_port"), ("ticket", "ticket_expires", "source_connected")],
         # What each step needs; what a step does not use is refused by check_options (STEP_OPTIONS).
         required_if=[
             ("step", "incoming", ("migration_uri", "migration_host"), True),

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import read_ticket_file
-from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN
+from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN, spice_link_probe
 from ansible_collections.vmconsole.secure.tests.integration import _procs
 
 LOCAL = ["-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3"]
@@ -94,6 +94,7 @@ class Lab:
         uri = "tcp:127.0.0.1:%d" % _procs.free_port()
         record = read_ticket_file(self.ticket_file)
         done = run("spice_migrate", migrate_step("incoming", vm, migration_uri=uri, ticket=record["ticket"],
+                                                 ticket_expires=record["expires"], source_connected=True,
                                                  ticket_ttl=60, tls_dir=self.pki.dir))
         assert done["changed"] is True and done["status"] == "inmigrate"
         return vm, uri, done
@@ -111,6 +112,27 @@ class Lab:
         assert {c["connection-id"] for c in channels(self.source)} == {self.connection_id}, \
             "remote-viewer must still be connected to the source, with the same connection"
         assert "switching host" not in _procs.read_log(self.log, limit=10 ** 7)
+
+
+def test_an_expired_ticket_opens_the_target_only_for_a_connected_client(qemu_factory, pki):
+    """#17 finding 8: the stored ticket of the source, long expired, is armed on the target only while a
+    client is connected on the source (it follows the VM with it); otherwise the target refuses it."""
+    target = qemu_factory("expired", plain_port=True, extra_args=["-incoming", "defer"])
+    uri = "tcp:127.0.0.1:%d" % _procs.free_port()
+    ticket = "Exp1redT1cketExp1redT1cketExp1redT1cket1"
+
+    def probe():
+        return spice_link_probe("127.0.0.1", target.tls_port, ticket, ca_pem=pki.ca_pem, host_subject=pki.subject,
+                                timeout=10)["status"]
+
+    expired = dict(migration_uri=uri, ticket=ticket, ticket_expires=int(time.time()) - 3600, ticket_ttl=60,
+                   tls_dir=pki.dir, ticket_file="")
+    done = run("spice_migrate", migrate_step("incoming", target, source_connected=False, **expired))
+    assert (done["ticket_armed"], done["status"]) == (False, "inmigrate")
+    assert probe() == "refused", "nobody connected: the expired ticket opens nothing on the target"
+    done = run("spice_migrate", migrate_step("incoming", target, source_connected=True, **expired))
+    assert done["ticket_armed"] is True
+    assert probe() == "accepted", "a connected client's ticket is armed for the migration window"
 
 
 @pytest.fixture

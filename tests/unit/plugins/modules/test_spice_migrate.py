@@ -104,6 +104,10 @@ def assert_nothing_changed(server):
 
 # --- step incoming (target) ------------------------------------------------------------------------
 
+# The ticket of a client connected on the source: armed on the target for ticket_ttl, expired long ago or not.
+ARMED = dict(ticket=TICKET, ticket_expires=1, source_connected=True)
+
+
 def incoming_table(status=None, objects=None, listening=None, **extra):
     status, objects = status or INMIGRATE, objects or OBJECTS
     table = {"query-status": status, "query-spice": spice(), "qom-list": objects,
@@ -116,7 +120,7 @@ def incoming_table(status=None, objects=None, listening=None, **extra):
 
 def test_incoming_listens_with_tls_and_sets_the_ticket(step, short_tmp):
     ticket_file = os.path.join(short_tmp, "web1.ticket")
-    result, server = step("incoming", incoming_table(), migration_uri=URI, ticket=TICKET, ticket_ttl=90)
+    result, server = step("incoming", incoming_table(), migration_uri=URI, **ARMED, ticket_ttl=90)
     assert result["changed"] is True and not result.get("failed"), result
     assert server.commands == ["qmp_capabilities", "query-status", "query-spice", "query-migrate", "qom-list",
                                "object-add", "migrate-set-parameters", "migrate-incoming", "set_password",
@@ -134,6 +138,31 @@ def test_incoming_listens_with_tls_and_sets_the_ticket(step, short_tmp):
     assert TICKET not in json.dumps(result)
 
 
+def test_an_expired_ticket_without_a_connected_client_is_not_armed_again(step, short_tmp):
+    """#17 finding 8: a ticket that expired (or was cut) never opens a new console after a migration."""
+    result, server = step("incoming", incoming_table(), migration_uri=URI, ticket=TICKET,
+                          ticket_expires=int(time.time()) - 1, source_connected=False)
+    assert result["changed"] is True and not result.get("failed"), result
+    assert "set_password" not in server.commands and "expire_password" not in server.commands
+    assert (result["ticket_armed"], result["ticket_expires"], result["ticket_file"]) == (False, None, None)
+    assert result["ticket_reason"] == "the ticket expired and no client is connected, it is not armed again"
+    assert not os.path.exists(os.path.join(short_tmp, "web1.ticket"))
+
+
+def test_a_live_ticket_without_a_connected_client_keeps_its_own_expiry(step):
+    result, server = step("incoming", incoming_table(), migration_uri=URI, ticket=TICKET, ticket_ttl=90,
+                          ticket_expires=int(time.time()) + 20, source_connected=False)
+    assert result["ticket_armed"] is True and sent(server, "set_password")[0]["password"] == TICKET
+    (expire,) = sent(server, "expire_password")
+    assert expire["time"] in ("+20", "+19"), expire
+
+
+def test_the_ticket_needs_its_expiry_and_whether_a_client_is_connected(step):
+    result, server = step("incoming", incoming_table(), migration_uri=URI, ticket=TICKET)
+    assert result["failed"] is True and "ticket, ticket_expires, source_connected" in result["msg"], result["msg"]
+    assert server.connections == 0
+
+
 def test_incoming_uses_the_objects_qemu_vm_loaded_and_host_port_options(step):
     result, server = step("incoming", incoming_table(objects=WITH_CREDS), migration_host="fd00::12",
                           migration_port=60001, ticket_file="")
@@ -147,21 +176,21 @@ def test_incoming_again_on_the_same_address_only_sets_the_ticket(step, short_tmp
     listening = [{"port": "60000", "ipv4": True, "host": "10.89.7.12", "type": "inet"}]
     result, server = step("incoming", incoming_table(listening=listening), migration_uri=URI)
     assert result["changed"] is False and result["actions"] == []
-    result, server = step("incoming", incoming_table(listening=listening), migration_uri=URI, ticket=TICKET)
+    result, server = step("incoming", incoming_table(listening=listening), migration_uri=URI, **ARMED)
     assert result["changed"] is True
     assert "migrate-incoming" not in server.commands and "set_password" in server.commands
 
 
 def test_incoming_on_another_address_is_refused(step):
     listening = [{"port": "60005", "ipv4": True, "host": "10.89.7.12", "type": "inet"}]
-    result, server = step("incoming", incoming_table(listening=listening), migration_uri=URI, ticket=TICKET)
+    result, server = step("incoming", incoming_table(listening=listening), migration_uri=URI, **ARMED)
     assert result["failed"] is True
     assert result["msg"].startswith("the VM already listens for its migration on 10.89.7.12:60005, not on " + URI)
     assert_nothing_changed(server)
 
 
 def test_incoming_needs_a_vm_started_with_incoming_defer(step):
-    result, server = step("incoming", incoming_table(status=RUNNING), migration_uri=URI, ticket=TICKET)
+    result, server = step("incoming", incoming_table(status=RUNNING), migration_uri=URI, **ARMED)
     assert result["failed"] is True
     assert result["msg"] == ("the VM is not waiting for an incoming migration (status running): start the target's "
                              "guest with -incoming defer (qemu_vm state incoming)")
@@ -171,7 +200,7 @@ def test_incoming_needs_a_vm_started_with_incoming_defer(step):
 def test_incoming_without_certificates(step):
     table = incoming_table(**{"object-add": Error("GenericError", "Unable to access credentials "
                                                                   "/etc/pki/qemu/ca-cert.pem: No such file or directory")})
-    result, server = step("incoming", table, migration_uri=URI, ticket=TICKET)
+    result, server = step("incoming", table, migration_uri=URI, **ARMED)
     assert result["failed"] is True
     assert result["msg"].startswith("QEMU has no TLS credentials object vmconsole-migration-server and cannot create it "
                                     "from tls_dir /etc/pki/qemu: Unable to access credentials")
@@ -179,7 +208,7 @@ def test_incoming_without_certificates(step):
 
 
 def test_incoming_check_mode_only_queries(step, short_tmp):
-    result, server = step("incoming", incoming_table(), check_mode=True, migration_uri=URI, ticket=TICKET)
+    result, server = step("incoming", incoming_table(), check_mode=True, migration_uri=URI, **ARMED)
     assert result["changed"] is True
     assert result["actions"] == [
         "object-add tls-creds-x509 id=vmconsole-migration-server dir=/etc/pki/qemu endpoint=server",
@@ -191,7 +220,7 @@ def test_incoming_check_mode_only_queries(step, short_tmp):
 
 
 def test_incoming_with_an_unwritable_ticket_file_changes_nothing(step, short_tmp):
-    result, server = step("incoming", incoming_table(), migration_uri=URI, ticket=TICKET,
+    result, server = step("incoming", incoming_table(), migration_uri=URI, **ARMED,
                           ticket_file=os.path.join(short_tmp, "missing", "web1.ticket"))
     assert result["failed"] is True and "ticket_file" in result["msg"] and "does not exist" in result["msg"]
     assert_nothing_changed(server)
@@ -430,13 +459,13 @@ def test_confirm_fails_when_the_migration_did_not_arrive(step):
     ("migrate", dict(migration_uri=URI, migration_port=1), r"^parameters are mutually exclusive: migration_uri\|migration_port"),
     ("migrate", dict(migration_uri=URI, migration_host="hv2", migration_port=1),
      r"^parameters are mutually exclusive: migration_uri\|migration_host"),
-    ("migrate", dict(migration_uri=URI, ticket=TICKET), r"^ticket is used only with step=incoming, not with step=migrate$"),
+    ("migrate", dict(migration_uri=URI, **ARMED), r"^ticket is used only with step=incoming, not with step=migrate$"),
     ("announce", dict(ANNOUNCE, migration_uri=URI), r"^migration_uri is used only with step=incoming or step=migrate"),
     ("migrate", dict(migration_uri=URI, target_host="hv2"), r"^target_host is used only with step=announce"),
     ("wait_clients", dict(clients=[{"connection_id": 1, "channels": 0}]), r"^clients\[0\]\.channels must be 1 or more"),
     ("wait_clients", dict(clients=[{"channels": 4}]), r"missing required arguments: connection_id found in clients"),
     ("announce", dict(ANNOUNCE, clients=clients(1)), r"^clients is used only with step=wait_clients or step=confirm"),
-    ("incoming", dict(migration_uri=URI, ticket="bad:ticket"), r"^ticket: a SPICE ticket may contain only letters"),
+    ("incoming", dict(migration_uri=URI, ticket="bad:ticket", ticket_expires=1, source_connected=True), r"^ticket: a SPICE ticket may contain only letters"),
     ("incoming", dict(migration_uri=URI, ticket_ttl=0), r"^ticket_ttl: ttl must be between 1 and 86400 seconds"),
     ("announce", dict(ANNOUNCE, target_host=None), r"^step is announce but all of the following are missing: target_host$"),
     ("announce", dict(ANNOUNCE, target_host=""), r"^target_host must not be empty"),
@@ -563,3 +592,15 @@ def test_console_ticket_with_an_unwritable_ticket_file_sets_nothing(issue, tmp_p
     assert result["failed"] is True and result["msg"].startswith("ticket_file %s cannot be written"
                                                                  % (tmp_path / "missing" / "web1.ticket"))
     assert "set_password" not in server.commands
+
+
+@pytest.mark.parametrize("expires, connected, seconds", [
+    (900, True, 60),     # expired long ago, a client follows the VM with it: the migration window
+    (1100, True, 60),
+    (1000, False, 0),    # expired at this very second, nobody connected: never again
+    (999, False, 0),
+    (1030, False, 30),   # alive, nobody connected: what is left of its own life
+    (5000, False, 60),   # ... at most the window
+])
+def test_ticket_lifetime_on_the_target(expires, connected, seconds):
+    assert _migrate.ticket_lifetime(expires, connected, 60, now=1000)[0] == seconds
