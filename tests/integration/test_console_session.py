@@ -67,8 +67,8 @@ class Node:
         with self.vms[vm].qmp() as qmp:
             return qmp.execute("query-spice")["channels"]
 
-    def token(self, user, vm, now=None):
-        return mint_proxy_token(self.keys, user, vm, "spice", now=now)
+    def token(self, user, vm, now=None, console="spice"):
+        return mint_proxy_token(self.keys, user, vm, console, now=now)
 
     def proxy(self, token):
         return dict(host="127.0.0.1", port=self.squid.port, username=token.username, password=token.token)
@@ -90,10 +90,10 @@ class Node:
         return dict(state="absent", socket_dir=self.socket_dir, revocations_file=self.squid.revocations_file,
                     proxy_fact_file=self.squid.proxy_fact, audit_log=os.path.join(self.folder, "audit.log"), **args)
 
-    def tunnel(self, token, vm):
-        """A CONNECT tunnel through squid to ``vm``'s SPICE TLS port, open and idle (a socket)."""
-        return _procs.open_tunnel(self.squid.port, "%s:%d" % (self.name, self.vms[vm].tls_port), token.username,
-                                  token.token)
+    def tunnel(self, token, vm, port=None):
+        """A CONNECT tunnel through squid to ``vm``'s SPICE TLS port (or ``port``), open and idle (a socket)."""
+        return _procs.open_tunnel(self.squid.port, "%s:%d" % (self.name, port or self.vms[vm].tls_port),
+                                  token.username, token.token)
 
     def tls_through(self, sock, vm):
         """Whether a TLS handshake with ``vm``'s SPICE server (its certificate checked) succeeds over ``sock``."""
@@ -117,15 +117,20 @@ def node(pki, squid_factory, tmp_path):
         pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
     workdir = _procs.short_tmpdir("vmc-sess-")
     vms = {}
+    # vm2 has a serial console as well (QEMU's chardev on a port of the serial range, as qemu_vm gives it).
+    serial_port = _procs.free_console_port(62000, 62999)
+    serial = ["-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off" % serial_port,
+              "-serial", "chardev:vmconsole-serial"]
     try:
         for name in ("vm1", "vm2"):
-            vms[name] = _procs.ConsoleRangeVM(name, workdir, pki_dir=pki.dir)
+            vms[name] = _procs.ConsoleRangeVM(name, workdir, pki_dir=pki.dir, extra_args=serial if name == "vm2" else ())
         keys = parse_proxy_keys(json.dumps({"current": "k1", "keys": {"k1": new_proxy_key()}}))
         text = json.dumps({"current": "k1", "keys": {"k1": base64.urlsafe_b64encode(keys.keys["k1"]).decode().rstrip("=")}})
         squid = squid_factory(text, self_name=pki.cn, vms={
             name: {"state": "started", "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": None,
-                   "serial_port": None} for name, vm in vms.items()})
+                   "serial_port": serial_port if name == "vm2" else None} for name, vm in vms.items()})
         n = Node(vms, squid, keys, pki, str(tmp_path))
+        n.serial_port = serial_port
         for name in vms:
             n.set_ticket(name)
         yield n
@@ -201,8 +206,10 @@ def test_user_revocation_cuts_her_open_tunnels_on_every_vm_and_leaves_other_peop
     issued = int(time.time()) - 2
     alice, bob = node.token("alice", "vm1", now=issued), node.token("bob", "vm1", now=issued)
     alice_vm2 = node.token("alice", "vm2", now=issued)
+    alice_serial = node.token("alice", "vm2", now=issued, console="serial")
     with node.held_main(alice, "vm1") as link:
         her_vm2 = node.tunnel(alice_vm2, "vm2")          # another console of hers, idle
+        her_serial = node.tunnel(alice_serial, "vm2", port=node.serial_port)   # and vm2's serial console
         his_vm1 = node.tunnel(bob, "vm1")                 # another person on the same VM
         started = time.monotonic()
         result = session(node.args(user="alice"))
@@ -210,12 +217,15 @@ def test_user_revocation_cuts_her_open_tunnels_on_every_vm_and_leaves_other_peop
         assert result["changed"] is True and result["sessions"] == {}
         assert result["revoked"] == {"users": {"alice": result["revoke_time"]}, "vms": {}, "pairs": {}}
         cut = sorted((t["user"], t["vm"], t["console"]) for t in result["tunnels"]["cut"])
-        assert cut == [("alice", "vm1", "spice"), ("alice", "vm2", "spice")], result["tunnels"]
+        assert cut == [("alice", "vm1", "spice"), ("alice", "vm2", "serial"), ("alice", "vm2", "spice")], \
+            result["tunnels"]
         assert result["tunnels"]["checked"] is True and result["tunnels"]["by_console"]["spice"] == 2
+        assert result["tunnels"]["by_console"]["serial"] == 1
         # Cut at once; the module then watches squid for its credentials cache time (a reconnect with the
         # token squid checked before would open a new tunnel in that time).
         assert not link.is_open(0.1), "her SPICE session through the proxy is cut"
         assert _procs.tunnel_closed(her_vm2, 1), "her idle tunnel to vm2 is cut"
+        assert _procs.tunnel_closed(her_serial, 1), "her serial console is cut"
         assert SQUID_CREDENTIALS_TTL <= took < SQUID_CREDENTIALS_TTL + 8, took
         assert node.tls_through(his_vm1, "vm1"), "bob's tunnel to the same VM still carries bytes"
         assert node.probe(alice_vm2, "vm2")["http_status"] == 403, "all her VMs, new connections too"
