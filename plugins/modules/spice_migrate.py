@@ -127,8 +127,8 @@ options:
     description:
       - Whether a SPICE client is connected to the VM on the source now (C(migrate.yml) asks the source with
         M(vmconsole.secure.console_info)). Required with O(ticket).
-      - V(true) arms O(ticket) on the target for O(ticket_ttl) seconds, expired or not: the client links to the
-        target with it. V(false) arms it only for what is left of its own life (at most O(ticket_ttl)), and an
+      - V(true) arms O(ticket) on the target for O(ticket_ttl) seconds, expired or not, because the client links to
+        the target with it. V(false) arms it only for what is left of its own life (at most O(ticket_ttl)), and an
         expired ticket not at all, so a ticket that expired or was cut never opens a new console after a migration.
     type: bool
   ticket_ttl:
