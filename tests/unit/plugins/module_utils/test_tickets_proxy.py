@@ -232,10 +232,10 @@ def test_compare_is_constant_time(monkeypatch):
 
 @pytest.mark.parametrize("username, token", [
     (None, None), (1, 2), (b"alice__web1", b"v1"), ("alice__web1", ""), ("alice__web1", "v1"),
-    ("alice__web1", "v1_k1_1_2_" + "A" * 42), ("alice__web1", "v1_k1_1_2_" + "A" * 44),
-    ("alice__web1", "v1_k1_1_2_" + "A" * 42 + "="), ("alice__web1", "v1_k1_1_2_" + "A" * 42 + "é"),
-    ("alice__web1", "v1_k1_1_2_" + "A" * 43 + "\n"), ("alice__web1", "v1__1_2_" + "A" * 43),
-    ("alice__web1", "v1_k1_-1_2_" + "A" * 43), ("alice__web1", "v1_k1_1_123456789012_" + "A" * 43),
+    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 42), ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 44),
+    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 42 + "="), ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 42 + "é"),
+    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 43 + "\n"), ("alice__web1", "v2__spice_1_2_n_" + "A" * 43),
+    ("alice__web1", "v2_k1_spice_-1_2_n_" + "A" * 43), ("alice__web1", "v2_k1_spice_1_123456789012_n_" + "A" * 43),
     ("alice__web1", "x" * 100000), ("a" * 100000, "v1"), ("alice__web1", ["v1"]),
 ])
 def test_malformed_never_raises(username, token):
@@ -245,7 +245,7 @@ def test_malformed_never_raises(username, token):
 
 def test_verify_never_raises_on_random_garbage():
     rng = random.Random(42)
-    pool = "v1_k2AZaz09-=é\n\0 %:" + chr(0xD800)
+    pool = "v2_spice_k2AZaz09-=é\n\0 %:" + chr(0xD800)
     minted = mint()
     for dummy in range(3000):
         token = "".join(rng.choice(pool) for dummy2 in range(rng.randint(0, 120)))

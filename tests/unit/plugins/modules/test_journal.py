@@ -20,7 +20,8 @@ SECRET = "J0urnalS3cretJ0urnalS3cret"
 CASES = [
     (console_ticket, dict(vm="web1", password=SECRET)),
     (console_ticket, dict(vm="web1", protocol="vnc", password=SECRET[:8])),
-    (spice_migrate, dict(vm="web1", step="incoming", migration_uri="tcp:10.0.0.2:49152", ticket=SECRET)),
+    (spice_migrate, dict(vm="web1", step="incoming", migration_uri="tcp:10.0.0.2:49152", ticket=SECRET,
+                         ticket_expires=1, source_connected=True)),
     (qmp_command, dict(vm="web1", command="set_password", arguments={"protocol": "spice", "password": SECRET})),
     (qmp_command, dict(vm="web1", command="change-vnc-password", arguments={"password": SECRET[:8]})),
     (console_probe, dict(host="127.0.0.1", port=9, ticket=SECRET, timeout=0.5)),
