@@ -160,6 +160,7 @@ _USERNAME = re.compile(r"(%s)__(%s)" % (_USERNAME_PART, _USERNAME_PART))
 _TOKEN = re.compile(r"v2_([A-Za-z0-9]{1,16})_(%s)_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_(n|a[0-9a-f]{8}|a[0-9a-f]{32})"
                     r"_([A-Za-z0-9_-]{43})" % "|".join(TOKEN_CONSOLES))
 _PLAIN_BYTES = frozenset((string.ascii_letters + string.digits + "-").encode("ascii"))
+_ESCAPE = re.compile(r"_([0-9A-F]{2})")
 
 
 class ProxyKeys(collections.namedtuple("ProxyKeys", "current keys")):
@@ -192,21 +193,17 @@ def _encode_name(text):
 
 
 def _decode(text):
-    """Inverse of _encode_name for a string that matched _USERNAME_PART; None unless canonical UTF-8."""
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i] == "_":
-            out.append(int(text[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out.append(ord(text[i]))
-            i += 1
+    """Inverse of _encode_name for a string that matched _USERNAME_PART; None unless canonical UTF-8.
+
+    Canonical: only bytes _encode_name escapes are escaped (never a letter, digit or "-"), so each
+    name has one form. Runs for every CONNECT in squid's helper: regular expressions, no loop in Python.
+    """
+    if any(int(code, 16) in _PLAIN_BYTES for code in _ESCAPE.findall(text)):
+        return None
     try:
-        decoded = bytes(out).decode("utf-8")
+        return _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text).encode("latin-1").decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return decoded if _encode_name(decoded) == text else None
 
 
 def check_proxy_user(user):
@@ -457,8 +454,9 @@ def load_revocations(path):
 
 
 def _revoked(revocations, user, vm, issued):
-    for kind, name in (("users", user), ("vms", vm), ("pairs", proxy_username(user, vm))):
-        since = revocations.get(kind, {}).get(name)
+    for kind, name in (("users", user), ("vms", vm), ("pairs", None)):
+        table = revocations.get(kind) or {}
+        since = table.get(proxy_username(user, vm) if name is None else name) if table else None
         if since is not None and issued <= since:
             return True
     return False

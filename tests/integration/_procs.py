@@ -535,8 +535,8 @@ class Squid:
         self.facts_file = os.path.join(workdir, "vmconsole_vms.fact")
         self.write_facts(vms or {})
         self.revocations_file = os.path.join(workdir, "proxy-revoked.json")
-        self.bindings_dir = os.path.join(workdir, "bindings")
-        os.makedirs(self.bindings_dir, mode=0o700)
+        # On a tmpfs, as the role keeps them (/run/vmconsole-proxy); removed by stop().
+        self.bindings_dir = tempfile.mkdtemp(prefix="vmc-bindings-", dir="/dev/shm")
         os.chown(self.bindings_dir, *proxy_ids)
         with open(os.path.join(workdir, "hosts"), "w") as f:
             f.write("127.0.0.1 %s\n" % self_name)
@@ -620,6 +620,7 @@ class Squid:
     def stop(self):
         if self.proc is not None:
             stop_process(self.proc, term_timeout=10.0)
+        shutil.rmtree(self.bindings_dir, ignore_errors=True)
 
 
 def _proxy_ids():

@@ -249,8 +249,8 @@ def test_bind_on_first_use(setup):
     fresh = mint_proxy_token(setup.keys, "alice", "web1", "spice", now=time.time() - 1)
     assert helper.ask(line(setup.keys, minted=fresh, src="192.0.2.9", port=62001)).startswith("ERR")
     assert helper.ask(line(setup.keys, minted=fresh, src="192.0.2.10")).startswith("OK")
-    (name,) = [n for n in os.listdir(setup.bindings) if (setup.bindings / n).read_text() == "192.0.2.10"]
-    assert fresh.token not in name and len(os.listdir(setup.bindings)) == 2, "no token, no temporary file left"
+    (name,) = [n for n in os.listdir(setup.bindings) if os.readlink(setup.bindings / n) == "192.0.2.10"]
+    assert fresh.token not in name and len(os.listdir(setup.bindings)) == 2, "one link per token, no token in a name"
 
 
 def test_without_bindings_an_unbound_token_works_from_anywhere(setup):

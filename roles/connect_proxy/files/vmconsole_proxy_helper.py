@@ -40,9 +40,11 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
+import re
 import sys
 from urllib.parse import unquote
 
@@ -141,10 +143,12 @@ def parse_ranges(text):
     return ranges
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
 def _safe(text):
     """Text for squid's access log (%ea): nothing but [A-Za-z0-9._@+-], the rest %-escaped."""
-    return "".join(c if c.isascii() and (c.isalnum() or c in "._@+-") else "".join(
-        "%%%02X" % b for b in c.encode("utf-8")) for c in text)
+    return _UNSAFE.sub(lambda match: "".join("%%%02X" % b for b in match.group().encode("utf-8")), text)
 
 
 def basic_credentials(header):
@@ -162,9 +166,10 @@ def basic_credentials(header):
 
 class Bindings:
     """Bind-on-first-use: the first client address a token arrives from on this node is the only one
-    it works from afterwards. One file per token in ``folder`` (named by the token's SHA-256, holding
-    the address), made with link(2) so that of two helpers racing, exactly one binds; the role's
-    tmpfiles.d rule removes files older than the longest token lifetime."""
+    it works from afterwards. One symbolic link per token in ``folder``, named by the token's SHA-256
+    and pointing at the address: symlink(2) makes it with its content in one step, so that of two
+    helpers racing exactly one binds and the other reads a complete address. The role's tmpfiles.d
+    rule removes links older than the longest token lifetime."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -172,17 +177,11 @@ class Bindings:
     def admit(self, token, client):
         """True when ``client`` may use ``token`` here: its first use (now bound) or the bound address."""
         path = os.path.join(self.folder, hashlib.sha256(token.encode("ascii")).hexdigest()[:40])
-        temporary = "%s.%d" % (path, os.getpid())
-        with open(temporary, "w", encoding="ascii") as f:
-            f.write(client)
         try:
-            os.link(temporary, path)
+            os.symlink(client, path)
             return True
         except FileExistsError:
-            with open(path, "r", encoding="ascii") as f:
-                return f.read() == client
-        finally:
-            os.unlink(temporary)
+            return os.readlink(path) == client
 
 
 def make_check(args):
@@ -195,12 +194,14 @@ def make_check(args):
     self_names = {name.lower() for name in args.self_names} | set(SELF_ADDRESSES)
     nodes = {name.lower() for name in args.nodes} - self_names
     peers = {_tickets.client_address(a) for a in args.peers}
+    # squid asks about the same few client addresses over and over: parse each once.
+    canonical = functools.lru_cache(maxsize=4096)(_tickets.client_address)
     ranges = {"spice": args.spice_ports, "vnc": args.vnc_ports, "serial": args.serial_ports}
 
     def client_of(source, forwarded):
-        client = _tickets.client_address(source)
+        client = canonical(source)
         if client in peers and forwarded != "-":
-            return _tickets.client_address(forwarded.strip())
+            return canonical(forwarded.strip())
         return client
 
     def answer(fields):

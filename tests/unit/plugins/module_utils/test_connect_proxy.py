@@ -230,7 +230,7 @@ def directives(lines, name):
 
 
 def test_squid_conf_with_tokens_asks_one_helper_for_token_client_and_console():
-    lines = squid(bindings_dir="/var/lib/vmconsole/proxy-bindings")
+    lines = squid(bindings_dir="/run/vmconsole-proxy")
     assert directives(lines, "http_port") == ["http_port 0.0.0.0:3128"]
     assert not directives(lines, "auth_param")        # one helper answers all: no second round trip
     (acl,) = directives(lines, "external_acl_type")
@@ -238,7 +238,7 @@ def test_squid_conf_with_tokens_asks_one_helper_for_token_client_and_console():
                           "concurrency=8 queue-size=2048 %>a %{X-Forwarded-For}>h %{Proxy-Authorization}>h %DST %PORT "
                           "/usr/bin/python3 /usr/lib/vmconsole/proxy/vmconsole_proxy_helper.py check ")
     assert acl.endswith(" check --keys /etc/vmconsole/proxy-keys.json --revocations /etc/vmconsole/proxy-revoked.json "
-                        "--bindings /var/lib/vmconsole/proxy-bindings --facts /etc/ansible/facts.d/vmconsole_vms.fact "
+                        "--bindings /run/vmconsole-proxy --facts /etc/ansible/facts.d/vmconsole_vms.fact "
                         "--self hv1 --node hv2 --node hv3 --peer 10.0.0.2 --spice-ports 61000-61999 --vnc-ports 5900-5999 "
                         "--serial-ports 62000-62999 --concurrency")
     access = directives(lines, "http_access")
