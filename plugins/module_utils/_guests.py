@@ -11,6 +11,12 @@ paths ``__qemu_vm_dropin_dir``, ``__qemu_vm_qmp_dir``, ``__qemu_vm_unit_template
 host to :func:`plan` (through the filter ``vmconsole.secure.qemu_vm_plan``) and only wires
 the answer into tasks. Every message names the variable (``qemu_vm_guests[<i>].<key>``) and
 the reason.
+
+Who may open a guest's serial console (``qemu_vm_serial_clients``, a guest's ``serial_clients``)
+is QEMU's TLS authorization list (``_serial_clients.py``): the command line reads it from the
+environment variable ``VMCONSOLE_SERIAL_AUTHZ``, set in its own drop-in
+(``serial-clients.conf``), so a change to the list does not change ``guest.conf`` and does not
+restart the guest: the role applies it to the running QEMU over QMP instead.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import (
+    AUTHZ_ENV, AUTHZ_ID, authz_object_json, identities_errors, systemd_environment,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
 from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
     is_int as _is_int, is_list as _is_list, is_whole as _is_whole, text as _text, to_bool as _bool,
@@ -27,7 +36,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
 STATES = ("started", "stopped", "incoming", "absent")
 KEYS = ("name", "state", "memory", "cpus", "cpu_model", "disk", "disk_format", "spice", "vnc", "serial",
         "spice_plain_port", "spice_tls_port", "spice_port", "vnc_port", "serial_port", "migration_port",
-        "stop_timeout", "extra_args")
+        "stop_timeout", "extra_args", "serial_clients")
 BOOL_KEYS = ("spice", "vnc", "serial", "spice_plain_port")
 DISK_FORMATS = ("raw", "qcow2")
 VNC_BASE = 5900
@@ -120,6 +129,11 @@ def _guest_errors(settings, index, g, seen, ports, ranges_ok):
         out.append("%s.stop_timeout '%s' is not a number of seconds (0 or more)" % (at, _text(g["stop_timeout"])))
     if "extra_args" in g and (not _is_list(g["extra_args"]) or not all(isinstance(a, str) for a in g["extra_args"])):
         out.append("%s.extra_args must be a list of strings (one QEMU argument each)" % at)
+    if "serial_clients" in g:
+        out.extend(identities_errors("%s.serial_clients" % at, g["serial_clients"]))
+        if g["serial_clients"] and not _bool(settings["qemu_vm_serial_verify_peer"]):
+            out.append("%s.serial_clients is set, but qemu_vm_serial_verify_peer is false: QEMU checks the list only "
+                       "while it verifies client certificates" % at)
 
     def switched(key):
         return _bool(g.get(key, settings["qemu_vm_" + key]))
@@ -162,6 +176,11 @@ def input_errors(settings):
                 out.append("qemu_vm_guests[%d] is not a dict (name, memory, cpus, ...)" % index)
             else:
                 out.extend(_guest_errors(settings, index, g, seen, ports, not ranges))
+    clients = settings["qemu_vm_serial_clients"]
+    out.extend(identities_errors("qemu_vm_serial_clients", clients))
+    if _is_list(clients) and clients and not _bool(settings["qemu_vm_serial_verify_peer"]):
+        out.append("qemu_vm_serial_clients is not empty, but qemu_vm_serial_verify_peer is false: QEMU checks the list "
+                   "only while it verifies client certificates (set qemu_vm_serial_clients: [] to admit any client)")
     user = settings["qemu_vm_user"]
     if not isinstance(user, str) or not USER_RE.match(user) or user == "root":
         out.append("qemu_vm_user '%s' must be an unprivileged system user name (not root)" % _text(user))
@@ -179,6 +198,7 @@ def guest_list(settings):
         name = _text(g["name"])
         state = g.get("state", "started")
         spice = _bool(g.get("spice", settings["qemu_vm_spice"]))
+        serial = _bool(g.get("serial", settings["qemu_vm_serial"]))
         dropin = settings["__qemu_vm_dropin_dir"].format(name=name)
         out.append({
             "index": index,
@@ -191,7 +211,11 @@ def guest_list(settings):
             "disk_format": g.get("disk_format", settings["qemu_vm_disk_format"]),
             "spice": spice,
             "vnc": _bool(g.get("vnc", settings["qemu_vm_vnc"])),
-            "serial": _bool(g.get("serial", settings["qemu_vm_serial"])),
+            "serial": serial,
+            # QEMU's list of the client identities admitted to the serial console (verify-peer=on only).
+            "serial_authz": serial and _bool(settings["qemu_vm_serial_verify_peer"]),
+            "serial_clients": list(g.get("serial_clients", settings["qemu_vm_serial_clients"])),
+            "serial_clients_conf": dropin + "/serial-clients.conf",
             "spice_plain_port": spice and _bool(g.get("spice_plain_port", settings["qemu_vm_spice_plain_port"])),
             "incoming": state == "incoming",
             "dropin": dropin,
@@ -325,6 +349,10 @@ def fact(settings, present, listed, previous, ports):
     return {"vms": vms}
 
 
+class Unquoted(str):
+    """An argument :func:`exec_start` writes as it is: a ``${NAME}`` systemd expands to one argument."""
+
+
 def _qemu_opt(value):
     """A value inside a QEMU option list (a comma is written twice)."""
     return value.replace(",", ",,")
@@ -355,10 +383,14 @@ def argv(settings, guest, ports):
     if guest["serial"]:
         verify = "on" if _bool(settings["qemu_vm_serial_verify_peer"]) else "off"
         a += ["-object", "tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=%s,dir=%s"
-              % (verify, _qemu_opt(settings["qemu_vm_serial_x509_dir"])),
-              "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
-              "tls-creds=vmconsole-serial-tls" % p["serial_port"],
-              "-serial", "chardev:vmconsole-serial"]
+              % (verify, _qemu_opt(settings["qemu_vm_serial_x509_dir"]))]
+        chardev = ("socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
+                   "tls-creds=vmconsole-serial-tls" % p["serial_port"])
+        if guest["serial_authz"]:
+            # The list itself comes from serial-clients.conf (see serial_environment).
+            a += ["-object", Unquoted("${%s}" % AUTHZ_ENV)]
+            chardev += ",tls-authz=" + AUTHZ_ID
+        a += ["-chardev", chardev, "-serial", "chardev:vmconsole-serial"]
     if _bool(settings["qemu_vm_migration_tls"]):
         folder = _qemu_opt(settings["qemu_vm_migration_x509_dir"])
         a += ["-object", "tls-creds-x509,id=vmconsole-migration-server,endpoint=server,verify-peer=on,dir=" + folder,
@@ -383,11 +415,17 @@ def exec_start(args):
     """A command line for ``ExecStart=``: one option and its values per line."""
     lines = []
     for index, arg in enumerate(args):
+        word = arg if isinstance(arg, Unquoted) else systemd_quote(arg)
         if index == 0 or _text(arg).startswith("-"):
-            lines.append(systemd_quote(arg))
+            lines.append(word)
         else:
-            lines[-1] += " " + systemd_quote(arg)
+            lines[-1] += " " + word
     return " \\\n    ".join(lines)
+
+
+def serial_environment(guest):
+    """The ``Environment=`` value of a guest's ``serial-clients.conf``: the ``-object`` of its list."""
+    return systemd_environment(AUTHZ_ENV, authz_object_json(guest["serial_clients"]))
 
 
 def restarts(present, active, changed, run_status):
@@ -429,6 +467,10 @@ def plan(settings, host=None, changed=None):
         "units": ["vmconsole-qemu@%s.service" % name for name in listed],
         "restart": [],
         "cert_restart": [],
+        "serial_live": [],
+        "serial_env": dict((g["name"], serial_environment(g)) for g in present if g["serial_authz"]),
+        # Guests whose serial console admits nobody yet (the role warns).
+        "serial_closed": [g["name"] for g in present if g["serial_authz"] and not g["serial_clients"]],
         "files": _unique(["%s/%s" % (n["dir"], f) for n in needs for f in n["files"]]
                          + [g["disk"] for g in present if g["disk"]]
                          + [settings["qemu_vm_binary"], settings["__qemu_vm_unit_template"]]
@@ -454,6 +496,9 @@ def plan(settings, host=None, changed=None):
     if changed is not None:
         restart = restarts(present, active, changed, host.get("run_status") or {})
         out["restart"] = restart
+        # A running guest that does not restart gets its serial client list over QMP.
+        out["serial_live"] = [g for g in present if g["serial_authz"] and g["state"] in ("started", "incoming")
+                              and g["name"] in active and g["name"] not in restart]
         out["cert_restart"] = [g["name"] for g in present if g["state"] in ("started", "incoming")
                                and g["name"] in active and g["name"] not in restart]
     return out

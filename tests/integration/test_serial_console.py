@@ -33,15 +33,22 @@ import time
 
 import pytest
 
+from ansible_collections.vmconsole.secure.plugins.module_utils import _guests
 from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
     DEFAULT_TOKEN_ENV, serial_chardev_port, serial_console_argv, serial_console_command,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import AUTHZ_ENV, AUTHZ_ID
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     mint_proxy_token, new_proxy_key, parse_proxy_keys,
 )
 from ansible_collections.vmconsole.secure.tests import guest_image
 from ansible_collections.vmconsole.secure.tests.integration import _procs
+from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import JSON_OUTPUT as ANSIBLE_JSON
+from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import LOCAL as ANSIBLE_LOCAL
 from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import adhoc
+from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import run as run_ansible
+from ansible_collections.vmconsole.secure.tests.unit.plugins.module_utils.test_serial_clients import systemd_unquote
+from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 
 OPENSSL = shutil.which("openssl") or "openssl"
 SERIAL_PORTS = (62000, 62999)
@@ -369,3 +376,171 @@ def test_console_playbook_serial_prints_the_command(serial_node, tmp_path):
     line = re.search(r'"(openssl s_client [^"]*-proxy_pass file:%s [^"]*)"' % re.escape(str(dest)), proc.stdout)
     assert line, proc.stdout
     run_returned_command(line.group(1))
+
+
+# --- who may open the serial console: QEMU's TLS authorization list (#17 finding 7) ---------------
+
+ROLE_SETTINGS = role_settings("qemu_vm", {
+    "qemu_vm_binary": _procs.QEMU_BINARY, "qemu_vm_spice_ports": [61000, 61999], "qemu_vm_vnc_ports": [5900, 5999],
+    "qemu_vm_serial_ports": list(SERIAL_PORTS), "qemu_vm_migration_ports": [60000, 60050]})
+
+
+def systemd_environment_value(line):
+    """The value systemd's ``Environment=`` gives the one variable of ``line`` (quoted word, C escapes, %%)."""
+    name, value = systemd_unquote(line).split("=", 1)
+    assert name == AUTHZ_ENV
+    return value
+
+
+class AuthzSerialGuest(SerialGuest):
+    """The boot-sector guest with the serial console options exactly as qemu_vm writes them:
+    ``_guests.argv``'s ``-object tls-creds-x509 ... -object ${VMCONSOLE_SERIAL_AUTHZ} -chardev ...,tls-authz=...``,
+    the variable's value being what systemd makes of the guest's ``serial-clients.conf`` line."""
+
+    def __init__(self, name, workdir, *, clients, **kwargs):
+        self.clients = list(clients)
+        self.serial_env = None
+        super().__init__(name, workdir, **kwargs)
+
+    def _argv(self, pki_dir, **options):
+        base = super()._argv(pki_dir, **options)
+        settings = dict(ROLE_SETTINGS, qemu_vm_serial_x509_dir=pki_dir,
+                        qemu_vm_guests=[{"name": self.name, "spice": False, "serial_clients": self.clients}])
+        assert _guests.input_errors(settings) == []
+        (guest,) = _guests.guest_list(settings)
+        role = _guests.argv(settings, guest, {"serial_port": self.serial_port})
+        self.serial_env = _guests.serial_environment(guest)
+
+        def serial_part(argv):
+            first = argv.index("tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=on,dir=%s" % pki_dir)
+            return first - 1, argv.index("chardev:vmconsole-serial") + 1
+
+        start, end = serial_part(role)
+        part = [systemd_environment_value(self.serial_env) if arg == "${%s}" % AUTHZ_ENV else arg
+                for arg in role[start:end]]
+        assert "tls-authz=%s" % AUTHZ_ID in part[-3] and part[-5].startswith('{"qom-type":"authz-list"'), part
+        base_start, base_end = serial_part(base)
+        return base[:base_start] + part + base[base_end:]
+
+
+def write_client(folder, pki, name, attrs):
+    """A client certificate of the test CA for ``attrs`` (RDN order) and its 0600 key: (cert file, key file)."""
+    cert_pem, key_pem = pki.issue(attrs, client=True)
+    cert_file, key_file = os.path.join(folder, "%s-cert.pem" % name), os.path.join(folder, "%s-key.pem" % name)
+    with open(cert_file, "w") as handle:
+        handle.write(cert_pem)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key_pem)
+    return cert_file, key_file
+
+
+ALICE = (("O", "vmconsole test"), ("CN", "alice"))
+BOB = (("O", "vmconsole test"), ("CN", "bob"))
+
+
+def identity(attrs):
+    """The subject as QEMU compares it (GnuTLS, certificate order) for these plain attributes."""
+    return ",".join("%s=%s" % pair for pair in attrs)
+
+
+@pytest.fixture
+def authz_guest(pki, guest_disk):
+    """A guest whose serial console admits alice only; client files for alice, bob and the node's own certificate."""
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    workdir = _procs.short_tmpdir("vmc-authz-")
+    vm = None
+    try:
+        clients = {"alice": write_client(workdir, pki, "alice", ALICE), "bob": write_client(workdir, pki, "bob", BOB),
+                   # The node's own certificate as a client (the pki role's host certificates are clientAuth too).
+                   "host": (pki.client_cert_file, pki.client_key_file)}
+        vm = AuthzSerialGuest("authz1", workdir, disk=guest_disk, pki_dir=pki.dir, clients=[identity(ALICE)])
+        yield dict(vm=vm, pki=pki, clients=clients, workdir=workdir)
+    finally:
+        if vm is not None:
+            vm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def direct_client(node, who):
+    """openssl straight to the guest's serial port (the proxy in front is tested above) as ``who``."""
+    cert_file, key_file = node["clients"][who]
+    return Client([OPENSSL, "s_client", "-quiet", "-connect", "127.0.0.1:%d" % node["vm"].serial_port,
+                   "-cert", cert_file, "-key", key_file, "-CAfile", node["pki"].ca_file, "-verify_return_error"])
+
+
+def admitted(node, who):
+    client = direct_client(node, who)
+    try:
+        client.wait_for(GUEST_LINE, 30, what="%s's serial console" % who)
+    finally:
+        client.stop()
+
+
+def refused(node, who):
+    """QEMU ends the TLS session of ``who`` (its subject is not on the list) before any guest byte."""
+    client = direct_client(node, who)
+    status = client.finish(15)
+    out, err = client.output(), client.err.decode("utf-8", "replace")
+    assert status not in (0, None) and not GUEST_LINE.search(out), (who, status, out, err)
+    # The client verified QEMU and sent its certificate (TLS 1.3): QEMU hung up after checking it.
+    assert "verify return:1" in err and "unexpected eof" in err, (who, err)
+
+
+def set_clients(node, clients, *flags):
+    """``ansible localhost -m vmconsole.secure.serial_console_clients``: the role's live change."""
+    vm = node["vm"]
+    args = dict(socket=vm.qmp_path, clients=clients)
+    proc = run_ansible(["ansible", "localhost", *ANSIBLE_LOCAL, *flags, "-m", "vmconsole.secure.serial_console_clients",
+                        "-a", json.dumps(args)], env=ANSIBLE_JSON)
+    try:
+        output = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("ansible printed no JSON (rc %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)) from None
+    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_only_listed_client_identities_get_the_serial_console(authz_guest):
+    node = authz_guest
+    admitted(node, "alice")
+    # Same CA, valid client certificates, not listed: another user's and the node's own.
+    refused(node, "bob")
+    refused(node, "host")
+    admitted(node, "alice")     # the refusals broke nothing
+
+
+def test_a_list_change_reaches_the_running_guest_without_a_restart(authz_guest):
+    node, vm = authz_guest, authz_guest["vm"]
+    pid = vm.pid
+    alice, bob = identity(ALICE), identity(BOB)
+
+    # A dry run reads the list and changes nothing.
+    result = set_clients(node, [bob], "--check", "--diff")
+    assert not result.get("failed") and result["changed"] is True, result
+    assert result["diff"] == {"before": alice + "\n", "after": bob + "\n"}
+    refused(node, "bob")
+
+    # alice's open session outlives the change; once it ends, the new list decides.
+    session = direct_client(node, "alice")
+    try:
+        first = int(session.wait_for(GUEST_LINE, 30, what="alice's session").group(1))
+        result = set_clients(node, [bob])
+        assert not result.get("failed") and result["changed"] is True, result
+        assert (result["clients"], result["previous_clients"]) == ([bob], [alice])
+        session.wait_for(rb"ok %d\r\n" % (first + 2), 10, what="alice's session after the change")
+    finally:
+        session.stop()
+    admitted(node, "bob")
+    refused(node, "alice")
+    assert vm.pid == pid and vm.proc.poll() is None, "the guest did not restart"
+
+    # The same list again: no change (the role runs this on every run).
+    again = set_clients(node, [bob])
+    assert not again.get("failed") and again["changed"] is False, again
+
+
+def test_a_guest_without_a_list_is_reported_not_silently_passed(serial_node):
+    # serial_node's QEMU has no tls-authz (a guest started before the role managed the list).
+    result = set_clients(serial_node, [identity(ALICE)])
+    assert result.get("failed") and "has no serial client list (object vmconsole-serial-authz)" in result["msg"], result

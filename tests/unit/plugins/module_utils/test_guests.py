@@ -182,6 +182,8 @@ def test_guest_list_fills_in_the_defaults():
     assert g == {
         "index": 0, "name": "vm1", "state": "started", "memory": "512M", "cpus": 1, "cpu_model": "qemu64",
         "disk": "", "disk_format": "qcow2", "spice": True, "vnc": False, "serial": True, "spice_plain_port": True,
+        "serial_authz": True, "serial_clients": [],
+        "serial_clients_conf": "/etc/systemd/system/vmconsole-qemu@vm1.service.d/serial-clients.conf",
         "incoming": False, "dropin": "/etc/systemd/system/vmconsole-qemu@vm1.service.d",
         "conf": "/etc/systemd/system/vmconsole-qemu@vm1.service.d/guest.conf",
         "incoming_mark": "/etc/systemd/system/vmconsole-qemu@vm1.service.d/incoming.conf",
@@ -339,8 +341,8 @@ def test_the_command_line_of_a_guest_with_every_console():
     assert ("-spice addr=127.0.0.1,tls-port=61000,port=61001,x509-dir=/etc/pki/a,,b,tls-channel=default,"
             "seamless-migration=on") in joined
     assert "-vnc 127.0.0.1:7,tls-creds=vmconsole-vnc-tls,password=on" in joined
-    assert "host=127.0.0.1,port=62000,server=on,wait=off,tls-creds=vmconsole-serial-tls" in joined
-    assert "endpoint=server,verify-peer=on,dir=/etc/pki/qemu -chardev" in joined
+    assert "host=127.0.0.1,port=62000,server=on,wait=off,tls-creds=vmconsole-serial-tls,tls-authz=vmconsole-serial-authz" in joined
+    assert "endpoint=server,verify-peer=on,dir=/etc/pki/qemu -object ${VMCONSOLE_SERIAL_AUTHZ} -chardev" in joined
     assert "-drive file=/var/lib/vm1.qcow2,format=qcow2,if=virtio" in joined
     assert "vmconsole-migration-server" in joined and "vmconsole-migration-client" in joined
     assert argv[-6:] == ["-sandbox", SETTINGS["qemu_vm_sandbox"], "-runas", "vmconsole-qemu", "-device", "virtio-rng-pci"]
@@ -361,9 +363,26 @@ def test_the_command_line_without_optional_parts():
         assert absent not in argv and absent not in joined
 
 
+def test_without_verify_peer_the_serial_console_has_no_list():
+    s = settings([{"name": "vm1"}], qemu_vm_serial_verify_peer=False)
+    (g,) = _guests.guest_list(s)
+    joined = " ".join(_guests.argv(s, g, {"spice_tls_port": 61000, "spice_port": None, "serial_port": 62000}))
+    assert "verify-peer=off" in joined and "authz" not in joined.lower()
+    p = _guests.plan(s, host())
+    assert p["serial_env"] == {} and p["serial_closed"] == []
+
+
 def test_exec_start_quotes_for_systemd():
     assert _guests.exec_start(["/usr/bin/qemu", "-name", "a b", "-nodefaults", "-device", 'x%y$z"q\\']) == (
         '"/usr/bin/qemu" \\\n    "-name" "a b" \\\n    "-nodefaults" \\\n    "-device" "x%%y$$z\\"q\\\\"')
+
+
+def test_exec_start_leaves_the_serial_list_to_systemd():
+    # ${NAME} as a word of its own: systemd gives QEMU the variable's value as one argument.
+    s = settings([{"name": "vm1"}])
+    start = _guests.plan(s, host())["exec_start"]["vm1"]
+    assert '"-object" ${VMCONSOLE_SERIAL_AUTHZ} \\\n    "-chardev" "socket,id=vmconsole-serial,' in start
+    assert ',tls-authz=vmconsole-serial-authz" \\\n    "-serial"' in start
 
 
 def test_the_plan_gives_each_present_guest_its_exec_start():
@@ -429,3 +448,63 @@ def test_preflight_report_names_each_host():
     assert preflight_report(["hv2"], hostvars, "__x") == []
     with pytest.raises(AnsibleFilterError, match="variable must name"):
         preflight_report(["hv1"], hostvars, "")
+
+
+# --- Who may open the serial console ---------------------------------------------------------
+
+ALICE, BOB = "O=vmconsole.secure,CN=alice", "O=vmconsole.secure,CN=bob"
+
+
+def test_malformed_serial_clients_stop_the_role_naming_the_variable():
+    assert one_error([{"name": "a1"}], qemu_vm_serial_clients=["CN=alice, O=x"]).startswith(
+        'qemu_vm_serial_clients[0] "CN=alice, O=x" is not a client certificate subject as QEMU compares it: '
+        "' O=x' has a space around the attribute name")
+    assert one_error([{"name": "a1", "serial_clients": [ALICE, "alice"]}]).startswith(
+        "qemu_vm_guests[0].serial_clients[1] \"alice\" is not a client certificate subject as QEMU compares it: "
+        "'alice' is not TYPE=value")
+    assert one_error([{"name": "a1"}], qemu_vm_serial_clients=ALICE) == (
+        "qemu_vm_serial_clients must be a list of client certificate subjects (e.g. 'O=vmconsole.secure,CN=alice'), "
+        "not str")
+    assert errors([{"name": "a1", "serial_clients": []}], qemu_vm_serial_clients=[ALICE]) == []
+
+
+def test_a_list_without_verify_peer_is_refused():
+    assert one_error([{"name": "a1"}], qemu_vm_serial_clients=[ALICE], qemu_vm_serial_verify_peer=False) == (
+        "qemu_vm_serial_clients is not empty, but qemu_vm_serial_verify_peer is false: QEMU checks the list only "
+        "while it verifies client certificates (set qemu_vm_serial_clients: [] to admit any client)")
+    assert one_error([{"name": "a1", "serial_clients": [ALICE]}], qemu_vm_serial_verify_peer=False).startswith(
+        "qemu_vm_guests[0].serial_clients is set, but qemu_vm_serial_verify_peer is false")
+
+
+def test_each_guest_gets_its_list_in_its_own_drop_in_line():
+    s = settings([{"name": "a"}, {"name": "b", "serial_clients": [BOB]}, {"name": "c", "serial": False},
+                  {"name": "d", "serial_clients": []}], qemu_vm_serial_clients=[ALICE])
+    p = _guests.plan(s, host())
+    assert set(p["serial_env"]) == {"a", "b", "d"}
+    assert p["serial_env"]["a"] == (
+        '"VMCONSOLE_SERIAL_AUTHZ={\\"qom-type\\":\\"authz-list\\",\\"id\\":\\"vmconsole-serial-authz\\",'
+        '\\"policy\\":\\"deny\\",\\"rules\\":[{\\"match\\":\\"O=vmconsole.secure,CN=alice\\",'
+        '\\"policy\\":\\"allow\\",\\"format\\":\\"exact\\"}]}"')
+    assert "CN=bob" in p["serial_env"]["b"] and "CN=alice" not in p["serial_env"]["b"]
+    assert p["serial_closed"] == ["d"]
+    # The list is not part of the command line: changing it leaves guest.conf as it is.
+    other = _guests.plan(settings(s["qemu_vm_guests"], qemu_vm_serial_clients=[BOB]), host())
+    assert other["exec_start"] == p["exec_start"] and other["serial_env"]["a"] != p["serial_env"]["a"]
+
+
+def test_by_default_no_serial_console_admits_anyone():
+    p = _guests.plan(settings([{"name": "a"}, {"name": "b", "state": "stopped"}, {"name": "c", "state": "absent"}]))
+    assert SETTINGS["qemu_vm_serial_clients"] == []
+    assert p["serial_closed"] == ["a", "b"]
+    assert [g["serial_clients"] for g in p["present"]] == [[], []]
+
+
+def test_running_guests_that_do_not_restart_get_the_list_live():
+    s = settings([{"name": "a"}, {"name": "b", "state": "incoming"}, {"name": "c"}, {"name": "d", "state": "stopped"},
+                  {"name": "e"}, {"name": "f", "serial": False}], qemu_vm_serial_clients=[ALICE])
+    p = _guests.plan(s, host(active=["a", "b", "c", "d", "f"]), changed={"conf": ["c"]})
+    # c restarts (and starts with the new list); d is stopped; e does not run; f has no serial console.
+    assert p["restart"] == ["c"]
+    assert [g["name"] for g in p["serial_live"]] == ["a", "b"]
+    assert p["serial_live"][0]["serial_clients"] == [ALICE]
+    assert _guests.plan(s, host(active=["a"]))["serial_live"] == []     # decided with the changes only
