@@ -454,9 +454,9 @@ def load_revocations(path):
 
 
 def _revoked(revocations, user, vm, issued):
-    for kind, name in (("users", user), ("vms", vm), ("pairs", None)):
-        table = revocations.get(kind) or {}
-        since = table.get(proxy_username(user, vm) if name is None else name) if table else None
+    pairs = revocations.get("pairs")          # the pair's username only when there are pairs (every CONNECT asks)
+    for since in ((revocations.get("users") or {}).get(user), (revocations.get("vms") or {}).get(vm),
+                  pairs.get(proxy_username(user, vm)) if pairs else None):
         if since is not None and issued <= since:
             return True
     return False

@@ -596,8 +596,8 @@ class Squid:
         os.chown(tmp, 0, _proxy_ids()[1])
         os.replace(tmp, self.revocations_file)
 
-    def helper_pids(self, mode="check"):
-        """PIDs of squid's helper processes in ``mode`` (check): children of this squid only."""
+    def helper_pids(self):
+        """PIDs of squid's helper processes (the collection's one helper): children of this squid only."""
         pids = []
         for pid in _children(self.proc.pid):
             try:
@@ -605,7 +605,7 @@ class Squid:
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if self.helper.encode() in argv and mode.encode() in argv:
+            if self.helper.encode() in argv:
                 pids.append(pid)
         return pids
 

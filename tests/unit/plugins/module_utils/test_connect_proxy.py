@@ -88,6 +88,7 @@ def test_the_defaults_have_no_error():
     ({"connect_proxy_idle_timeout": 59}, "connect_proxy_idle_timeout is 59: a whole number, at least 60"),
     ({"connect_proxy_credentials_ttl": "soon"}, 'connect_proxy_credentials_ttl is "soon": a whole number, at least 1'),
     ({"connect_proxy_tokens": "yes"}, 'connect_proxy_tokens is "yes": true or false'),
+    ({"connect_proxy_token_binding": "on"}, 'connect_proxy_token_binding is "on": true or false'),
     ({"connect_proxy_rotate_stage": 4, "__connect_proxy_stage": 4}, "connect_proxy_rotate_stage is 4: 1, 2 or 3"),
 ])
 def test_bad_input(changes, expect):
