@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import multiprocessing
 import os
 import resource
@@ -53,7 +52,7 @@ import time
 from unittest import mock
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    mint_proxy_token, new_proxy_key, parse_proxy_keys,
+    mint_proxy_token, new_proxy_signer,
 )
 from ansible_collections.vmconsole.secure.tests.integration import _procs
 
@@ -168,7 +167,7 @@ def with_queue_size(queue_size):
     return edit
 
 
-def start_squid(keys_text, vms, edit):
+def start_squid(signer, vms, edit):
     """(:class:`_procs.Squid`, its folder): squid.conf is the tests' ``squid_conf`` text passed through ``edit``."""
     def conf(*, workdir, port, helper, keys_file, facts_file, self_name, **options):
         return edit(REFERENCE_CONF(workdir=workdir, port=port, helper=helper, keys_file=keys_file,
@@ -178,7 +177,7 @@ def start_squid(keys_text, vms, edit):
     try:
         # _procs.Squid writes its configuration with _procs.squid_conf: swap in this one for this start.
         with mock.patch.object(_procs, "squid_conf", conf):
-            return _procs.Squid(folder, keys_text, self_name=NODE, vms=vms), folder
+            return _procs.Squid(folder, [signer], self_name=NODE, vms=vms), folder
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -380,15 +379,14 @@ def main():
         raise SystemExit("run as root: squid drops to user %s" % _procs.SQUID_USER)
 
     raise_fd_limit(options.tunnels)
-    keys_text = json.dumps({"current": "k1", "keys": {"k1": new_proxy_key()}})
-    keys = parse_proxy_keys(keys_text)
+    keys = new_proxy_signer()       # the node's signing key; squid's helper verifies with its public key
     server, squids, folders = None, [], []
     try:
         server, console_port = start_server()
         vms = {VM: {"state": "started", "unit": "vmconsole-qemu@%s.service" % VM, "spice_tls_port": console_port,
                     "vnc_port": None, "serial_port": None, "migration_port": None}}
         for edit in (with_queue_size(options.helper_queue), without_helpers):
-            squid, folder = start_squid(keys_text, vms, edit)
+            squid, folder = start_squid(keys, vms, edit)
             squids.append(squid)
             folders.append(folder)
         token_squid, plain_squid = squids

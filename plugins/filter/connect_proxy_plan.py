@@ -3,20 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Filters ``connect_proxy_plan``, ``connect_proxy_keys``, ``cluster_nodes`` and ``connect_proxy_squid_conf``: the decisions of
-the ``connect_proxy`` role (see the ``.yml`` file of each). The logic is in
-``module_utils/_connect_proxy.py``; the key store is read with the collection's token code
-(``module_utils/_tickets.py``), whose messages never hold a key.
+"""Filters ``connect_proxy_plan``, ``connect_proxy_public_keys``, ``cluster_nodes`` and ``connect_proxy_squid_conf``:
+the decisions of the ``connect_proxy`` role (see the ``.yml`` file of each). The logic is in
+``module_utils/_connect_proxy.py``; the public keys file is written with the collection's token code
+(``module_utils/_tickets.py``).
 """
 
 from __future__ import annotations
 
-import json
-
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.module_utils import _connect_proxy
-from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import parse_proxy_keys
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import dump_public_keys
 
 
 def connect_proxy_plan(settings, host):
@@ -30,21 +28,19 @@ def connect_proxy_plan(settings, host):
     return out
 
 
-def connect_proxy_keys(stored_text, stage, now, new_id, new_key, overlap, key_store):
-    """The token keys every node must hold after this run (see connect_proxy_keys.yml)."""
-    stored = problem = None
-    if stored_text is not None:
-        try:
-            parse_proxy_keys(stored_text)
-            stored = json.loads(stored_text)
-        except ValueError as exc:
-            problem = str(exc)
-    try:
-        out = _connect_proxy.keys(stored, int(stage), int(now), new_id, new_key, int(overlap), key_store, problem)
-    except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError("connect_proxy_keys: %s" % exc) from None
-    out["stored"] = stored
-    return out
+def connect_proxy_public_keys(nodes, hostvars, play_hosts, result="__connect_proxy_signing"):
+    """The public keys file every node holds (see connect_proxy_public_keys.yml)."""
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) and isinstance(n.get("name"), str) for n in nodes):
+        raise AnsibleFilterError("connect_proxy_public_keys: the input must be connect_proxy_nodes ([{name, address}])")
+    reports, known = {}, []
+    for host in play_hosts:
+        answer = hostvars[host].get(result) if host in hostvars else None
+        if not isinstance(answer, dict) or answer.get("failed") or not isinstance(answer.get("public_keys"), dict):
+            continue
+        reports[host] = answer["public_keys"]
+        if isinstance(answer.get("known_keys"), dict):
+            known.append(answer["known_keys"])
+    return dump_public_keys(_connect_proxy.public_keys([n["name"] for n in nodes], reports, known))
 
 
 def cluster_nodes(hosts, hostvars):
@@ -68,7 +64,7 @@ class FilterModule:
     def filters(self):
         return {
             "connect_proxy_plan": connect_proxy_plan,
-            "connect_proxy_keys": connect_proxy_keys,
+            "connect_proxy_public_keys": connect_proxy_public_keys,
             "cluster_nodes": cluster_nodes,
             "connect_proxy_squid_conf": connect_proxy_squid_conf,
         }

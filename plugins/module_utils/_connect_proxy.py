@@ -4,10 +4,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """The decisions of the ``connect_proxy`` role: its input checks, the cluster's nodes and their
-addresses, and the token keys a rotation stage leaves on every node.
+addresses, the signing keys a rotation stage leaves on a node and the public keys every node holds.
 
 Private to this collection, reached through the filters ``vmconsole.secure.connect_proxy_plan``,
-``vmconsole.secure.connect_proxy_keys`` and ``vmconsole.secure.cluster_nodes``. ``settings``
+``vmconsole.secure.connect_proxy_public_keys`` and ``vmconsole.secure.cluster_nodes``, and the
+module ``vmconsole.secure.proxy_token_key``. ``settings``
 holds the role's variables keyed by name (``connect_proxy_port``, ...), plus the private
 ``__connect_proxy_stage`` (the rotation stage as a number). Every message names the variable and
 the reason; no message holds a key.
@@ -20,6 +21,7 @@ import time
 from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import (
     is_host_name, is_ip_address, is_ip_network,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import SigningKeys
 from ansible_collections.vmconsole.secure.plugins.module_utils._values import (
     as_json as _json, is_list as _is_list, is_whole as _whole, text as _text,
 )
@@ -183,53 +185,73 @@ def rotation_errors(s, play_hosts):
 
 
 # --- Token keys -----------------------------------------------------------------------------
+#
+# Each node signs tokens with a key of its own (made on the node, never copied: module
+# vmconsole.secure.proxy_token_key); every node verifies with the public keys of all nodes.
 
-def keys(stored, stage, now, new_id, new_key, overlap, key_store, problem=None):
-    """The token keys every node must hold after this run: ``{'errors': [...], 'keys_data': ...}``.
+def signing_keys(stored, stage, now, overlap, new_signer, path):
+    """The signing keys this node holds after a run at rotation ``stage``: ``{'errors': [...], 'keys': SigningKeys
+    or None, 'changed': bool}``.
 
-    ``stored``: the controller's key store (None: none yet); ``problem``: why it could not be
-    read (the collection's token parser's message, never a key). Stage 0 keeps the store (or
-    makes the first key), 1 adds a new key, 2 makes it current, 3 drops the old keys once no
-    token of theirs can be alive (``overlap`` seconds after the switch).
+    ``stored``: the node's ``_tickets.SigningKeys`` (None: none yet); ``new_signer()`` makes a key, called only
+    when one is needed. Stage 0 keeps the keys (or makes the first), 1 adds a pending key, 2 makes it current
+    (the old one retiring), 3 drops the retiring keys once no token of theirs can be alive (``overlap``
+    seconds after the switch). Running a stage again changes nothing.
     """
-    errors = []
-    if problem is not None:
-        errors.append("the stored token keys %s are unusable (%s): repair or restore the file (connect_proxy_key_dir);"
-                      " removing it makes a new key and invalidates every token" % (key_store, problem))
-        return {"errors": errors, "keys_data": None}
+    def answer(keys, changed=False, error=None):
+        return {"errors": [error] if error else [], "keys": keys, "changed": changed}
+
     if stored is None:
         if stage > 0:
-            errors.append("connect_proxy_rotate_stage %d: there are no keys to rotate yet in %s (run the role first)"
-                          % (stage, key_store))
-        return {"errors": errors, "keys_data": {"current": new_id, "keys": {new_id: new_key}}}
-    data = dict(stored, keys=dict(stored["keys"]))
-    current = data["current"]
-    pending = sorted(k for k in data["keys"] if k > current)
-    previous = sorted(k for k in data["keys"] if k < current)
-    promoted = data.get("promoted", 0)
-    if isinstance(promoted, bool) or not isinstance(promoted, (int, float)):
-        errors.append('the stored token keys %s have a "promoted" that is not a number of seconds since the epoch'
-                      % key_store)
-    elif stage == 1 and not pending and previous:
-        errors.append("connect_proxy_rotate_stage 1: the last rotation is not finished (%s is still accepted): run "
-                      "stage 3 first" % ", ".join(previous))
-    elif stage == 1 and not pending:
-        data["keys"][new_id] = new_key
-    elif stage == 2 and pending:
-        data.update(current=pending[-1], promoted=int(now))
-    elif stage == 2 and not previous:
-        errors.append("connect_proxy_rotate_stage 2: there is no new key to make current: run stage 1 first")
-    elif stage == 3 and pending:
-        errors.append("connect_proxy_rotate_stage 3: key %s was added but is not current yet: run stage 2 first"
-                      % ", ".join(pending))
-    elif stage == 3 and previous and int(now) - promoted < int(overlap):
-        errors.append("connect_proxy_rotate_stage 3: key %s became current %d s ago; tokens of %s may live until %d s "
-                      "after that (connect_proxy_key_overlap): run stage 3 again after %s"
-                      % (current, int(now) - promoted, ", ".join(previous), int(overlap),
-                         time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(promoted + int(overlap)))))
-    elif stage == 3 and previous:
-        data["keys"] = {current: data["keys"][current]}
-    return {"errors": errors, "keys_data": data}
+            return answer(None, error="connect_proxy_rotate_stage %d: this node has no token signing key to rotate yet "
+                                      "(%s): run the role without a stage first" % (stage, path))
+        signer = new_signer()
+        return answer(SigningKeys(signer.key_id, None, [], 0, {signer.key_id: signer}), True)
+    current, pending, retiring, promoted = stored.current, stored.pending, stored.retiring, stored.promoted
+    if stage == 1 and pending is None and retiring:
+        return answer(stored, error="connect_proxy_rotate_stage 1: the last rotation is not finished (key %s is still "
+                                    "accepted): run stage 3 first" % ", ".join(retiring))
+    if stage == 1 and pending is None:
+        signer = new_signer()
+        return answer(stored._replace(pending=signer.key_id, keys=dict(stored.keys, **{signer.key_id: signer})), True)
+    if stage == 2 and pending is not None:
+        return answer(stored._replace(current=pending, pending=None, retiring=sorted(retiring + [current]),
+                                      promoted=int(now)), True)
+    if stage == 2 and not retiring:
+        return answer(stored, error="connect_proxy_rotate_stage 2: there is no new key to make current: run stage 1 "
+                                    "first")
+    if stage == 3 and pending is not None:
+        return answer(stored, error="connect_proxy_rotate_stage 3: key %s was added but is not current yet: run stage "
+                                    "2 first" % pending)
+    if stage == 3 and retiring and int(now) - promoted < int(overlap):
+        return answer(stored, error="connect_proxy_rotate_stage 3: key %s became current %d s ago; tokens of %s may "
+                                    "live until %d s after that (connect_proxy_key_overlap): run stage 3 again after %s"
+                                    % (current, int(now) - promoted, ", ".join(retiring), int(overlap),
+                                       time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(promoted + int(overlap)))))
+    if stage == 3 and retiring:
+        return answer(stored._replace(retiring=[], keys={current: stored.keys[current]}), True)
+    return answer(stored)
+
+
+def public_keys(nodes, reports, known):
+    """The public keys file every node holds: {key id: {"node": NAME, "public": TEXT}}.
+
+    ``nodes``: the cluster's node names (connect_proxy_nodes); ``reports``: {node: {key id: public}} of the
+    nodes in this play (what proxy_token_key returned); ``known``: the entries of the public keys files the
+    play's nodes hold now. A node in the play gives its keys as they are now; a node outside it keeps the
+    keys the files know for it; a node no longer in ``nodes`` is dropped (its tokens stop working).
+    """
+    out = {}
+    for name in nodes:
+        if name in reports:
+            for key_id, public in reports[name].items():
+                out[key_id] = {"node": name, "public": public}
+            continue
+        for entries in known:
+            for key_id, entry in entries.items():
+                if entry.get("node") == name:
+                    out[key_id] = {"node": name, "public": entry["public"]}
+    return dict(sorted(out.items()))
 
 
 # --- squid.conf ---------------------------------------------------------------------------------

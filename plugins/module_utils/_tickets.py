@@ -8,9 +8,10 @@
 Tickets are the one-time passwords QEMU checks when a SPICE or VNC client links. Proxy
 tokens are the signed HTTP proxy credentials squid's helpers check before a CONNECT.
 
-Private to the collection. Stdlib and the collection's ``_addresses`` only, no Ansible imports: it
-runs on managed hosts, on the controller, and as a plain module next to the squid helper of the
-connect_proxy role (with ``_addresses.py`` beside it).
+Private to the collection. Stdlib, the collection's ``_addresses`` and, for proxy tokens,
+``cryptography`` (Ed25519) only, no Ansible imports: it runs on managed hosts, on the controller,
+and as a plain module next to the squid helper of the connect_proxy role (with ``_addresses.py``
+beside it).
 
 Error texts never contain a ticket, a token or a key: they say which rule was broken.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import base64
 import collections
 import hashlib
-import hmac
 import ipaddress
 import json
 import re
@@ -33,6 +33,14 @@ try:
     from ansible_collections.vmconsole.secure.plugins.module_utils._addresses import ip_address
 except ImportError:      # installed next to the squid helper (roles/connect_proxy), with _addresses.py
     from _addresses import ip_address  # type: ignore[no-redef]  # pylint: disable=import-error
+
+try:   # proxy tokens only; tickets need nothing beyond the standard library
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    HAS_CRYPTOGRAPHY = True
+except ImportError:      # pragma: no cover  # the managed node lacks python3-cryptography
+    HAS_CRYPTOGRAPHY = False
 
 PROTOCOLS = ("spice", "vnc")
 
@@ -117,18 +125,21 @@ def _whole_seconds(name, value, low, high, why=""):
 #   upper-case hex digits ("alice@example.org" -> "alice_40example_2Eorg", "web1.prod" ->
 #   "web1_2Eprod"). An escape always puts a hex digit after "_", so "__" occurs only as the
 #   separator and each (user, VM) pair has exactly one username.
-# TOKEN = "v2_" KEY_ID "_" CONSOLE "_" ISSUED "_" EXPIRES "_" CLIENT "_" MAC, at most 130 characters:
-#   KEY_ID [A-Za-z0-9]{1,16} names the cluster key; CONSOLE is the one console the token opens
-#   (spice, vnc or serial: the helper admits only that console's ports); ISSUED and EXPIRES are
-#   decimal epoch seconds; CLIENT is "n" (any client address) or "a" and the lower-case hex of the
-#   one client address the token works from (8 digits for IPv4, 32 for IPv6); MAC is unpadded
-#   base64url (43 characters) of HMAC-SHA256 with that key over TOKEN_CONTEXT and then each of
-#   (version, key id, console, user, VM, issued, expires, client address or "") as a 4-byte
-#   big-endian length and its UTF-8 bytes. The token is bound to the username's user and VM:
-#   the same token under another username (another VM) is a bad signature, and so is a token
-#   whose console or client was changed.
+# TOKEN = "v3_" KEY_ID "_" CONSOLE "_" ISSUED "_" EXPIRES "_" CLIENT "_" SIGNATURE, at most 167 characters
+#   (at most 135 for any client, 143 bound to an IPv4 address; 132 for a SPICE token of today):
+#   KEY_ID is the signing key's id (12 lower-case hex digits, see proxy_key_id()): each node signs with
+#   a key of its own that never leaves it, and every node verifies with the public keys of all;
+#   CONSOLE is the one console the token opens (spice, vnc or serial: the helper admits only that
+#   console's ports); ISSUED and EXPIRES are decimal epoch seconds; CLIENT is "n" (any client address)
+#   or "a" and the lower-case hex of the one client address the token works from (8 digits for IPv4,
+#   32 for IPv6); SIGNATURE is unpadded base64url (86 characters) of the Ed25519 signature over
+#   TOKEN_CONTEXT and then each of (version, key id, console, user, VM, issued, expires, client
+#   address or "") as a 4-byte big-endian length and its UTF-8 bytes. The token is bound to the
+#   username's user and VM: the same token under another username (another VM) is a bad signature,
+#   and so is a token whose console or client was changed. Whoever verifies (squid's helper, user
+#   proxy) holds public keys only: it can check a token and cannot make one.
 
-TOKEN_VERSION = "v2"
+TOKEN_VERSION = "v3"
 TOKEN_CONSOLES = ("spice", "vnc", "serial")
 TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
 TOKEN_MAX_LENGTH = 200
@@ -137,8 +148,9 @@ TOKEN_TTL_MIN = 60
 TOKEN_TTL_MAX = 7 * 86400
 TOKEN_CLOCK_SKEW = 60              # seconds a token's issue time may lie ahead of the checker's clock
 TOKEN_CONTEXT = b"vmconsole.secure proxy token"
-KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}")         # used with fullmatch: "$" accepts a final "\n"
-KEY_MIN_BYTES = 32
+KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")          # used with fullmatch: "$" accepts a final "\n"
+KEY_BYTES = 32                     # an Ed25519 private key (its seed) and a public key alike
+SIGNATURE_BYTES = 64
 PROXY_USER_MAX = 64                # characters of a user name
 PROXY_USERNAME_MAX = 128           # characters of the encoded proxy username
 VM_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -157,17 +169,19 @@ TOKEN_STATUSES = (TOKEN_OK, TOKEN_EXPIRED, TOKEN_BAD_SIGNATURE, TOKEN_MALFORMED,
 
 _USERNAME_PART = r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+"
 _USERNAME = re.compile(r"(%s)__(%s)" % (_USERNAME_PART, _USERNAME_PART))
-_TOKEN = re.compile(r"v2_([A-Za-z0-9]{1,16})_(%s)_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_(n|a[0-9a-f]{8}|a[0-9a-f]{32})"
-                    r"_([A-Za-z0-9_-]{43})" % "|".join(TOKEN_CONSOLES))
+_TOKEN = re.compile(r"v3_([0-9a-f]{12})_(%s)_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_(n|a[0-9a-f]{8}|a[0-9a-f]{32})"
+                    r"_([A-Za-z0-9_-]{85}[AQgw])" % "|".join(TOKEN_CONSOLES))
 _PLAIN_BYTES = frozenset((string.ascii_letters + string.digits + "-").encode("ascii"))
 _ESCAPE = re.compile(r"_([0-9A-F]{2})")
 
 
-class ProxyKeys(collections.namedtuple("ProxyKeys", "current keys")):
-    """The cluster's token keys: ``current`` (key id used to mint) and ``keys`` ({key id: bytes}).
+class ProxyKeys(collections.namedtuple("ProxyKeys", "keys nodes")):
+    """The public keys that verify tokens: ``keys`` ({key id: Ed25519PublicKey}) and ``nodes`` ({key id: the
+    node that signs with it}). Every key listed verifies (a node's new and old key during a rotation)."""
 
-    During a rotation both the old and the new key are in ``keys``: tokens of either verify.
-    """
+
+class ProxySigner(collections.namedtuple("ProxySigner", "key_id private")):
+    """A node's signing key: ``key_id`` (see :func:`proxy_key_id`) and ``private`` (an Ed25519PrivateKey)."""
 
 
 class ProxyToken(collections.namedtuple("ProxyToken", "username token user vm key_id issued expires console client")):
@@ -259,13 +273,25 @@ def parse_proxy_username(username):
         return None
 
 
-def _mac(key, key_id, console, user, vm, issued, expires, client):
+def _signed_message(key_id, console, user, vm, issued, expires, client):
     message = bytearray(TOKEN_CONTEXT)
     for field in (TOKEN_VERSION, key_id, console, user, vm, str(issued), str(expires), client or ""):
         data = field.encode("utf-8")
         message += struct.pack(">I", len(data)) + data
-    digest = hmac.new(key, bytes(message), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+    return bytes(message)
+
+
+def _b64(raw):
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _need_cryptography():
+    if not HAS_CRYPTOGRAPHY:
+        raise ValueError("proxy tokens need the Python package cryptography (Debian: python3-cryptography)")
 
 
 def _client_field(client):
@@ -281,11 +307,12 @@ def validate_token_ttl(value):
     return _whole_seconds("proxy_token_ttl", value, TOKEN_TTL_MIN, TOKEN_TTL_MAX)
 
 
-def mint_proxy_token(keys, user, vm, console, *, ttl=TOKEN_TTL_DEFAULT, now=None, key_id=None, client=None):
-    """A new :class:`ProxyToken` for ``user`` to open ``vm``'s ``console`` (spice, vnc or serial), signed with
-    ``keys.current`` (or ``key_id``); with ``client``, it works from that one address only.
+def mint_proxy_token(signer, user, vm, console, *, ttl=TOKEN_TTL_DEFAULT, now=None, client=None):
+    """A new :class:`ProxyToken` for ``user`` to open ``vm``'s ``console`` (spice, vnc or serial), signed by
+    ``signer`` (a :class:`ProxySigner`: this node's current key); with ``client``, it works from that one
+    address only.
 
-    Raises ValueError (never echoing a key) for a bad user, VM, console, lifetime, address or key id.
+    Raises ValueError (never echoing a key) for a bad user, VM, console, lifetime, address or signer.
     """
     username = proxy_username(user, vm)
     if console not in TOKEN_CONSOLES:
@@ -296,27 +323,25 @@ def mint_proxy_token(keys, user, vm, console, *, ttl=TOKEN_TTL_DEFAULT, now=None
             client = client_address(client)
         except ValueError:
             raise ValueError("proxy_client_address must be one IP address, got %r" % (client,)) from None
-    if not isinstance(keys, ProxyKeys):
-        raise ValueError("keys must be a ProxyKeys (see load_proxy_keys)")
-    key_id = keys.current if key_id is None else key_id
-    if key_id not in keys.keys:
-        raise ValueError("key id %r is not among the proxy token keys" % (key_id,))
+    _need_cryptography()
+    if not isinstance(signer, ProxySigner) or not isinstance(signer.private, Ed25519PrivateKey):
+        raise ValueError("signer must be a ProxySigner (see load_proxy_signer)")
     issued = int(time.time() if now is None else now)
     expires = issued + ttl
-    token = "%s_%s_%s_%d_%d_%s_%s" % (TOKEN_VERSION, key_id, console, issued, expires, _client_field(client),
-                                      _mac(keys.keys[key_id], key_id, console, user, vm, issued, expires, client))
-    return ProxyToken(username, token, user, vm, key_id, issued, expires, console, client)
+    signature = signer.private.sign(_signed_message(signer.key_id, console, user, vm, issued, expires, client))
+    token = "%s_%s_%s_%d_%d_%s_%s" % (TOKEN_VERSION, signer.key_id, console, issued, expires, _client_field(client),
+                                      _b64(signature))
+    return ProxyToken(username, token, user, vm, signer.key_id, issued, expires, console, client)
 
 
 def verify_proxy_token(keys, username, token, *, now=None, revocations=None, skew=TOKEN_CLOCK_SKEW, client=None):
     """Check the proxy credentials ``username``/``token``; returns a :class:`TokenCheck`. Never raises.
 
-    ``keys``: a ProxyKeys or {key id: bytes}, every key accepted (rotation overlap).
+    ``keys``: a ProxyKeys or {key id: Ed25519PublicKey}, every key accepted (nodes, rotation overlap).
     ``revocations``: as from :func:`parse_revocations`; a token of a revoked user or VM issued at
     or before the revocation is ``revoked``. ``client``: the address the token arrived from; a
     token bound to another address is ``wrong_client`` (a bound token needs ``client``). The
-    signature is checked (in constant time) before the rest, so a forged token learns nothing
-    but ``bad_signature``.
+    signature is checked before the rest, so a forged token learns nothing but ``bad_signature``.
     """
     user = vm = key_id = issued = expires = console = bound = None
     try:
@@ -331,10 +356,11 @@ def verify_proxy_token(keys, username, token, *, now=None, revocations=None, ske
             return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires, console, bound)
         table = keys.keys if isinstance(keys, ProxyKeys) else keys
         key = table.get(key_id)
-        if not isinstance(key, bytes):
+        if not HAS_CRYPTOGRAPHY or not isinstance(key, Ed25519PublicKey):
             return TokenCheck(TOKEN_UNKNOWN_KEY, user, vm, key_id, issued, expires, console, bound)
-        expected = _mac(key, key_id, console, user, vm, issued, expires, bound)
-        if not hmac.compare_digest(expected, match.group(6)):
+        try:
+            key.verify(_unb64(match.group(6)), _signed_message(key_id, console, user, vm, issued, expires, bound))
+        except InvalidSignature:
             return TokenCheck(TOKEN_BAD_SIGNATURE, user, vm, key_id, issued, expires, console, bound)
         now = time.time() if now is None else now
         if issued > now + skew:
@@ -352,68 +378,200 @@ def verify_proxy_token(keys, username, token, *, now=None, revocations=None, ske
         return TokenCheck(TOKEN_MALFORMED, user, vm, key_id, issued, expires, console, bound)
 
 
-# --- Keys and revocations: JSON files on the nodes ------------------------------------------
+# --- Token keys: JSON files on the nodes ---------------------------------------------------------
 #
-# Keys (/etc/vmconsole/proxy-keys.json, 0640 root:proxy), the same on every node of a cluster:
-#   {"current": "k2", "keys": {"k2": "<base64url of >= 32 random bytes>", "k1": "..."}}
-#   Tokens are minted with "current"; every key listed verifies. Rotation: add the new key
-#   everywhere, then make it current, then drop the old one after TOKEN_TTL (default 8 h).
+# Signing keys (/etc/vmconsole/proxy-signing.json, 0600 root:root): made on the node by the module
+# vmconsole.secure.proxy_token_key, never copied anywhere; console_ticket signs with "current":
+#   {"current": KID, "pending": KID or null, "retiring": [KID, ...], "promoted": EPOCH,
+#    "keys": {KID: "<unpadded base64url of the 32-byte Ed25519 private key>"}}
+#   A rotation (connect_proxy_rotate_stage, every node at once) makes a "pending" key (stage 1), makes
+#   it current and the old one "retiring" at "promoted" (stage 2), and drops the retiring keys once no
+#   token of theirs can be alive (stage 3).
+# Public keys (/etc/vmconsole/proxy-keys.json, 0644, the same on every node): every node's keys,
+#   current, pending and retiring alike; all of them verify:
+#   {"keys": {KID: {"node": NAME, "public": "<unpadded base64url of the 32-byte public key>"}}}
+#   squid's helper (user proxy) reads only this file.
+# A key id is the start of the SHA-256 of the public key: a file cannot give a key another's id.
+
+
+class SigningKeys(collections.namedtuple("SigningKeys", "current pending retiring promoted keys")):
+    """A node's signing keys file: ``keys`` is {key id: :class:`ProxySigner`}; ``current`` signs, ``pending``
+    (or None) is the next one, ``retiring`` the ids still accepted after a switch at ``promoted``."""
+
+    def signer(self):
+        """The :class:`ProxySigner` that signs now."""
+        return self.keys[self.current]
+
+    def public(self):
+        """{key id: unpadded base64url public key} of every key held."""
+        return {key_id: public_key_text(signer) for key_id, signer in sorted(self.keys.items())}
+
+
+def proxy_key_id(public_raw):
+    """The id of the key whose raw 32-byte public key is ``public_raw``: 12 hex digits of its SHA-256."""
+    return hashlib.sha256(public_raw).hexdigest()[:12]
+
+
+def _raw_public(public_key):
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_text(signer):
+    """The unpadded base64url of ``signer``'s raw public key (what the public keys file holds)."""
+    return _b64(_raw_public(signer.private.public_key()))
+
+
+def private_key_text(signer):
+    """The unpadded base64url of ``signer``'s raw private key (what the signing keys file holds). A secret."""
+    return _b64(signer.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                             serialization.NoEncryption()))
+
+
+def proxy_signer(raw):
+    """The :class:`ProxySigner` of the raw 32-byte Ed25519 private key ``raw``."""
+    _need_cryptography()
+    private = Ed25519PrivateKey.from_private_bytes(raw)
+    return ProxySigner(proxy_key_id(_raw_public(private.public_key())), private)
+
+
+def new_proxy_signer():
+    """A fresh Ed25519 signing key as a :class:`ProxySigner`."""
+    return proxy_signer(secrets.token_bytes(KEY_BYTES))
+
+
+def _key_bytes(what, text):
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]{43}", text):
+        raise ValueError("%s is not 32 bytes of unpadded base64url" % what)
+    return _unb64(text)
+
+
+def _json_object(text, shape):
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
+        raise ValueError("expected %s" % shape)
+    return data
+
+
+def _epoch(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_signing_keys(text):
+    """:class:`SigningKeys` from the signing keys file's text; ValueError says what is wrong (never a key)."""
+    _need_cryptography()
+    data = _json_object(text, '{"current": KEY_ID, "pending": KEY_ID or null, "retiring": [KEY_ID...], '
+                              '"promoted": EPOCH, "keys": {KEY_ID: PRIVATE_KEY}}')
+    keys = {}
+    for key_id, private in data["keys"].items():
+        if not (isinstance(key_id, str) and KEY_ID_PATTERN.fullmatch(key_id)):
+            raise ValueError("key id %r is not 12 hex digits" % (key_id,))
+        signer = proxy_signer(_key_bytes("key %s" % key_id, private))
+        if signer.key_id != key_id:
+            raise ValueError("key %s is filed under an id that is not its own (%s)" % (key_id, signer.key_id))
+        keys[key_id] = signer
+    current, pending, retiring, promoted = (data.get("current"), data.get("pending"), data.get("retiring", []),
+                                            data.get("promoted", 0))
+    if current not in keys:
+        raise ValueError("current must name one of the keys (%s)" % (", ".join(sorted(keys)) or "there are none"))
+    if pending is not None and (pending not in keys or pending == current):
+        raise ValueError("pending must be null or name a key other than the current one")
+    if not isinstance(retiring, list) or not all(k in keys and k not in (current, pending) for k in retiring):
+        raise ValueError("retiring must list keys that are neither current nor pending")
+    if not _epoch(promoted):
+        raise ValueError("promoted must be epoch seconds")
+    if set(keys) != {current, pending, *retiring} - {None}:
+        raise ValueError("every key must be current, pending or retiring")
+    return SigningKeys(current, pending, sorted(retiring), promoted, keys)
+
+
+def dump_signing_keys(signing):
+    """The signing keys file's text for a :class:`SigningKeys`. It holds private keys: write it 0600."""
+    data = dict(current=signing.current, pending=signing.pending, retiring=sorted(signing.retiring),
+                promoted=signing.promoted,
+                keys={key_id: private_key_text(signer) for key_id, signer in sorted(signing.keys.items())})
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _read(path, what, limit=1 << 20):
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.read(limit)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError("%s %s cannot be read: %s" % (what, path, getattr(exc, "strerror", None) or exc)) from None
+
+
+def load_signing_keys(path):
+    """:class:`SigningKeys` from the file at ``path``; ValueError names the file and the reason (never a key)."""
+    text = _read(path, "proxy token signing keys")
+    try:
+        return parse_signing_keys(text)
+    except ValueError as exc:
+        raise ValueError("proxy token signing keys %s: %s" % (path, exc)) from None
+
+
+def load_proxy_signer(path):
+    """This node's current :class:`ProxySigner`, from the signing keys file at ``path``."""
+    return load_signing_keys(path).signer()
+
+
+def parse_public_keys(text):
+    """{key id: {"node": NAME, "public": TEXT}} from the public keys file's text; ValueError when it is not that."""
+    data = _json_object(text, '{"keys": {KEY_ID: {"node": NAME, "public": PUBLIC_KEY}}}')
+    entries = {}
+    for key_id, entry in data["keys"].items():
+        if not (isinstance(key_id, str) and KEY_ID_PATTERN.fullmatch(key_id)):
+            raise ValueError("key id %r is not 12 hex digits" % (key_id,))
+        if not isinstance(entry, dict) or not isinstance(entry.get("node"), str) or not entry["node"]:
+            raise ValueError('key %s must be {"node": NAME, "public": PUBLIC_KEY}' % key_id)
+        if proxy_key_id(_key_bytes("key %s" % key_id, entry.get("public"))) != key_id:
+            raise ValueError("key %s is filed under an id that is not its own" % key_id)
+        entries[key_id] = {"node": entry["node"], "public": entry["public"]}
+    return entries
+
+
+def dump_public_keys(entries):
+    """The public keys file's text for {key id: {"node": NAME, "public": TEXT}}."""
+    return json.dumps({"keys": entries}, indent=2, sort_keys=True) + "\n"
+
+
+def proxy_keys(entries):
+    """:class:`ProxyKeys` from {key id: {"node": NAME, "public": TEXT}} (as from :func:`parse_public_keys`)."""
+    _need_cryptography()
+    return ProxyKeys({key_id: Ed25519PublicKey.from_public_bytes(_unb64(entry["public"]))
+                      for key_id, entry in entries.items()},
+                     {key_id: entry["node"] for key_id, entry in entries.items()})
+
+
+def proxy_keys_of(node, *signers):
+    """:class:`ProxyKeys` that verify the tokens of ``signers`` (all of node ``node``)."""
+    return proxy_keys({signer.key_id: {"node": node, "public": public_key_text(signer)} for signer in signers})
+
+
+def parse_proxy_keys(text):
+    """:class:`ProxyKeys` from the public keys file's text; ValueError says what is wrong."""
+    return proxy_keys(parse_public_keys(text))
+
+
+def load_proxy_keys(path):
+    """:class:`ProxyKeys` from the public keys file at ``path``; ValueError names the file and the reason."""
+    text = _read(path, "proxy token keys")
+    try:
+        return parse_proxy_keys(text)
+    except ValueError as exc:
+        raise ValueError("proxy token keys %s: %s" % (path, exc)) from None
+
+
+# --- Revocations: a JSON file on the nodes --------------------------------------------------------
+#
 # Revocations (optional): {"users": {"alice": 1767225630}, "vms": {"web1": 1767225630},
 #   "pairs": {"alice__web1": 1767225630}}: tokens of that user (for that VM, of that user for that VM)
 #   issued at or before that epoch second are refused.
 
 
 REVOCATION_KINDS = ("users", "vms", "pairs")
-
-
-def new_proxy_key():
-    """A fresh key for the keys file: 32 random bytes, unpadded base64url."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_MIN_BYTES)).decode("ascii").rstrip("=")
-
-
-def _b64_key(key_id, text):
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", text):
-        raise ValueError("key %s is not base64url text" % key_id)
-    raw = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-    if len(raw) < KEY_MIN_BYTES:
-        raise ValueError("key %s has %d bytes, at least %d are needed" % (key_id, len(raw), KEY_MIN_BYTES))
-    return raw
-
-
-def parse_proxy_keys(text):
-    """:class:`ProxyKeys` from the keys file's JSON text; ValueError says what is wrong (never a key)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise ValueError("not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), dict) or not data["keys"]:
-        raise ValueError('expected {"current": KEY_ID, "keys": {KEY_ID: KEY, ...}} with at least one key')
-    keys = {}
-    for key_id, text_key in data["keys"].items():
-        if not (isinstance(key_id, str) and KEY_ID_PATTERN.fullmatch(key_id)):
-            raise ValueError("key id %r must be 1 to 16 letters and digits" % (key_id,))
-        try:
-            keys[key_id] = _b64_key(key_id, text_key)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(str(exc) if isinstance(exc, ValueError) and str(exc).startswith("key ")
-                             else "key %s is not base64url text" % key_id) from None
-    current = data.get("current")
-    if current not in keys:
-        raise ValueError("current must name one of the keys (%s)" % ", ".join(sorted(keys)))
-    return ProxyKeys(current, keys)
-
-
-def load_proxy_keys(path):
-    """:class:`ProxyKeys` from the keys file at ``path``; ValueError names the file and the reason."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read(1 << 20)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError("proxy token keys %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
-    try:
-        return parse_proxy_keys(text)
-    except ValueError as exc:
-        raise ValueError("proxy token keys %s: %s" % (path, exc)) from None
 
 
 def parse_revocations(text):

@@ -28,9 +28,10 @@ description:
     ticket as it was.
   - With O(proxy_user), the C(.vv) also carries a I(proxy token) for the cluster's CONNECT proxy (role
     C(vmconsole.secure.connect_proxy)). The C(proxy=) URL becomes C(http://USERNAME:TOKEN@host:port), where
-    USERNAME names the person and the VM (it is not secret, squid logs it) and TOKEN is an HMAC-SHA256 signature
-    over user, VM, console (O(protocol)), issue time, expiry and client address (O(proxy_client_address)) with the
-    cluster key from O(proxy_token_key_file). squid's helper lets that token open only this console of this VM
+    USERNAME names the person and the VM (it is not secret, squid logs it) and TOKEN carries an Ed25519 signature
+    over user, VM, console (O(protocol)), issue time, expiry and client address (O(proxy_client_address)) made
+    with this node's own signing key (O(proxy_token_key_file)); every node's proxy verifies it with public
+    keys only. squid's helper lets that token open only this console of this VM
     (a SPICE token not the VM's serial console), wherever the VM runs, and, where the proxy binds tokens
     (C(connect_proxy_token_binding), the default), only from the client address it is first used from.
   - B(Lifetime rule.) The SPICE ticket only has to outlive the start of remote-viewer (O(ttl), default 30 s),
@@ -178,12 +179,12 @@ options:
     default: /etc/ansible/facts.d/vmconsole_proxy.fact
   proxy_token_key_file:
     description:
-      - Keys file of the cluster's proxy tokens on the managed node, as the connect_proxy role installs it,
-        a JSON object with C(keys) (key id to base64url key, two during a rotation) and C(current) (the id of
-        the key that signs new tokens).
+      - This node's proxy token signing keys file, as the connect_proxy role makes it (module
+        M(vmconsole.secure.proxy_token_key); 0600 root, so the module needs root); the key named C(current)
+        signs. Private keys never leave the node.
       - Read only with O(proxy_user).
     type: path
-    default: /etc/vmconsole/proxy-keys.json
+    default: /etc/vmconsole/proxy-signing.json
   proxy_client_address:
     description:
       - The one client address the proxy token works from (the address the person's machine reaches the proxy
@@ -426,10 +427,10 @@ proxy_token_expires:
   type: int
   sample: 1767254400
 proxy_token_key_id:
-  description: Id of the cluster key that signed the proxy token.
+  description: Id of the node key that signed the proxy token (12 hex digits).
   returned: success, with O(proxy_user)
   type: str
-  sample: k2026a
+  sample: 3f2a9c0d51be
 proxy_token:
   description: The proxy token (the proxy password). The result that holds it is marked C(no_log).
   returned: success, with O(proxy_user) and O(return_secret=true), not in check mode
@@ -496,7 +497,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import r
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
     check_proxy_user,
     client_address,
-    load_proxy_keys,
+    load_proxy_signer,
     mint_proxy_token,
     proxy_username,
     validate_ticket,
@@ -624,16 +625,16 @@ def check_proxy_token_options(params):
         _checked(client_address, params["proxy_client_address"], "proxy_client_address: ")
 
 
-def read_proxy_keys(params):
-    """The cluster's proxy token keys, or None without proxy_user."""
+def read_proxy_signer(params):
+    """This node's proxy token signing key (a ``_tickets.ProxySigner``), or None without proxy_user."""
     if params["proxy_user"] is None:
         return None
-    return _checked(load_proxy_keys, params["proxy_token_key_file"], "proxy_token_key_file: ")
+    return _checked(load_proxy_signer, params["proxy_token_key_file"], "proxy_token_key_file: ")
 
 
-def mint_token(params, keys):
+def mint_token(params, signer):
     """A fresh proxy token for proxy_user and the VM (a ``_tickets.ProxyToken``)."""
-    return mint_proxy_token(keys, params["proxy_user"], vm_name(params), params["protocol"],
+    return mint_proxy_token(signer, params["proxy_user"], vm_name(params), params["protocol"],
                             ttl=params["proxy_token_ttl"], client=params["proxy_client_address"])
 
 
@@ -756,7 +757,7 @@ def issue_serial(module, console, keys):
     username = proxy_username(params["proxy_user"], vm_name(params))
     argv, command = client_command(params, node, port, username)
     result = dict(changed=True, protocol="serial", ttl=token_ttl, expires=int(time.time()) + token_ttl,
-                  serial_port=port, console_host=node, proxy_username=username, proxy_token_key_id=keys.current,
+                  serial_port=port, console_host=node, proxy_username=username, proxy_token_key_id=keys.key_id,
                   command=command, argv=argv)
     audit = open_audit_log(params["audit_log"], module.check_mode)   # after the query, before the token
     try:
@@ -787,7 +788,7 @@ def main():
         host_subject=dict(type="str"),
         title=dict(type="str"),
         proxy_user=dict(type="str"),
-        proxy_token_key_file=dict(type="path", default="/etc/vmconsole/proxy-keys.json", no_log=False),
+        proxy_token_key_file=dict(type="path", default="/etc/vmconsole/proxy-signing.json", no_log=False),
         proxy_token_ttl=dict(type="raw", default=28800, no_log=False),
         proxy_client_address=dict(type="str"),
         audit_log=dict(type="path", default="/var/log/vmconsole/tickets.log"),
@@ -807,7 +808,7 @@ def main():
         node_proxy_defaults(params)
         ttl = check_options(params, module.warn)
         ca_pem, host_subject = spice_tls(params) if params["protocol"] == "spice" else (None, None)
-        keys = read_proxy_keys(params)
+        keys = read_proxy_signer(params)
         kept = ticket_file_path(params)
     except OptionError as exc:
         module.fail_json(msg=str(exc))

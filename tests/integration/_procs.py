@@ -29,6 +29,9 @@ import types
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._connect_proxy import squid_conf as squid_config
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPClient, QMPError
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    SigningKeys, dump_public_keys, dump_signing_keys, public_key_text,
+)
 
 QEMU_BINARY = "qemu-system-x86_64"
 PKI_CA_CN = "vmconsole test CA"
@@ -510,13 +513,15 @@ def squid_conf(*, workdir, port, helper, keys_file, facts_file, self_name, nodes
 class Squid:
     """squid -N with the collection's helpers installed as the role installs them, in ``workdir``.
 
-    Runs as root and drops to ``proxy`` (cache_effective_user), like Debian's squid. Attributes:
-    ``port``, ``keys_file``, ``facts_file``, ``revocations_file``, ``bindings_dir`` (tokens bound to the
+    Runs as root and drops to ``proxy`` (cache_effective_user), like Debian's squid. ``signers``: the
+    nodes' token signing keys (``_tickets.ProxySigner``); the first is this node's. Attributes:
+    ``port``, ``keys_file`` (the public keys of all signers, what the helper reads), ``signing_file`` (this
+    node's signing keys, 0600: console_ticket's proxy_token_key_file), ``facts_file``, ``revocations_file``, ``bindings_dir`` (tokens bound to the
     client they are first used from, as connect_proxy_token_binding does), ``helper_dir``, ``conf``,
     ``access_log``, ``cache_log``, ``proc``. ``write_facts(vms)`` replaces the VM map.
     """
 
-    def __init__(self, workdir, keys_text, *, self_name, nodes=(), vms=None, start_timeout=20.0):
+    def __init__(self, workdir, signers, *, self_name, nodes=(), vms=None, start_timeout=20.0):
         self.workdir = workdir
         os.chmod(workdir, 0o755)                              # squid's helpers run as proxy
         self.helper_dir = os.path.join(workdir, "helpers")
@@ -530,8 +535,12 @@ class Squid:
         proxy_ids = _proxy_ids()
         os.chown(logs, *proxy_ids)
         self.keys_file = os.path.join(workdir, "proxy-keys.json")
-        _write(self.keys_file, keys_text.encode("utf-8"), 0o640)
-        os.chown(self.keys_file, 0, proxy_ids[1])
+        _write(self.keys_file, dump_public_keys({s.key_id: {"node": self_name if i == 0 else "node%d" % i,
+                                                            "public": public_key_text(s)}
+                                                for i, s in enumerate(signers)}).encode("utf-8"), 0o644)
+        self.signing_file = os.path.join(workdir, "proxy-signing.json")
+        _write(self.signing_file, dump_signing_keys(SigningKeys(signers[0].key_id, None, [], 0,
+                                                                {signers[0].key_id: signers[0]})).encode("utf-8"), 0o600)
         self.facts_file = os.path.join(workdir, "vmconsole_vms.fact")
         self.write_facts(vms or {})
         self.revocations_file = os.path.join(workdir, "proxy-revoked.json")
@@ -558,6 +567,7 @@ class Squid:
                                    bindings_dir=self.bindings_dir))
             _write(self.proxy_fact, json.dumps(dict(
                 url="http://127.0.0.1:%d" % self.port, tokens=True, keys_file=self.keys_file,
+                signing_key_file=self.signing_file,
                 name=self_name, listen_address="127.0.0.1", port=self.port, manager_file=self.manager_file,
                 credentials_ttl=CREDENTIALS_TTL, console_ports={kind: list(r) for kind, r in zip(
                     ("spice", "vnc", "serial"), CONSOLE_PORT_RANGES)})).encode(), 0o644)

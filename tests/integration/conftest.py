@@ -96,7 +96,7 @@ def xvfb():
 
 @pytest.fixture
 def squid_factory():
-    """``squid_factory(keys_text, self_name=..., nodes=(), vms=None)`` -> a running :class:`_procs.Squid`.
+    """``squid_factory(signers, self_name=..., nodes=(), vms=None)`` -> a running :class:`_procs.Squid`.
 
     squid with the connect_proxy helpers on a free 127.0.0.1 port, CONNECT-only to console
     ports of the cluster's nodes, run as root dropping to ``proxy``. Stopped by PID after the
@@ -108,10 +108,10 @@ def squid_factory():
         pytest.skip("squid runs as root and drops to user proxy")
     servers, folders = [], []
 
-    def start(keys_text, self_name, nodes=(), vms=None):
+    def start(signers, self_name, nodes=(), vms=None):
         folder = _procs.short_tmpdir("vmc-squid-")
         folders.append(folder)
-        server = _procs.Squid(folder, keys_text, self_name=self_name, nodes=nodes, vms=vms)
+        server = _procs.Squid(folder, signers, self_name=self_name, nodes=nodes, vms=vms)
         servers.append(server)
         return server
 

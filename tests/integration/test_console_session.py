@@ -12,7 +12,6 @@ command, as root, like `become: true` on a hypervisor.
 
 from __future__ import annotations
 
-import base64
 import grp
 import json
 import os
@@ -25,7 +24,7 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN, SpiceLink, spice_link_probe
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    mint_proxy_token, new_proxy_key, parse_proxy_keys,
+    mint_proxy_token, new_proxy_signer,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import proxy_url, render_vv
 from ansible_collections.vmconsole.secure.tests.integration import _procs
@@ -124,9 +123,8 @@ def node(pki, squid_factory, tmp_path):
     try:
         for name in ("vm1", "vm2"):
             vms[name] = _procs.ConsoleRangeVM(name, workdir, pki_dir=pki.dir, extra_args=serial if name == "vm2" else ())
-        keys = parse_proxy_keys(json.dumps({"current": "k1", "keys": {"k1": new_proxy_key()}}))
-        text = json.dumps({"current": "k1", "keys": {"k1": base64.urlsafe_b64encode(keys.keys["k1"]).decode().rstrip("=")}})
-        squid = squid_factory(text, self_name=pki.cn, vms={
+        keys = new_proxy_signer()
+        squid = squid_factory([keys], self_name=pki.cn, vms={
             name: {"state": "started", "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": None,
                    "serial_port": serial_port if name == "vm2" else None} for name, vm in vms.items()})
         n = Node(vms, squid, keys, pki, str(tmp_path))

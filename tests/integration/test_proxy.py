@@ -28,7 +28,7 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN, spice_link_probe
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    ProxyKeys, mint_proxy_token, new_proxy_key, parse_proxy_keys,
+    ProxySigner, mint_proxy_token, new_proxy_signer,
 )
 from ansible_collections.vmconsole.secure.tests.integration import _procs
 from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import adhoc, read_vv, start_viewer
@@ -37,12 +37,8 @@ TICKET = "Pr0xyT1cketPr0xyT1cketPr0xyT1cketPr0xyT1"
 OTHER_NODE = "vmc-other-node"     # a cluster node that is not this one (never resolved in these tests)
 
 
-def keys_json(current, **keys):
-    return json.dumps({"current": current, "keys": keys})
-
-
 class Node:
-    """One cluster node: a VM, a squid in front of it, and the cluster's keys."""
+    """One cluster node: a VM, a squid in front of it, and the node's token signing key (``keys``)."""
 
     def __init__(self, vm, squid, keys, pki):
         self.vm, self.squid, self.keys, self.pki = vm, squid, keys, pki
@@ -83,8 +79,7 @@ def console_vm(pki):
 @pytest.fixture
 def node(console_vm, squid_factory, pki):
     qemu_vm = console_vm
-    keys = parse_proxy_keys(keys_json("k2", k1=new_proxy_key(), k2=new_proxy_key()))
-    text = keys_json("k2", **{k: base64.urlsafe_b64encode(v).decode().rstrip("=") for k, v in keys.keys.items()})
+    keys = new_proxy_signer()
     vms = {
         qemu_vm.name: {"state": "started", "unit": "vmconsole-qemu@%s.service" % qemu_vm.name, "qmp": qemu_vm.qmp_path,
                        "spice_tls_port": qemu_vm.tls_port, "vnc_port": None, "serial_port": None,
@@ -92,7 +87,7 @@ def node(console_vm, squid_factory, pki):
         "vm2": {"state": "started", "spice_tls_port": 61998, "vnc_port": None, "serial_port": None},
         "gone": {"state": "stopped", "spice_tls_port": qemu_vm.tls_port},
     }
-    squid = squid_factory(text, self_name=pki.cn, nodes=(OTHER_NODE,), vms=vms)
+    squid = squid_factory([keys, new_proxy_signer()], self_name=pki.cn, nodes=(OTHER_NODE,), vms=vms)
     n = Node(qemu_vm, squid, keys, pki)
     n.set_ticket()
     return n
@@ -146,7 +141,7 @@ def test_refusals(node):
     valid = node.token()
     expired = node.token(now=time.time() - 7200, ttl=3600)
     forged = valid.token[:-3] + ("AAA" if valid.token[-3:] != "AAA" else "BBB")
-    foreign = mint_proxy_token(ProxyKeys("k2", {"k2": os.urandom(32)}), "alice", vm.name, "spice")
+    foreign = mint_proxy_token(ProxySigner(node.keys.key_id, new_proxy_signer().private), "alice", vm.name, "spice")
     other_vm = node.token(vm="vm2")
     serial = node.token(console="serial")
     vnc = node.token(console="vnc")
@@ -264,7 +259,7 @@ def test_remote_viewer_connects_through_squid(node, xvfb, tmp_path):
     audit = tmp_path / "tickets.log"
     result, proc = adhoc(dict(vm=node.vm.name, socket_dir=os.path.dirname(node.vm.qmp_path), console_host=node.name,
                               proxy_fact_file=node.squid.proxy_fact, proxy_user="alice@example.org",
-                              proxy_token_key_file=node.squid.keys_file, ca_file=node.pki.ca_file,
+                              proxy_token_key_file=node.squid.signing_file, ca_file=node.pki.ca_file,
                               server_cert_file=node.pki.server_cert_file, audit_log=str(audit), ttl=60, dest=dest))
     assert not result.get("failed"), "%s\n%s" % (result.get("msg"), proc.stderr)
     vv = read_vv(dest)

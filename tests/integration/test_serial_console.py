@@ -39,7 +39,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import AUTHZ_ENV, AUTHZ_ID
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    mint_proxy_token, new_proxy_key, parse_proxy_keys,
+    mint_proxy_token, new_proxy_signer,
 )
 from ansible_collections.vmconsole.secure.tests import guest_image
 from ansible_collections.vmconsole.secure.tests.integration import _procs
@@ -155,8 +155,7 @@ def serial_node(pki, guest_disk, squid_factory):
     vm = None
     try:
         vm = SerialGuest("serial1", workdir, disk=guest_disk, pki_dir=pki.dir)
-        key = new_proxy_key()
-        text = json.dumps({"current": "k1", "keys": {"k1": key}})
+        signer = new_proxy_signer()
         other_port = _procs.free_console_port(*SERIAL_PORTS)
         vms = {
             vm.name: {"state": "started", "unit": "vmconsole-qemu@%s.service" % vm.name, "qmp": vm.qmp_path,
@@ -164,8 +163,8 @@ def serial_node(pki, guest_disk, squid_factory):
                       "migration_port": None},
             "serial2": {"state": "started", "spice_tls_port": None, "vnc_port": None, "serial_port": other_port},
         }
-        squid = squid_factory(text, self_name=pki.cn, vms=vms)
-        yield dict(vm=vm, squid=squid, keys=parse_proxy_keys(text), pki=pki, workdir=workdir, other_port=other_port)
+        squid = squid_factory([signer], self_name=pki.cn, vms=vms)
+        yield dict(vm=vm, squid=squid, keys=signer, pki=pki, workdir=workdir, other_port=other_port)
     finally:
         if vm is not None:
             vm.stop()
@@ -331,7 +330,7 @@ def test_console_ticket_serial_issues_a_token_whose_command_shows_the_guest(seri
     dest, audit_log = tmp_path / "serial1.token", tmp_path / "tickets.log"
     args = dict(vm=vm.name, socket_dir=os.path.dirname(vm.qmp_path), protocol="serial", console_host=pki.cn,
                 proxy="http://127.0.0.1:%d" % node["squid"].port, proxy_user="alice@example.org",
-                proxy_token_key_file=node["squid"].keys_file, client_cert_file=pki.client_cert_file,
+                proxy_token_key_file=node["squid"].signing_file, client_cert_file=pki.client_cert_file,
                 client_key_file=pki.client_key_file, client_ca_file=pki.ca_file, dest=str(dest),
                 audit_log=str(audit_log))
     result, proc = adhoc(args)
@@ -361,7 +360,7 @@ def test_console_playbook_serial_prints_the_command(serial_node, tmp_path):
             "-vvv", "vmconsole.secure.console", "-e", "vm=%s" % vm.name, "-e", "target=localhost",
             "-e", "ansible_become=false", "-e", "protocol=serial", "-e", "proxy_user=alice",
             "-e", "socket_dir=%s" % os.path.dirname(vm.qmp_path), "-e", "console_host=%s" % pki.cn,
-            "-e", "proxy=http://127.0.0.1:%d" % node["squid"].port, "-e", "proxy_token_key_file=%s" % node["squid"].keys_file,
+            "-e", "proxy=http://127.0.0.1:%d" % node["squid"].port, "-e", "proxy_token_key_file=%s" % node["squid"].signing_file,
             "-e", "audit_log=%s" % (tmp_path / "tickets.log"), "-e", "client_cert_file=%s" % pki.client_cert_file,
             "-e", "client_key_file=%s" % pki.client_key_file, "-e", "client_ca_file=%s" % pki.ca_file]
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")

@@ -25,7 +25,9 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import ProxyKeys, mint_proxy_token
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
+    ProxySigner, dump_public_keys, mint_proxy_token, new_proxy_signer, public_key_text,
+)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HELPER = os.path.join(ROOT, "roles", "connect_proxy", "files", "vmconsole_proxy_helper.py")
@@ -84,7 +86,7 @@ class Helper:
 def setup(tmp_path):
     folder = tmp_path / "helper"
     path = install(str(folder))
-    keys = ProxyKeys("k1", {"k1": os.urandom(32)})
+    keys = new_proxy_signer()       # the signing node's key; the helper gets its public key only
     keys_file = tmp_path / "proxy-keys.json"
     write_keys(keys_file, keys)
     facts = tmp_path / "vmconsole_vms.fact"
@@ -116,9 +118,9 @@ def setup(tmp_path):
         helper.stop()
 
 
-def write_keys(path, keys):
-    text = {k: base64.urlsafe_b64encode(v).decode().rstrip("=") for k, v in keys.keys.items()}
-    path.write_text(json.dumps({"current": keys.current, "keys": text}))
+def write_keys(path, *signers):
+    """The public keys file of ``signers``, as the connect_proxy role installs it."""
+    path.write_text(dump_public_keys({s.key_id: {"node": "hv1", "public": public_key_text(s)} for s in signers}))
 
 
 def basic(username, token):
@@ -148,8 +150,9 @@ def test_refusals_of_the_token_say_why(setup):
     refused = 'ERR log="user=alice;vm=web1;refused=token-%s"'
     assert helper.ask("127.0.0.1 - %s hv1 61001 -" % basic("alice__web1", other_vm.token)) == refused % "bad-signature"
     assert helper.ask(line(setup.keys, now=1000000000, ttl=60)) == refused % "expired"
-    assert helper.ask(line(ProxyKeys("k1", {"k1": os.urandom(32)}))) == refused % "bad-signature"
-    assert helper.ask(line(ProxyKeys("k7", {"k7": os.urandom(32)}))) == refused % "unknown-key"
+    impostor = ProxySigner(setup.keys.key_id, new_proxy_signer().private)     # another key under the known id
+    assert helper.ask(line(impostor)) == refused % "bad-signature"
+    assert helper.ask(line(new_proxy_signer())) == refused % "unknown-key"
     assert helper.ask("127.0.0.1 - %s hv1 61001 -" % basic("alice__web1", minted.token[:-1])) == refused % "malformed"
     assert helper.ask("127.0.0.1 - %s hv1 61001 -" % basic("alice", minted.token)) == 'ERR log="refused=not-a-proxy-username"'
     assert helper.ask("127.0.0.1 - - hv1 61001 -") == 'ERR log="refused=no-proxy-token"'
@@ -246,7 +249,7 @@ def test_bind_on_first_use(setup):
     assert other.ask(line(setup.keys, minted=minted, src="192.0.2.8")).startswith("ERR")
     assert other.ask(line(setup.keys, minted=minted, src="192.0.2.7")).startswith("OK")
     # A refused request binds nothing: a token first sent to a wrong port still binds its real client.
-    fresh = mint_proxy_token(setup.keys, "alice", "web1", "spice", now=time.time() - 1)
+    fresh = mint_proxy_token(setup.keys, "alice", "web1", "spice", ttl=3600)    # another lifetime: never `minted`
     assert helper.ask(line(setup.keys, minted=fresh, src="192.0.2.9", port=62001)).startswith("ERR")
     assert helper.ask(line(setup.keys, minted=fresh, src="192.0.2.10")).startswith("OK")
     (name,) = [n for n in os.listdir(setup.bindings) if os.readlink(setup.bindings / n) == "192.0.2.10"]
@@ -294,12 +297,12 @@ def test_the_channel_id_survives_bytes_that_are_not_utf8(setup):
 def test_reads_rotated_keys_without_restart(setup):
     helper = setup.start()
     old = line(setup.keys)
-    new_keys = ProxyKeys("k2", {"k1": setup.keys.keys["k1"], "k2": os.urandom(32)})
-    new = line(new_keys)
+    new_key = new_proxy_signer()
+    new = line(new_key)
     assert helper.ask(new).endswith("refused=token-unknown-key\"")
-    write_keys(setup.keys_file, new_keys)                         # overlap: both keys
+    write_keys(setup.keys_file, setup.keys, new_key)                  # overlap: both keys
     assert helper.ask(old).startswith("OK") and helper.ask(new).startswith("OK")
-    write_keys(setup.keys_file, ProxyKeys("k2", {"k2": new_keys.keys["k2"]}))   # the old one retired
+    write_keys(setup.keys_file, new_key)                              # the old one retired
     assert helper.ask(old).endswith("refused=token-unknown-key\"") and helper.ask(new).startswith("OK")
 
 
@@ -314,7 +317,7 @@ def test_without_usable_keys_answers_bh_and_recovers(setup):
     assert helper.ask(line(setup.keys)).startswith("OK")
     stderr = helper.stop()
     assert "not valid JSON" in stderr and "does not exist" in stderr
-    assert good not in stderr and json.loads(good)["keys"]["k1"] not in stderr
+    assert good not in stderr and public_key_text(setup.keys) not in stderr
 
 
 def test_revocations(setup):

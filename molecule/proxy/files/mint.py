@@ -4,8 +4,8 @@
 
 Reads {"name": {"user": U, "vm": V, "console": spice|vnc|serial (default spice), "age": seconds in the past,
 "ttl": seconds}, ...} on stdin and
-prints {"name": {"username": ..., "token": ...}}: tokens the role's own key signed, e.g. an expired
-one that console_ticket cannot make. The output holds secrets: the task that runs this is no_log.
+prints {"name": {"username": ..., "token": ...}}: tokens the node's own signing key signed (root reads
+it), e.g. an expired one that console_ticket cannot make. The output holds secrets: the task that runs this is no_log.
 """
 
 import json
@@ -17,7 +17,7 @@ import _tickets  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():
-    keys = _tickets.load_proxy_keys("/etc/vmconsole/proxy-keys.json")
+    keys = _tickets.load_proxy_signer("/etc/vmconsole/proxy-signing.json")
     out = {}
     for name, want in json.load(sys.stdin).items():
         token = _tickets.mint_proxy_token(keys, want["user"], want["vm"], want.get("console", "spice"),

@@ -299,7 +299,7 @@ def parse_args(argv):
     sub = parser.add_subparsers(dest="mode", required=True)
     check = sub.add_parser("check", help="external ACL helper (%%>a %%{X-Forwarded-For}>h %%{Proxy-Authorization}>h "
                                          "%%DST %%PORT): the proxy token and the console it opens")
-    check.add_argument("--keys", required=True, help="proxy token keys (JSON), e.g. /etc/vmconsole/proxy-keys.json")
+    check.add_argument("--keys", required=True, help="public proxy token keys of every node (JSON), e.g. /etc/vmconsole/proxy-keys.json")
     check.add_argument("--revocations", help="revoked users and VMs (JSON); a missing file revokes nothing")
     check.add_argument("--bindings", metavar="DIR", help="bind each token to the first client address it comes from")
     check.add_argument("--facts", required=True, help="the node's VM map, /etc/ansible/facts.d/vmconsole_vms.fact")

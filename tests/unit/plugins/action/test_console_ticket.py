@@ -218,13 +218,13 @@ def test_unknown_protocol_left_to_the_module():
 
 # --- proxy tokens: minted by the module, handed over inside vv, dropped from the result ------------
 
-TOKEN = "v2_k1_spice_1767225600_1767254400_n_" + "M" * 43
+TOKEN = "v3_0123456789ab_spice_1767225600_1767254400_n_" + "M" * 85 + "A"
 PROXY = "http://alice__web1:%s@hv1:3128" % TOKEN
 
 
 def proxy_result():
     return module_result(vv=dict(VV, proxy=PROXY), proxy_username="alice__web1", proxy_token_expires=1767254400,
-                         proxy_token_key_id="k1")
+                         proxy_token_key_id="0123456789ab")
 
 
 def test_proxy_token_goes_into_the_vv_only(tmp_path):

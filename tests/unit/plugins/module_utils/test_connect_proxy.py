@@ -3,9 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""module_utils/_connect_proxy.py and the filters connect_proxy_plan, connect_proxy_keys and
-cluster_nodes: the connect_proxy role's checks, its view of the cluster, and the token keys a
-rotation stage leaves. The settings start from the role's own defaults/main.yml."""
+"""module_utils/_connect_proxy.py and the filters connect_proxy_plan, connect_proxy_public_keys and
+cluster_nodes: the connect_proxy role's checks, its view of the cluster, the signing keys a
+rotation stage leaves on a node and the public keys every node holds. The settings start from the role's own defaults/main.yml."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter import connect_proxy_plan as filters
+from ansible_collections.vmconsole.secure.plugins.module_utils import _connect_proxy
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import SigningKeys, proxy_signer, public_key_text
 from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 
 TEMPLATED = {
@@ -30,8 +32,6 @@ TEMPLATED = {
     "connect_proxy_rotate_stage": 0,
     "__connect_proxy_stage": 0,
 }
-KEY_A = "A" * 43
-KEY_B = "B" * 43
 
 
 SETTINGS = role_settings("connect_proxy", TEMPLATED)
@@ -142,71 +142,97 @@ def test_the_plan_filter_needs_the_nodes_name():
         filters.connect_proxy_plan(SETTINGS, {})
 
 
-# --- Token keys and their rotation ----------------------------------------------------------
+# --- Token keys: a node's signing keys through a rotation, the public keys of every node --------
 
 NOW = 1_800_000_000
+PATH = "/etc/vmconsole/proxy-signing.json"
+A, B, C = (proxy_signer(bytes([n]) * 32) for n in (1, 2, 3))
 
 
-def keys(stored, stage, now=NOW, overlap=28800):
-    text = None if stored is None else (stored if isinstance(stored, str) else json.dumps(stored))
-    return filters.connect_proxy_keys(text, stage, now, "k20270115080000", KEY_B, overlap, "/ctl/proxy-keys.json")
+def made(*signers):
+    """new_signer for signing_keys(): hands out ``signers`` in order and records each call."""
+    queue = list(signers)
+    made.calls = 0
+
+    def new_signer():
+        made.calls += 1
+        return queue.pop(0)
+    return new_signer
 
 
-def test_the_first_run_makes_a_key():
-    out = keys(None, 0)
-    wanted = {"current": "k20270115080000", "keys": {"k20270115080000": KEY_B}}
-    assert out == {"errors": [], "stored": None, "keys_data": wanted}
-    assert keys(None, 1)["errors"] == ["connect_proxy_rotate_stage 1: there are no keys to rotate yet in "
-                                       "/ctl/proxy-keys.json (run the role first)"]
+def stage(stored, number, now=NOW, overlap=28800, new=B):
+    return _connect_proxy.signing_keys(stored, number, now, overlap, made(new), PATH)
 
 
-STORE = {"current": "k1", "keys": {"k1": KEY_A}}
+def held(current, pending=None, retiring=(), promoted=0, *signers):
+    return SigningKeys(current.key_id, pending.key_id if pending else None, sorted(s.key_id for s in retiring), promoted,
+                       {s.key_id: s for s in (current, pending) + tuple(retiring) + signers if s is not None})
 
 
-def test_stage_0_keeps_the_keys():
-    out = keys(STORE, 0)
-    assert out["errors"] == [] and out["keys_data"] == STORE and out["stored"] == STORE
+def test_the_first_run_makes_a_key_on_the_node():
+    out = stage(None, 0, new=A)
+    assert out == {"errors": [], "keys": held(A), "changed": True} and made.calls == 1
+    assert stage(None, 1)["errors"] == ["connect_proxy_rotate_stage 1: this node has no token signing key to rotate "
+                                        "yet (%s): run the role without a stage first" % PATH]
+    assert made.calls == 0
+
+
+def test_stage_0_keeps_the_keys_and_makes_none():
+    for keys in (held(A), held(A, B), held(B, None, [A], NOW)):
+        assert stage(keys, 0) == {"errors": [], "keys": keys, "changed": False} and made.calls == 0
 
 
 def test_a_whole_rotation():
-    one = keys(STORE, 1)["keys_data"]
-    assert one == {"current": "k1", "keys": {"k1": KEY_A, "k20270115080000": KEY_B}}
-    assert keys(one, 1)["keys_data"] == one  # stage 1 again: the new key is there already
-    two = keys(one, 2)["keys_data"]
-    assert two == {"current": "k20270115080000", "promoted": NOW, "keys": one["keys"]}
-    assert keys(two, 2)["keys_data"] == two
-    early = keys(two, 3, now=NOW + 100)
-    assert early["errors"][0].startswith("connect_proxy_rotate_stage 3: key k20270115080000 became current 100 s ago; "
-                                         "tokens of k1 may live until 28800 s after that (connect_proxy_key_overlap): "
-                                         "run stage 3 again after ")
-    three = keys(two, 3, now=NOW + 28800)
-    assert three["errors"] == [] and three["keys_data"]["keys"] == {"k20270115080000": KEY_B}
-    assert keys(three["keys_data"], 3)["keys_data"] == three["keys_data"]
+    one = stage(held(A), 1, new=B)
+    assert one == {"errors": [], "keys": held(A, B), "changed": True}
+    assert stage(one["keys"], 1) == {"errors": [], "keys": one["keys"], "changed": False} and made.calls == 0
+    two = stage(one["keys"], 2)
+    assert two == {"errors": [], "keys": held(B, None, [A], NOW), "changed": True}
+    assert stage(two["keys"], 2, now=NOW + 5)["changed"] is False, "stage 2 again keeps the switch time"
+    early = stage(two["keys"], 3, now=NOW + 100)
+    assert early["errors"][0].startswith("connect_proxy_rotate_stage 3: key %s became current 100 s ago; tokens of %s "
+                                         "may live until 28800 s after that (connect_proxy_key_overlap): run stage 3 "
+                                         "again after " % (B.key_id, A.key_id))
+    three = stage(two["keys"], 3, now=NOW + 28800)
+    assert three == {"errors": [], "keys": held(B, None, (), NOW), "changed": True}
+    assert stage(three["keys"], 3)["changed"] is False
+    assert stage(three["keys"], 1, new=C)["keys"] == held(B, C, (), NOW), "the next rotation starts"
 
 
 def test_stages_out_of_order():
-    one = keys(STORE, 1)["keys_data"]
-    two = keys(one, 2)["keys_data"]
-    assert keys(two, 1)["errors"] == ["connect_proxy_rotate_stage 1: the last rotation is not finished (k1 is still "
-                                      "accepted): run stage 3 first"]
-    assert keys(STORE, 2)["errors"] == ["connect_proxy_rotate_stage 2: there is no new key to make current: run "
-                                        "stage 1 first"]
-    old = {"current": "k2", "keys": {"k1": KEY_A, "k2": KEY_B}}
-    assert keys(old, 2)["errors"] == []  # made current before; the old key still counts
-    assert keys({"current": "k1", "keys": {"k1": KEY_A, "k2": KEY_B}}, 3)["errors"] == [
-        "connect_proxy_rotate_stage 3: key k2 was added but is not current yet: run stage 2 first"]
-    assert keys(dict(STORE, promoted="yesterday"), 0)["errors"] == [
-        'the stored token keys /ctl/proxy-keys.json have a "promoted" that is not a number of seconds since the epoch']
+    two = stage(stage(held(A), 1)["keys"], 2)["keys"]
+    assert stage(two, 1)["errors"] == ["connect_proxy_rotate_stage 1: the last rotation is not finished (key %s is "
+                                       "still accepted): run stage 3 first" % A.key_id]
+    assert stage(held(A), 2)["errors"] == ["connect_proxy_rotate_stage 2: there is no new key to make current: run "
+                                           "stage 1 first"]
+    assert stage(held(A, B), 3)["errors"] == ["connect_proxy_rotate_stage 3: key %s was added but is not current yet: "
+                                              "run stage 2 first" % B.key_id]
+    assert made.calls == 0
 
 
-@pytest.mark.parametrize("text", ["{not json", json.dumps({"current": "k1", "keys": {}}),
-                                  json.dumps({"current": "k1", "keys": {"k1": "not base64 !"}})])
-def test_an_unusable_store_is_reported_without_its_keys(text):
-    out = keys(text, 0)
-    assert out["keys_data"] is None and out["stored"] is None
-    (error,) = out["errors"]
-    assert error.startswith("the stored token keys /ctl/proxy-keys.json are unusable (")
-    assert "not base64 !" not in error and KEY_B not in error
+def test_the_public_keys_every_node_holds():
+    pa, pb, pc = (public_key_text(s) for s in (A, B, C))
+    known = [{A.key_id: {"node": "hv1", "public": pa}, C.key_id: {"node": "hv3", "public": pc}},
+             {"0123456789ab": {"node": "gone", "public": pa}}]
+    out = _connect_proxy.public_keys(["hv1", "hv2", "hv3"], {"hv1": {B.key_id: pb}, "hv2": {A.key_id: pa}}, known)
+    # hv1 and hv2 in the play give their keys as they are now (hv1 rotated: A is gone); hv3, outside the play,
+    # keeps what the files know; "gone" is no node any more.
+    assert out == {A.key_id: {"node": "hv2", "public": pa}, B.key_id: {"node": "hv1", "public": pb},
+                   C.key_id: {"node": "hv3", "public": pc}}
+    assert list(out) == sorted(out)
+
+
+def test_the_public_keys_filter_reads_each_hosts_result():
+    pa, pb = public_key_text(A), public_key_text(B)
+    hostvars = {"hv1": {"__connect_proxy_signing": {"public_keys": {A.key_id: pa}, "known_keys": {}}},
+                "hv2": {"__connect_proxy_signing": {"failed": True, "msg": "x"}},
+                "hv3": {"__connect_proxy_signing": {"skipped": True}}}
+    nodes = [{"name": "hv1"}, {"name": "hv2"}, {"name": "hv3"}]
+    text = filters.connect_proxy_public_keys(nodes, hostvars, ["hv1", "hv2", "hv3"])
+    assert json.loads(text) == {"keys": {A.key_id: {"node": "hv1", "public": pa}}}
+    assert B.key_id not in text and pb not in text
+    with pytest.raises(AnsibleFilterError, match="the input must be connect_proxy_nodes"):
+        filters.connect_proxy_public_keys("hv1", hostvars, ["hv1"])
 
 
 # --- squid.conf -----------------------------------------------------------------------------------

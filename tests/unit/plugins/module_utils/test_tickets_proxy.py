@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 
@@ -15,21 +14,23 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils import _tickets
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    TOKEN_CLOCK_SKEW, TOKEN_MAX_LENGTH, TOKEN_TTL_DEFAULT, ProxyKeys, load_proxy_keys, load_revocations,
-    mint_proxy_token, new_proxy_key, parse_proxy_keys, parse_proxy_username, parse_revocations, proxy_username,
-    validate_token_ttl, verify_proxy_token,
+    TOKEN_CLOCK_SKEW, TOKEN_MAX_LENGTH, TOKEN_TTL_DEFAULT, dump_public_keys, dump_signing_keys, load_proxy_keys,
+    load_proxy_signer, load_revocations, load_signing_keys, mint_proxy_token, new_proxy_signer, parse_proxy_keys,
+    parse_proxy_username, parse_public_keys, parse_revocations, parse_signing_keys, private_key_text, proxy_key_id,
+    proxy_keys_of, proxy_signer, proxy_username, public_key_text, validate_token_ttl, verify_proxy_token,
 )
 
 NOW = 1767225600
-K1 = b"\x01" * 32
-K2 = b"\x02" * 32
-KEYS = ProxyKeys("k1", {"k1": K1})
+S1 = proxy_signer(b"\x01" * 32)
+S2 = proxy_signer(b"\x02" * 32)
+K1 = S1.key_id
+KEYS = proxy_keys_of("hv1", S1)
 ALPHABET = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
-def mint(user="alice", vm="web1", keys=KEYS, console="spice", **kwargs):
+def mint(user="alice", vm="web1", signer=S1, console="spice", **kwargs):
     kwargs.setdefault("now", NOW)
-    return mint_proxy_token(keys, user, vm, console, **kwargs)
+    return mint_proxy_token(signer, user, vm, console, **kwargs)
 
 
 def verify(minted, keys=KEYS, username=None, token=None, **kwargs):
@@ -44,16 +45,34 @@ def test_round_trip():
     minted = mint()
     assert minted.username == "alice__web1"
     assert (minted.user, minted.vm, minted.key_id, minted.issued, minted.expires, minted.console, minted.client) == (
-        "alice", "web1", "k1", NOW, NOW + TOKEN_TTL_DEFAULT, "spice", None)
-    assert re.match(r"^v2_k1_spice_%d_%d_n_[A-Za-z0-9_-]{43}$" % (NOW, NOW + 28800), minted.token)
+        "alice", "web1", K1, NOW, NOW + TOKEN_TTL_DEFAULT, "spice", None)
+    assert re.match(r"^v3_[0-9a-f]{12}_spice_%d_%d_n_[A-Za-z0-9_-]{86}$" % (NOW, NOW + 28800), minted.token)
     check = verify(minted)
-    assert check.ok and tuple(check) == ("ok", "alice", "web1", "k1", NOW, NOW + 28800, "spice", None)
+    assert check.ok and tuple(check) == ("ok", "alice", "web1", K1, NOW, NOW + 28800, "spice", None)
+
+
+def test_the_key_id_is_the_start_of_the_public_keys_hash():
+    public = S1.private.public_key().public_bytes_raw() if hasattr(S1.private.public_key(), "public_bytes_raw") \
+        else _tickets._raw_public(S1.private.public_key())
+    assert K1 == proxy_key_id(public) and re.fullmatch(r"[0-9a-f]{12}", K1)
+    assert S2.key_id != K1
+
+
+def test_the_verifying_side_cannot_sign():
+    """What the helper holds (the public keys file) has nothing a token could be signed with."""
+    keys = parse_proxy_keys(dump_public_keys({K1: {"node": "hv1", "public": public_key_text(S1)}}))
+    assert verify(mint(), keys=keys).ok
+    with pytest.raises(ValueError, match="signer must be a ProxySigner"):
+        mint_proxy_token(keys, "alice", "web1", "spice")
+    with pytest.raises(ValueError, match="signer must be a ProxySigner"):
+        mint_proxy_token(_tickets.ProxySigner(K1, keys.keys[K1]), "alice", "web1", "spice")
+    assert private_key_text(S1) not in dump_public_keys({K1: {"node": "hv1", "public": public_key_text(S1)}})
 
 
 @pytest.mark.parametrize("console", ["spice", "vnc", "serial"])
 def test_the_console_is_part_of_the_token(console):
     minted = mint(console=console)
-    assert minted.token.startswith("v2_k1_%s_" % console)
+    assert minted.token.startswith("v3_%s_%s_" % (K1, console))
     assert verify(minted).console == console
 
 
@@ -119,11 +138,12 @@ def test_random_names_give_unique_tokens_within_limits():
 
 
 def test_longest_names_still_fit():
-    minted = mint("u" * 60, "v" * 64, keys=ProxyKeys("K" * 16, {"K" * 16: K1}), now=99999999999 - 604800)
-    assert len(minted.token) <= TOKEN_MAX_LENGTH and len(minted.token) == 95
-    bound = mint("u" * 60, "v" * 64, keys=ProxyKeys("K" * 16, {"K" * 16: K1}), now=99999999999 - 604800,
-                 console="serial", client="2001:db8::1")
-    assert len(bound.token) == 128
+    minted = mint("u" * 60, "v" * 64, now=99999999999 - 604800, console="serial")
+    assert len(minted.token) == 135
+    bound = mint("u" * 60, "v" * 64, now=99999999999 - 604800, console="serial", client="192.0.2.1")
+    assert len(bound.token) == 143
+    bound = mint("u" * 60, "v" * 64, now=99999999999 - 604800, console="serial", client="2001:db8::1")
+    assert len(bound.token) == 167 <= TOKEN_MAX_LENGTH
 
 
 @pytest.mark.parametrize("username", [
@@ -160,12 +180,12 @@ def test_not_yet_valid_with_a_clock_skew_allowance():
 
 
 def test_unknown_key():
-    assert verify(mint(), keys=ProxyKeys("k9", {"k9": K1})).status == "unknown_key"
+    assert verify(mint(), keys=proxy_keys_of("hv2", S2)).status == "unknown_key"
     assert verify(mint(), keys={}).status == "unknown_key"
 
 
-def test_other_key_is_a_bad_signature():
-    assert verify(mint(), keys=ProxyKeys("k1", {"k1": K2})).status == "bad_signature"
+def test_another_nodes_key_under_this_id_is_a_bad_signature():
+    assert verify(mint(), keys={K1: S2.private.public_key()}).status == "bad_signature"
 
 
 def test_token_of_another_vm_or_user_is_a_bad_signature():
@@ -182,8 +202,9 @@ def _tamper(token, index, value):
 
 @pytest.mark.parametrize("index, value, status", [
     (0, "v1", "malformed"),
-    (1, "k2", "bad_signature"),          # another key id that exists
-    (1, "k3", "unknown_key"),
+    (1, S2.key_id, "bad_signature"),     # another key id that exists
+    (1, "0123456789ab", "unknown_key"),
+    (1, "k1", "malformed"),
     (2, "serial", "bad_signature"),      # another console
     (2, "vnc", "bad_signature"),
     (2, "rdp", "malformed"),
@@ -196,46 +217,45 @@ def _tamper(token, index, value):
     (5, "a00", "malformed"),
 ])
 def test_tampering_with_each_field(index, value, status):
-    keys = ProxyKeys("k1", {"k1": K1, "k2": K2})
-    minted = mint(keys=keys)
+    keys = proxy_keys_of("hv1", S1, S2)
+    minted = mint()
     assert verify(minted, keys=keys, token=_tamper(minted.token, index, value)).status == status
 
 
-def test_tampering_with_every_mac_character():
+def test_tampering_with_every_signature_character():
     minted = mint()
     prefix = "_".join(minted.token.split("_", 6)[:6]) + "_"
-    mac = minted.token[len(prefix):]
-    assert len(mac) == 43
-    for i, char in enumerate(mac):
-        forged = prefix + mac[:i] + ("A" if char != "A" else "B") + mac[i + 1:]
+    signature = minted.token[len(prefix):]
+    assert len(signature) == 86
+    for i, char in enumerate(signature[:-1]):
+        forged = prefix + signature[:i] + ("A" if char != "A" else "B") + signature[i + 1:]
         assert verify(minted, token=forged).status == "bad_signature", i
-    # The last character carries 2 unused bits: a variant decoding to the same MAC is refused too.
+    # The last character carries 4 unused bits: only A, Q, g and w end a canonical signature, and a variant
+    # decoding to the same bytes is refused (one text per token).
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    variant = alphabet[alphabet.index(mac[-1]) ^ 1]
-    assert verify(minted, token=prefix + mac[:-1] + variant).status == "bad_signature"
+    assert signature[-1] in "AQgw"
+    variant = alphabet[alphabet.index(signature[-1]) ^ 1]
+    assert verify(minted, token=prefix + signature[:-1] + variant).status == "malformed"
+    other = "AQgw"[("AQgw".index(signature[-1]) + 1) % 4]
+    assert verify(minted, token=prefix + signature[:-1] + other).status == "bad_signature"
 
 
 def test_signature_is_checked_before_time():
     """A forged expired token learns 'bad_signature', not 'expired'."""
     minted = mint(ttl=60)
-    forged = minted.token[:-1] + ("A" if minted.token[-1] != "A" else "B")
+    forged = minted.token[:-2] + ("A" if minted.token[-2] != "A" else "B") + minted.token[-1]
     assert verify(minted, token=forged, now=NOW + 10 ** 6).status == "bad_signature"
-
-
-def test_compare_is_constant_time(monkeypatch):
-    calls = []
-    real = _tickets.hmac.compare_digest
-    monkeypatch.setattr(_tickets.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
-    assert verify(mint()).ok
-    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("username, token", [
     (None, None), (1, 2), (b"alice__web1", b"v1"), ("alice__web1", ""), ("alice__web1", "v1"),
-    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 42), ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 44),
-    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 42 + "="), ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 42 + "é"),
-    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 43 + "\n"), ("alice__web1", "v2__spice_1_2_n_" + "A" * 43),
-    ("alice__web1", "v2_k1_spice_-1_2_n_" + "A" * 43), ("alice__web1", "v2_k1_spice_1_123456789012_n_" + "A" * 43),
+    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 85), ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 87),
+    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 85 + "="),
+    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 85 + "é"),
+    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 86 + "\n"), ("alice__web1", "v3__spice_1_2_n_" + "A" * 86),
+    ("alice__web1", "v3_%s_spice_-1_2_n_" % K1 + "A" * 86),
+    ("alice__web1", "v3_%s_spice_1_123456789012_n_" % K1 + "A" * 86),
+    ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 43),     # a token of the HMAC format before
     ("alice__web1", "x" * 100000), ("a" * 100000, "v1"), ("alice__web1", ["v1"]),
 ])
 def test_malformed_never_raises(username, token):
@@ -245,7 +265,7 @@ def test_malformed_never_raises(username, token):
 
 def test_verify_never_raises_on_random_garbage():
     rng = random.Random(42)
-    pool = "v2_spice_k2AZaz09-=é\n\0 %:" + chr(0xD800)
+    pool = "v3_spice_" + K1 + "AZaz09-=é\n\0 %:" + chr(0xD800)
     minted = mint()
     for dummy in range(3000):
         token = "".join(rng.choice(pool) for dummy2 in range(rng.randint(0, 120)))
@@ -254,59 +274,85 @@ def test_verify_never_raises_on_random_garbage():
         username = rng.choice([minted.username, token[:20], "", None])
         status = verify_proxy_token(KEYS, username, token, now=NOW).status
         assert status in _tickets.TOKEN_STATUSES and status != "ok"
-    assert verify_proxy_token({"k1": "not bytes"}, minted.username, minted.token).status == "unknown_key"
+    assert verify_proxy_token({K1: b"not a key"}, minted.username, minted.token).status == "unknown_key"
     assert verify_proxy_token(None, minted.username, minted.token).status == "malformed"
 
 
-# --- keys: rotation and files -------------------------------------------------------------------
+# --- keys: nodes, rotation and files -----------------------------------------------------------
 
-def test_rotation_overlap_accepts_both_keys():
-    old = ProxyKeys("k1", {"k1": K1})
-    both_old_current = ProxyKeys("k1", {"k1": K1, "k2": K2})
-    both_new_current = ProxyKeys("k2", {"k1": K1, "k2": K2})
-    new = ProxyKeys("k2", {"k2": K2})
-    t_old = mint(keys=old)
-    t_new = mint(keys=both_new_current)
-    assert t_new.key_id == "k2"
-    for keys in (both_old_current, both_new_current):
-        assert verify(t_old, keys=keys).ok and verify(t_new, keys=keys).ok
-    assert verify(t_old, keys=new).status == "unknown_key"
-    assert verify(t_new, keys=old).status == "unknown_key"
-    assert mint(keys=both_new_current, key_id="k1").key_id == "k1"
+def test_every_nodes_key_verifies_and_a_rotation_overlap_accepts_both():
+    s3 = new_proxy_signer()
+    cluster = proxy_keys_of("hv1", S1, S2)
+    cluster = cluster._replace(keys=dict(cluster.keys, **proxy_keys_of("hv2", s3).keys))
+    for signer in (S1, S2, s3):
+        assert verify(mint(signer=signer), keys=cluster).ok
+    assert verify(mint(signer=S1), keys=proxy_keys_of("hv1", S2, s3)).status == "unknown_key"
 
 
-def test_keys_file(tmp_path):
-    key = new_proxy_key()
-    assert len(key) == 43 and ALPHABET.match(key)
-    path = tmp_path / "keys.json"
-    path.write_text(json.dumps({"current": "k2", "keys": {"k1": new_proxy_key(), "k2": key}}))
+def test_signing_keys_file(tmp_path):
+    path = tmp_path / "proxy-signing.json"
+    path.write_text(dump_signing_keys(_tickets.SigningKeys(S2.key_id, None, [K1], NOW, {K1: S1, S2.key_id: S2})))
+    signing = load_signing_keys(str(path))
+    assert (signing.current, signing.pending, signing.retiring, signing.promoted) == (S2.key_id, None, [K1], NOW)
+    assert signing.public() == {K1: public_key_text(S1), S2.key_id: public_key_text(S2)}
+    assert load_proxy_signer(str(path)).key_id == S2.key_id
+    token = mint(signer=load_proxy_signer(str(path)))
+    assert token.key_id == S2.key_id and verify(token, keys=proxy_keys_of("hv1", S2)).ok
+
+
+def test_public_keys_file(tmp_path):
+    path = tmp_path / "proxy-keys.json"
+    entries = {K1: {"node": "hv1", "public": public_key_text(S1)}, S2.key_id: {"node": "hv2", "public": public_key_text(S2)}}
+    path.write_text(dump_public_keys(entries))
+    assert parse_public_keys(path.read_text()) == entries
     keys = load_proxy_keys(str(path))
-    assert keys.current == "k2" and set(keys.keys) == {"k1", "k2"} and len(keys.keys["k2"]) == 32
-    assert verify(mint(keys=keys), keys=keys).ok
+    assert keys.nodes == {K1: "hv1", S2.key_id: "hv2"}
+    assert verify(mint(signer=S2), keys=keys).ok
 
 
-SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+SECRET = private_key_text(S1)
+PUBLIC = public_key_text(S1)
 
 
 @pytest.mark.parametrize("text, message", [
     ("", "not valid JSON"),
     ("[]", "expected"),
-    ('{"current": "k1", "keys": {}}', "at least one key"),
-    ('{"current": "k1", "keys": {"k-1": "%s"}}' % SECRET, "key id 'k-1' must be 1 to 16 letters and digits"),
-    ('{"current": "k1", "keys": {"k1": "c2hvcnQ"}}', "key k1 has 5 bytes, at least 32 are needed"),
-    ('{"current": "k1", "keys": {"k1": "%s!"}}' % SECRET, "key k1 is not base64url text"),
-    ('{"current": "k1", "keys": {"k1": 5}}', "key k1 is not base64url text"),
-    ('{"current": "k2", "keys": {"k1": "%s"}}' % SECRET, "current must name one of the keys \\(k1\\)"),
+    ('{"current": "%s", "keys": {}}' % K1, "current must name one of the keys \\(there are none\\)"),
+    ('{"current": "k1", "keys": {"k1": "%s"}}' % SECRET, "key id 'k1' is not 12 hex digits"),
+    ('{"current": "%s", "keys": {"%s": "c2hvcnQ"}}' % (K1, K1), "key %s is not 32 bytes of unpadded base64url" % K1),
+    ('{"current": "%s", "keys": {"%s": "%s!"}}' % (K1, K1, SECRET[:-1]), "is not 32 bytes of unpadded base64url"),
+    ('{"current": "%s", "keys": {"%s": 5}}' % (K1, K1), "is not 32 bytes of unpadded base64url"),
+    ('{"current": "%s", "keys": {"%s": "%s"}}' % (S2.key_id, S2.key_id, SECRET), "is filed under an id that is not its own"),
+    ('{"current": "%s", "pending": "%s", "keys": {"%s": "%s"}}' % (K1, K1, K1, SECRET), "pending must be null"),
+    ('{"current": "%s", "retiring": ["%s"], "keys": {"%s": "%s"}}' % (K1, K1, K1, SECRET), "retiring must list"),
+    ('{"current": "%s", "promoted": -1, "keys": {"%s": "%s"}}' % (K1, K1, SECRET), "promoted must be epoch seconds"),
+    ('{"current": "%s", "keys": {"%s": "%s", "%s": "%s"}}' % (K1, K1, SECRET, S2.key_id, private_key_text(S2)),
+     "every key must be current, pending or retiring"),
 ])
-def test_bad_keys_file_says_why_without_the_key(text, message):
+def test_bad_signing_keys_file_says_why_without_the_key(text, message):
     with pytest.raises(ValueError, match=message) as info:
-        parse_proxy_keys(text)
+        parse_signing_keys(text)
     assert SECRET not in str(info.value)
 
 
-def test_keys_file_missing(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("", "not valid JSON"),
+    ('{"keys": []}', "expected"),
+    ('{"keys": {"k1": {"node": "hv1", "public": "%s"}}}' % PUBLIC, "key id 'k1' is not 12 hex digits"),
+    ('{"keys": {"%s": {"public": "%s"}}}' % (K1, PUBLIC), 'must be {"node": NAME, "public": PUBLIC_KEY}'),
+    ('{"keys": {"%s": {"node": "hv1", "public": "abc"}}}' % K1, "is not 32 bytes of unpadded base64url"),
+    ('{"keys": {"%s": {"node": "hv1", "public": "%s"}}}' % (S2.key_id, PUBLIC), "is filed under an id that is not its own"),
+])
+def test_bad_public_keys_file_says_why(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_proxy_keys(text)
+
+
+def test_keys_files_missing(tmp_path):
     with pytest.raises(ValueError, match=r"proxy token keys .*/nope.json cannot be read: No such file or directory"):
         load_proxy_keys(str(tmp_path / "nope.json"))
+    with pytest.raises(ValueError, match=r"proxy token signing keys .*/nope.json cannot be read: No such file"):
+        load_proxy_signer(str(tmp_path / "nope.json"))
 
 
 def test_mint_refuses_bad_input():
@@ -320,8 +366,6 @@ def test_mint_refuses_bad_input():
         mint(user="a" * 65)
     with pytest.raises(ValueError, match="is not a valid VM name"):
         mint(vm="../x")
-    with pytest.raises(ValueError, match="key id 'k9' is not among the proxy token keys"):
-        mint(key_id="k9")
     with pytest.raises(ValueError, match="proxy username of 148 characters, more than 128"):
         mint(user="é" * 20, vm="v" * 26)
 

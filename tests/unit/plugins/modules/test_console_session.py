@@ -18,8 +18,8 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.modules import console_session
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    ProxyKeys, TICKET_ALPHABET, TOKEN_TTL_MAX, add_revocation, dump_revocations, load_revocations,
-    mint_proxy_token, parse_proxy_keys, parse_revocations, prune_revocations, verify_proxy_token,
+    TICKET_ALPHABET, TOKEN_TTL_MAX, add_revocation, dump_revocations, load_revocations, mint_proxy_token,
+    parse_revocations, proxy_keys_of, proxy_signer, prune_revocations, verify_proxy_token,
 )
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
 
@@ -126,15 +126,16 @@ def test_revocations_file_mode_and_group(session, files):
 
 
 def test_the_revocation_refuses_tokens_issued_up_to_revoke_time(session, files):
-    keys = parse_proxy_keys(json.dumps({"current": "k1", "keys": {"k1": "A" * 43}}))
-    before = mint_proxy_token(keys, "alice", "web1", "spice", now=NOW - 10)
-    other_vm = mint_proxy_token(keys, "alice", "web2", "spice", now=NOW - 10)
+    signer = proxy_signer(b"\x01" * 32)
+    keys = proxy_keys_of("hv1", signer)
+    before = mint_proxy_token(signer, "alice", "web1", "spice", now=NOW - 10)
+    other_vm = mint_proxy_token(signer, "alice", "web2", "spice", now=NOW - 10)
     session({}, vm="web1", revoke_time=NOW - 5)
     table = load_revocations(str(files.revocations))
     check = verify_proxy_token(keys, before.username, before.token, revocations=table)
     assert check.status == "revoked"
     assert verify_proxy_token(keys, other_vm.username, other_vm.token, revocations=table).ok
-    after = mint_proxy_token(keys, "alice", "web1", "spice", now=NOW - 4)
+    after = mint_proxy_token(signer, "alice", "web1", "spice", now=NOW - 4)
     assert verify_proxy_token(keys, after.username, after.token, revocations=table).ok, "issued after the cut"
 
 
@@ -424,10 +425,11 @@ def test_a_person_and_a_vm_revoke_that_persons_tokens_for_that_vm_only(session, 
     assert result["sessions"] == {}, "the VM's console stays: other people keep theirs"
     assert servers["web1"].connections == 0
     assert result["tunnels"] == {"checked": False, "cut": [], "by_console": {"spice": 0, "vnc": 0, "serial": 0, "other": 0}}
-    keys = ProxyKeys("k1", {"k1": b"k" * 32})
+    signer = proxy_signer(b"k" * 32)
+    keys = proxy_keys_of("hv1", signer)
     table = json.loads(files.revocations.read_text())
     for user, vm, status in (("alice", "web1", "revoked"), ("alice", "web2", "ok"), ("bob", "web1", "ok")):
-        token = mint_proxy_token(keys, user, vm, "spice", now=NOW - 20)
+        token = mint_proxy_token(signer, user, vm, "spice", now=NOW - 20)
         assert verify_proxy_token(keys, token.username, token.token, now=NOW, revocations=table).status == status
 
 

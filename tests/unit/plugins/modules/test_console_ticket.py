@@ -21,7 +21,7 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.modules import console_ticket
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    load_proxy_keys, new_proxy_key, verify_proxy_token,
+    SigningKeys, dump_signing_keys, private_key_text, proxy_keys_of, proxy_signer, verify_proxy_token,
 )
 from ansible_collections.vmconsole.secure.tests.unit.fakelibvirt import FakeDomain, FakeLibvirt, graphics_of
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import Error, qemu
@@ -193,13 +193,21 @@ def test_missing_password_means_no_action_plugin(ticket):
 # --- proxy tokens ---------------------------------------------------------------------------------
 
 OK_TABLE = {"query-spice": SPICE, "set_password": {}, "expire_password": {}}
+S1, S2 = proxy_signer(b"\x01" * 32), proxy_signer(b"\x02" * 32)
+K2 = S2.key_id
 
 
 @pytest.fixture
 def keys_file(tmp_path):
-    path = tmp_path / "proxy-keys.json"
-    path.write_text(json.dumps({"current": "k2", "keys": {"k1": new_proxy_key(), "k2": new_proxy_key()}}))
+    """The node's signing keys in the middle of a rotation: S2 signs, S1 retires."""
+    path = tmp_path / "proxy-signing.json"
+    path.write_text(dump_signing_keys(SigningKeys(K2, None, [S1.key_id], 1, {S1.key_id: S1, K2: S2})))
     return str(path)
+
+
+def load_proxy_keys(dummy_keys_file):
+    """The public keys every node verifies with."""
+    return proxy_keys_of("hv1", S1, S2)
 
 
 def test_proxy_user_puts_a_token_for_that_user_and_vm_into_the_proxy_url(ticket, keys_file):
@@ -209,11 +217,11 @@ def test_proxy_user_puts_a_token_for_that_user_and_vm_into_the_proxy_url(ticket,
     url = urlsplit(result["vv"]["proxy"])
     assert (url.hostname, url.port, url.username) == ("hv1.example.org", 3128, "alice_40example_2Eorg__web1")
     check = verify_proxy_token(load_proxy_keys(keys_file), url.username, url.password)
-    assert check.ok and (check.user, check.vm, check.key_id) == ("alice@example.org", "web1", "k2")
+    assert check.ok and (check.user, check.vm, check.key_id) == ("alice@example.org", "web1", K2)
     assert (check.console, check.client) == ("spice", None), "a SPICE token, for whichever client uses it first"
     assert abs(check.expires - (time.time() + 28800)) < 5
     assert (result["proxy_username"], result["proxy_token_key_id"], result["proxy_token_expires"]) == (
-        url.username, "k2", check.expires)
+        url.username, K2, check.expires)
     outside_vv = dict(result)
     del outside_vv["vv"]
     assert url.password not in json.dumps(outside_vv), "the token leaves the module only inside vv"
@@ -319,7 +327,7 @@ def test_without_proxy_user_the_proxy_url_is_kept(ticket, keys_file):
     (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_client_address="192.0.2.0/24"),
      "proxy_client_address: not an IP address: '192.0.2.0/24'"),
     (dict(vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file="/nonexistent/keys.json"),
-     "proxy_token_key_file: proxy token keys /nonexistent/keys.json cannot be read: No such file or directory"),
+     "proxy_token_key_file: proxy token signing keys /nonexistent/keys.json cannot be read: No such file or directory"),
 ])
 def test_bad_proxy_token_options_send_nothing(ticket, keys_file, args, message):
     args.setdefault("proxy_token_key_file", keys_file)
@@ -330,10 +338,11 @@ def test_bad_proxy_token_options_send_nothing(ticket, keys_file, args, message):
 
 def test_broken_keys_file_is_named_without_its_content(ticket, tmp_path):
     path = tmp_path / "keys.json"
-    secret = new_proxy_key()
-    path.write_text(json.dumps({"current": "k9", "keys": {"k1": secret}}))
+    secret = private_key_text(S1)
+    path.write_text(json.dumps({"current": K2, "keys": {S1.key_id: secret}}))
     result, server = ticket(OK_TABLE, vm="web1", proxy="http://hv1:3128", proxy_user="alice", proxy_token_key_file=str(path))
-    assert result["msg"] == "proxy_token_key_file: proxy token keys %s: current must name one of the keys (k1)" % path
+    assert result["msg"] == ("proxy_token_key_file: proxy token signing keys %s: current must name one of the keys (%s)"
+                             % (path, S1.key_id))
     assert secret not in json.dumps(result) and server.connections == 0
 
 
@@ -354,7 +363,7 @@ def test_issuance_is_logged_without_secrets(ticket, keys_file, audit_log):
     assert {k: first[k] for k in ("event", "vm", "protocol", "connected", "ticket_expires", "proxy_user",
                                   "proxy_username", "proxy_token_key_id", "proxy_token_expires")} == dict(
         event="console_ticket", vm="web1", protocol="spice", connected="keep", ticket_expires=result["expires"],
-        proxy_user="alice", proxy_username="alice__web1", proxy_token_key_id="k2",
+        proxy_user="alice", proxy_username="alice__web1", proxy_token_key_id=K2,
         proxy_token_expires=result["proxy_token_expires"])
     assert abs(first["epoch"] - time.time()) < 5 and first["time"].endswith("Z") and first["node"] and first["run_by"]
     assert second["vm"] is None and second["socket"].endswith("vm2.qmp") and second["proxy_user"] is None
@@ -543,7 +552,7 @@ def test_serial_reads_the_port_and_mints_only_a_proxy_token(serial, keys_file):
     assert server.commands == ["qmp_capabilities", "query-chardev"], "one read-only query, nothing set in QEMU"
     token = result["serial_handover"]["proxy_token"]
     check = verify_proxy_token(load_proxy_keys(keys_file), result["proxy_username"], token)
-    assert check.ok and (check.user, check.vm, check.key_id, check.console) == ("alice", "web1", "k2", "serial")
+    assert check.ok and (check.user, check.vm, check.key_id, check.console) == ("alice", "web1", K2, "serial")
     assert (result["protocol"], result["serial_port"], result["proxy_username"], result["console_host"]) == (
         "serial", 62017, "alice__web1", "hv1")
     assert result["expires"] == result["proxy_token_expires"] == check.expires
@@ -593,7 +602,7 @@ def test_serial_without_a_tcp_chardev_mints_nothing(serial, audit_log, chardevs,
     (dict(vm=None, socket="/run/x.qmp"), "proxy_user needs vm or libvirt_domain (the token names the VM), not socket"),
     (dict(proxy="http://u:p@hv1:3128"), "proxy must not hold credentials with proxy_user"),
     (dict(client_key_file="-x"), "client_key_file must be a file path on the client's machine"),
-    (dict(proxy_token_key_file="/nonexistent/keys.json"), "proxy_token_key_file: proxy token keys /nonexistent"),
+    (dict(proxy_token_key_file="/nonexistent/keys.json"), "proxy_token_key_file: proxy token signing keys /nonexistent"),
 ])
 def test_serial_refusals_before_connecting(serial, audit_log, args, message):
     result, server = serial(**args)
@@ -615,7 +624,7 @@ def test_serial_issuance_is_audited_without_the_token(serial, audit_log):
     assert {k: record[k] for k in ("event", "vm", "protocol", "connected", "ticket_expires", "proxy_user",
                                    "proxy_username", "proxy_token_key_id", "proxy_token_expires")} == dict(
         event="console_ticket", vm="web1", protocol="serial", connected=None, ticket_expires=None, proxy_user="alice",
-        proxy_username="alice__web1", proxy_token_key_id="k2", proxy_token_expires=result["expires"])
+        proxy_username="alice__web1", proxy_token_key_id=K2, proxy_token_expires=result["expires"])
     assert result["serial_handover"]["proxy_token"] not in text
 
 
@@ -623,7 +632,7 @@ def test_serial_check_mode_reads_and_mints_nothing(serial, audit_log):
     result, server = serial(check_mode=True)
     assert not result.get("failed") and result["changed"] is True
     assert server.commands == ["qmp_capabilities", "query-chardev"]
-    assert "serial_handover" not in result and result["proxy_token_key_id"] == "k2"
+    assert "serial_handover" not in result and result["proxy_token_key_id"] == K2
     assert result["serial_port"] == 62017 and "env:VMC_PROXY_TOKEN" in result["command"]
     assert not audit_log.exists()
 
