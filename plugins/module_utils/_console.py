@@ -46,6 +46,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import (
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp_module import fail_qmp, open_qmp, query_optional
 from ansible_collections.vmconsole.secure.plugins.module_utils._serial import SERIAL_CHARDEV, serial_chardev_port
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import AUTHZ_ID, identities_from_rules
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import subject_from_pem
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_ticket
 
@@ -312,6 +313,15 @@ class QMPConsole:
             raise OptionError("the VM's serial console cannot be reached through the proxy: %s (protocol=serial)"
                               % exc) from None
 
+    def serial_clients(self):
+        """The client identities the serial console admits (read-only ``qom-get``), or None when the guest has no
+        list of this collection's (a guest started before the role managed one) or it cannot be read."""
+        try:
+            return identities_from_rules(self.qmp.execute("qom-get", {"path": "/objects/" + AUTHZ_ID,
+                                                                      "property": "rules"}))
+        except QMPCommandError:
+            return None
+
     def lockable(self):
         """(spice_info, vnc_info) now, after checking that a ticket protects every enabled console."""
         spice = spice_info(query_optional(self.qmp, "query-spice"))
@@ -417,6 +427,10 @@ class LibvirtConsole:
                 "passwd, e.g. a random one with a passwdValidTo in the past)" % (exc, protocol, protocol.upper(), protocol),
                 exc.domain, exc.uri, exc.code) from None
         return expires
+
+    def serial_clients(self):
+        """None: a libvirt domain's serial console has no list of this collection's."""
+        return None
 
     def serial_port(self):
         raise OptionError("protocol=serial is not supported for a libvirt_domain yet: libvirt names the serial chardev "

@@ -175,6 +175,32 @@ def systemd_environment(name, value):
     return '"%s"' % text
 
 
+def _unescape(value):
+    out, i = bytearray(), 0
+    while i < len(value):
+        pair = value[i + 1:i + 3]
+        if value[i] == "\\" and len(pair) == 2 and all(c in _HEX for c in pair):
+            out.append(int(value[i + 1:i + 3], 16))
+            i += 3
+        elif value[i] == "\\" and i + 1 < len(value):
+            out += value[i + 1].encode("utf-8")
+            i += 2
+        else:
+            out += value[i].encode("utf-8")
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def common_names(identity):
+    """The CN values of ``identity`` (a subject as QEMU compares it), escapes undone."""
+    names = []
+    for part in _split(identity, ",+"):
+        kind, sep, value = part.partition("=")
+        if sep and kind.strip().upper() in ("CN", "2.5.4.3"):
+            names.append(_unescape(value))
+    return names
+
+
 def identities_from_rules(rules):
     """The identities of ``rules`` (as ``qom-get`` returns them) when every rule is one this
     module writes (exact, allow); None otherwise."""

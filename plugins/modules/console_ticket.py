@@ -492,6 +492,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._serial import (
     serial_console_argv,
     serial_console_command,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import common_names
 from ansible_collections.vmconsole.secure.plugins.module_utils._subject import parse_subject
 from ansible_collections.vmconsole.secure.plugins.module_utils._tunnels import read_proxy_fact
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
@@ -748,11 +749,22 @@ def issue_ticket(module, console, *, ttl, ca_pem, host_subject, keys, kept):
     return result
 
 
+def warn_unlisted(module, clients, user, vm):
+    """Warn when the serial console's client list names no certificate of ``user`` (its CN): QEMU would refuse the
+    TLS handshake of that person's certificate, although the token works."""
+    if clients is None or any(user in common_names(identity) for identity in clients):
+        return
+    module.warn("proxy_user %s is not on the serial console's client list of %s (no certificate with CN=%s among %d "
+                "admitted; qemu_vm_serial_clients or the guest's serial_clients): QEMU will refuse that certificate's "
+                "TLS handshake" % (user, vm, user, len(clients)))
+
+
 def issue_serial(module, console, keys):
     """protocol=serial: read the port (query-chardev only), mint and log a proxy token; nothing is set in QEMU."""
     params = module.params
     token_ttl = validate_token_ttl(params["proxy_token_ttl"])
     port = console.serial_port()
+    warn_unlisted(module, console.serial_clients(), params["proxy_user"], vm_name(params))
     node = params["console_host"] or socket.gethostname()
     username = proxy_username(params["proxy_user"], vm_name(params))
     argv, command = client_command(params, node, port, username)

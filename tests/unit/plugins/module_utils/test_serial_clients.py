@@ -188,3 +188,14 @@ def test_other_qmp_errors_pass_through(fake_qmp):
     server = fake_qmp(qemu({"qom-get": Error("GenericError", "boom")}))
     with QMPClient(server.path, timeout=5) as client, pytest.raises(QMPCommandError, match="boom"):
         sc.apply_identities(client, [])
+
+
+@pytest.mark.parametrize("identity, names", [
+    ("O=vmconsole.secure,CN=alice", ["alice"]),
+    ("CN=a\\,b,O=x", ["a,b"]),
+    ("CN=Zo\\C3\\A9+UID=1,O=x", ["Zoé"]),
+    ("cn=bob,2.5.4.3=carol", ["bob", "carol"]),
+    ("O=CN=x,OU=y", []),
+])
+def test_common_names_of_an_identity(identity, names):
+    assert sc.common_names(identity) == names

@@ -549,7 +549,7 @@ def test_serial_reads_the_port_and_mints_only_a_proxy_token(serial, keys_file):
     before = time.time()
     result, server = serial(proxy="http://hv1.example.org:3128")
     assert not result.get("failed"), result
-    assert server.commands == ["qmp_capabilities", "query-chardev"], "one read-only query, nothing set in QEMU"
+    assert server.commands == ["qmp_capabilities", "query-chardev", "qom-get"], "read-only queries, nothing set in QEMU"
     token = result["serial_handover"]["proxy_token"]
     check = verify_proxy_token(load_proxy_keys(keys_file), result["proxy_username"], token)
     assert check.ok and (check.user, check.vm, check.key_id, check.console) == ("alice", "web1", K2, "serial")
@@ -568,6 +568,28 @@ def test_serial_reads_the_port_and_mints_only_a_proxy_token(serial, keys_file):
     assert token not in json.dumps(outside), "the token leaves the module only in serial_handover"
     for key in ("vv", "tls_port", "port", "host_subject", "ticket_file"):
         assert key not in result
+
+
+@pytest.mark.parametrize("identities, warned", [
+    (["O=vmconsole.secure,CN=bob"], True),
+    ([], True),
+    (["O=vmconsole.secure,CN=bob", "O=vmconsole.secure,CN=alice"], False),
+    (["CN=alice+UID=7,O=x"], False),
+    (None, False),          # a guest without the collection's list: nothing to say
+])
+def test_serial_warns_when_the_person_is_not_on_the_consoles_client_list(serial, monkeypatch, identities, warned):
+    warnings = []
+    monkeypatch.setattr(console_ticket.AnsibleModule, "warn", lambda self, text: warnings.append(text))
+    table = dict(SERIAL_TABLE)
+    if identities is not None:
+        table["qom-get"] = [{"match": identity, "policy": "allow", "format": "exact"} for identity in identities]
+    result, server = serial(table)
+    assert not result.get("failed") and "serial_handover" in result, "a warning, not a refusal"
+    assert server.commands == ["qmp_capabilities", "query-chardev", "qom-get"]
+    expected = ["proxy_user alice is not on the serial console's client list of web1 (no certificate with CN=alice "
+                "among %d admitted; qemu_vm_serial_clients or the guest's serial_clients): QEMU will refuse that "
+                "certificate's TLS handshake" % len(identities or [])]
+    assert warnings == (expected if warned else [])
 
 
 def test_serial_port_while_a_client_is_connected_and_client_paths(serial):
@@ -631,7 +653,7 @@ def test_serial_issuance_is_audited_without_the_token(serial, audit_log):
 def test_serial_check_mode_reads_and_mints_nothing(serial, audit_log):
     result, server = serial(check_mode=True)
     assert not result.get("failed") and result["changed"] is True
-    assert server.commands == ["qmp_capabilities", "query-chardev"]
+    assert server.commands == ["qmp_capabilities", "query-chardev", "qom-get"]
     assert "serial_handover" not in result and result["proxy_token_key_id"] == K2
     assert result["serial_port"] == 62017 and "env:VMC_PROXY_TOKEN" in result["command"]
     assert not audit_log.exists()
