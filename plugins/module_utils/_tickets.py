@@ -495,21 +495,30 @@ def dump_signing_keys(signing):
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def _read(path, what, limit=1 << 20):
+_NO_DEFAULT = object()
+
+
+def _load(path, what, parse, missing=_NO_DEFAULT, limit=1 << 20):
+    """``parse(text)`` of the file at ``path`` (``missing`` when there is none, if given); ValueError names ``what``,
+    the file and the reason."""
     try:
         with open(path, "r", encoding="utf-8") as f:
-            return f.read(limit)
+            text = f.read(limit)
+    except FileNotFoundError as exc:
+        if missing is not _NO_DEFAULT:
+            return missing
+        raise ValueError("%s %s cannot be read: %s" % (what, path, exc.strerror)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError("%s %s cannot be read: %s" % (what, path, getattr(exc, "strerror", None) or exc)) from None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError("%s %s: %s" % (what, path, exc)) from None
 
 
 def load_signing_keys(path):
     """:class:`SigningKeys` from the file at ``path``; ValueError names the file and the reason (never a key)."""
-    text = _read(path, "proxy token signing keys")
-    try:
-        return parse_signing_keys(text)
-    except ValueError as exc:
-        raise ValueError("proxy token signing keys %s: %s" % (path, exc)) from None
+    return _load(path, "proxy token signing keys", parse_signing_keys)
 
 
 def load_proxy_signer(path):
@@ -557,11 +566,12 @@ def parse_proxy_keys(text):
 
 def load_proxy_keys(path):
     """:class:`ProxyKeys` from the public keys file at ``path``; ValueError names the file and the reason."""
-    text = _read(path, "proxy token keys")
-    try:
-        return parse_proxy_keys(text)
-    except ValueError as exc:
-        raise ValueError("proxy token keys %s: %s" % (path, exc)) from None
+    return _load(path, "proxy token keys", parse_proxy_keys)
+
+
+def load_public_keys(path):
+    """The public keys file's entries (as :func:`parse_public_keys`), {} when there is none; ValueError otherwise."""
+    return _load(path, "proxy token keys", parse_public_keys, missing={})
 
 
 # --- Revocations: a JSON file on the nodes --------------------------------------------------------
@@ -598,17 +608,7 @@ def parse_revocations(text):
 
 def load_revocations(path):
     """Revocations from ``path``; a missing file is an empty list. ValueError for anything else wrong."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read(16 << 20)
-    except FileNotFoundError:
-        return {kind: {} for kind in REVOCATION_KINDS}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError("revocations %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
-    try:
-        return parse_revocations(text)
-    except ValueError as exc:
-        raise ValueError("revocations %s: %s" % (path, exc)) from None
+    return _load(path, "revocations", parse_revocations, missing={kind: {} for kind in REVOCATION_KINDS}, limit=16 << 20)
 
 
 def _revoked(revocations, user, vm, issued):

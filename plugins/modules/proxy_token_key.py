@@ -112,23 +112,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vmconsole.secure.plugins.module_utils._connect_proxy import signing_keys
 from ansible_collections.vmconsole.secure.plugins.module_utils._files import write_file_atomic
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import (
-    HAS_CRYPTOGRAPHY, dump_signing_keys, load_signing_keys, new_proxy_signer, parse_public_keys,
+    HAS_CRYPTOGRAPHY, dump_signing_keys, load_public_keys, load_signing_keys, new_proxy_signer,
 )
-
-
-def read_known(path):
-    """The public keys file's entries, {} when there is none; ValueError when it is unusable."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read(1 << 20)
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError("public_keys_file %s cannot be read: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
-    try:
-        return parse_public_keys(text)
-    except ValueError as exc:
-        raise ValueError("public_keys_file %s: %s" % (path, exc)) from None
 
 
 def run(params, check_mode, now=None):
@@ -137,7 +122,10 @@ def run(params, check_mode, now=None):
     if params["overlap"] < 0:
         return None, "overlap must be 0 or more seconds, got %d" % params["overlap"]
     try:
-        known = read_known(params["public_keys_file"])
+        try:
+            known = load_public_keys(params["public_keys_file"])
+        except ValueError as exc:
+            raise ValueError("public_keys_file: %s" % exc) from None
         exists = os.path.lexists(path)
         if not HAS_CRYPTOGRAPHY:
             if check_mode and not exists and stage == 0:    # a preflight before the role installed cryptography

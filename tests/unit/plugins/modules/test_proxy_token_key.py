@@ -98,7 +98,7 @@ def test_bad_files_and_stages_fail_before_anything_changes(tmp_path, run_module)
     (tmp_path / "proxy-keys.json").write_text("{")
     path.unlink()
     broken = run_module(proxy_token_key.main, args(tmp_path))
-    assert broken["failed"] is True and broken["msg"].startswith("public_keys_file %s: not valid JSON"
+    assert broken["failed"] is True and broken["msg"].startswith("public_keys_file: proxy token keys %s: not valid JSON"
                                                                  % (tmp_path / "proxy-keys.json"))
     assert not path.exists()
     negative = run_module(proxy_token_key.main, args(tmp_path, overlap=-1))
