@@ -374,7 +374,7 @@ def same_request(request, valid):
 def garbage_lines(rng, count, valid):
     """Random lines without a line break: bytes, near-misses of a valid line, huge lines."""
     pieces = [b" ", b"%", b"%2", b"%ZZ", b"_", b"__", b"\r", b"\0", b"\xff", b"\xc3", b"\xe2\x82\xac", b"-",
-              b"v2_", b"k1", b"61001", b"hv1", b"Basic%20", b"OK", b"ERR", b"\t", b"127.0.0.1"]
+              b"v3_", b"k1", b"61001", b"hv1", b"Basic%20", b"OK", b"ERR", b"\t", b"127.0.0.1"]
     lines = []
     for i in range(count):
         kind = i % 4
