@@ -249,7 +249,7 @@ def test_bind_on_first_use(setup):
     assert other.ask(line(setup.keys, minted=minted, src="192.0.2.8")).startswith("ERR")
     assert other.ask(line(setup.keys, minted=minted, src="192.0.2.7")).startswith("OK")
     # A refused request binds nothing: a token first sent to a wrong port still binds its real client.
-    fresh = mint_proxy_token(setup.keys, "alice", "web1", "spice", ttl=3600)    # another lifetime: never `minted`
+    fresh = mint_proxy_token(setup.keys, "alice", "web1", "spice")      # minted in the same second: another nonce
     assert helper.ask(line(setup.keys, minted=fresh, src="192.0.2.9", port=62001)).startswith("ERR")
     assert helper.ask(line(setup.keys, minted=fresh, src="192.0.2.10")).startswith("OK")
     (name,) = [n for n in os.listdir(setup.bindings) if os.readlink(setup.bindings / n) == "192.0.2.10"]
