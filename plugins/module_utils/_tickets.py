@@ -125,16 +125,18 @@ def _whole_seconds(name, value, low, high, why=""):
 #   upper-case hex digits ("alice@example.org" -> "alice_40example_2Eorg", "web1.prod" ->
 #   "web1_2Eprod"). An escape always puts a hex digit after "_", so "__" occurs only as the
 #   separator and each (user, VM) pair has exactly one username.
-# TOKEN = "v3_" KEY_ID "_" CONSOLE "_" ISSUED "_" EXPIRES "_" CLIENT "_" SIGNATURE, at most 167 characters
-#   (at most 135 for any client, 143 bound to an IPv4 address; 132 for a SPICE token of today):
+# TOKEN = "v3_" KEY_ID "_" CONSOLE "_" ISSUED "_" EXPIRES "_" CLIENT "_" NONCE "_" SIGNATURE, at most 176
+#   characters (at most 144 for any client, 152 bound to an IPv4 address; 141 for a SPICE token of today):
 #   KEY_ID is the signing key's id (12 lower-case hex digits, see proxy_key_id()): each node signs with
 #   a key of its own that never leaves it, and every node verifies with the public keys of all;
 #   CONSOLE is the one console the token opens (spice, vnc or serial: the helper admits only that
 #   console's ports); ISSUED and EXPIRES are decimal epoch seconds; CLIENT is "n" (any client address)
 #   or "a" and the lower-case hex of the one client address the token works from (8 digits for IPv4,
-#   32 for IPv6); SIGNATURE is unpadded base64url (86 characters) of the Ed25519 signature over
-#   TOKEN_CONTEXT and then each of (version, key id, console, user, VM, issued, expires, client
-#   address or "") as a 4-byte big-endian length and its UTF-8 bytes. The token is bound to the
+#   32 for IPv6); NONCE is 8 random lower-case hex digits, so that two tokens minted for the same
+#   person, VM and console in the same second differ (each binds to its own client); SIGNATURE is
+#   unpadded base64url (86 characters) of the Ed25519 signature over TOKEN_CONTEXT and then each of
+#   (version, key id, console, user, VM, issued, expires, client address or "", nonce) as a 4-byte
+#   big-endian length and its UTF-8 bytes. The token is bound to the
 #   username's user and VM: the same token under another username (another VM) is a bad signature,
 #   and so is a token whose console or client was changed. Whoever verifies (squid's helper, user
 #   proxy) holds public keys only: it can check a token and cannot make one.
@@ -170,7 +172,7 @@ TOKEN_STATUSES = (TOKEN_OK, TOKEN_EXPIRED, TOKEN_BAD_SIGNATURE, TOKEN_MALFORMED,
 _USERNAME_PART = r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+"
 _USERNAME = re.compile(r"(%s)__(%s)" % (_USERNAME_PART, _USERNAME_PART))
 _TOKEN = re.compile(r"v3_([0-9a-f]{12})_(%s)_([1-9][0-9]{0,10})_([1-9][0-9]{0,10})_(n|a[0-9a-f]{8}|a[0-9a-f]{32})"
-                    r"_([A-Za-z0-9_-]{85}[AQgw])" % "|".join(TOKEN_CONSOLES))
+                    r"_([0-9a-f]{8})_([A-Za-z0-9_-]{85}[AQgw])" % "|".join(TOKEN_CONSOLES))
 _PLAIN_BYTES = frozenset((string.ascii_letters + string.digits + "-").encode("ascii"))
 _ESCAPE = re.compile(r"_([0-9A-F]{2})")
 
@@ -273,9 +275,9 @@ def parse_proxy_username(username):
         return None
 
 
-def _signed_message(key_id, console, user, vm, issued, expires, client):
+def _signed_message(key_id, console, user, vm, issued, expires, client, nonce):
     message = bytearray(TOKEN_CONTEXT)
-    for field in (TOKEN_VERSION, key_id, console, user, vm, str(issued), str(expires), client or ""):
+    for field in (TOKEN_VERSION, key_id, console, user, vm, str(issued), str(expires), client or "", nonce):
         data = field.encode("utf-8")
         message += struct.pack(">I", len(data)) + data
     return bytes(message)
@@ -328,9 +330,10 @@ def mint_proxy_token(signer, user, vm, console, *, ttl=TOKEN_TTL_DEFAULT, now=No
         raise ValueError("signer must be a ProxySigner (see load_proxy_signer)")
     issued = int(time.time() if now is None else now)
     expires = issued + ttl
-    signature = signer.private.sign(_signed_message(signer.key_id, console, user, vm, issued, expires, client))
-    token = "%s_%s_%s_%d_%d_%s_%s" % (TOKEN_VERSION, signer.key_id, console, issued, expires, _client_field(client),
-                                      _b64(signature))
+    nonce = secrets.token_hex(4)
+    signature = signer.private.sign(_signed_message(signer.key_id, console, user, vm, issued, expires, client, nonce))
+    token = "%s_%s_%s_%d_%d_%s_%s_%s" % (TOKEN_VERSION, signer.key_id, console, issued, expires,
+                                         _client_field(client), nonce, _b64(signature))
     return ProxyToken(username, token, user, vm, signer.key_id, issued, expires, console, client)
 
 
@@ -359,7 +362,8 @@ def verify_proxy_token(keys, username, token, *, now=None, revocations=None, ske
         if not HAS_CRYPTOGRAPHY or not isinstance(key, Ed25519PublicKey):
             return TokenCheck(TOKEN_UNKNOWN_KEY, user, vm, key_id, issued, expires, console, bound)
         try:
-            key.verify(_unb64(match.group(6)), _signed_message(key_id, console, user, vm, issued, expires, bound))
+            key.verify(_unb64(match.group(7)),
+                       _signed_message(key_id, console, user, vm, issued, expires, bound, match.group(6)))
         except InvalidSignature:
             return TokenCheck(TOKEN_BAD_SIGNATURE, user, vm, key_id, issued, expires, console, bound)
         now = time.time() if now is None else now

@@ -218,7 +218,7 @@ def test_unknown_protocol_left_to_the_module():
 
 # --- proxy tokens: minted by the module, handed over inside vv, dropped from the result ------------
 
-TOKEN = "v3_0123456789ab_spice_1767225600_1767254400_n_" + "M" * 85 + "A"
+TOKEN = "v3_0123456789ab_spice_1767225600_1767254400_n_0badcafe_" + "M" * 85 + "A"
 PROXY = "http://alice__web1:%s@hv1:3128" % TOKEN
 
 

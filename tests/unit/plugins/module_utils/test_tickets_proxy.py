@@ -46,7 +46,7 @@ def test_round_trip():
     assert minted.username == "alice__web1"
     assert (minted.user, minted.vm, minted.key_id, minted.issued, minted.expires, minted.console, minted.client) == (
         "alice", "web1", K1, NOW, NOW + TOKEN_TTL_DEFAULT, "spice", None)
-    assert re.match(r"^v3_[0-9a-f]{12}_spice_%d_%d_n_[A-Za-z0-9_-]{86}$" % (NOW, NOW + 28800), minted.token)
+    assert re.match(r"^v3_[0-9a-f]{12}_spice_%d_%d_n_[0-9a-f]{8}_[A-Za-z0-9_-]{86}$" % (NOW, NOW + 28800), minted.token)
     check = verify(minted)
     assert check.ok and tuple(check) == ("ok", "alice", "web1", K1, NOW, NOW + 28800, "spice", None)
 
@@ -74,6 +74,13 @@ def test_the_console_is_part_of_the_token(console):
     minted = mint(console=console)
     assert minted.token.startswith("v3_%s_%s_" % (K1, console))
     assert verify(minted).console == console
+
+
+def test_tokens_of_one_second_differ():
+    """Two .vv for one person, VM and console in the same second: two tokens, each binds to its own client."""
+    first, second = mint(), mint()
+    assert first.token != second.token and first.issued == second.issued
+    assert verify(first).ok and verify(second).ok
 
 
 def test_a_token_for_no_known_console_is_not_minted():
@@ -139,11 +146,12 @@ def test_random_names_give_unique_tokens_within_limits():
 
 def test_longest_names_still_fit():
     minted = mint("u" * 60, "v" * 64, now=99999999999 - 604800, console="serial")
-    assert len(minted.token) == 135
+    assert len(minted.token) == 144
     bound = mint("u" * 60, "v" * 64, now=99999999999 - 604800, console="serial", client="192.0.2.1")
-    assert len(bound.token) == 143
+    assert len(bound.token) == 152
     bound = mint("u" * 60, "v" * 64, now=99999999999 - 604800, console="serial", client="2001:db8::1")
-    assert len(bound.token) == 167 <= TOKEN_MAX_LENGTH
+    assert len(bound.token) == 176 <= TOKEN_MAX_LENGTH
+    assert len(mint().token) == 141, "a SPICE token of today for any client"
 
 
 @pytest.mark.parametrize("username", [
@@ -195,7 +203,7 @@ def test_token_of_another_vm_or_user_is_a_bad_signature():
 
 
 def _tamper(token, index, value):
-    parts = token.split("_", 6)
+    parts = token.split("_", 7)
     parts[index] = value
     return "_".join(parts)
 
@@ -215,6 +223,8 @@ def _tamper(token, index, value):
     (3, "0" + str(NOW), "malformed"),   # not canonical
     (5, "ac0000207", "bad_signature"),   # bound to an address after the fact
     (5, "a00", "malformed"),
+    (6, "00000000", "bad_signature"),    # another nonce
+    (6, "0000000", "malformed"),
 ])
 def test_tampering_with_each_field(index, value, status):
     keys = proxy_keys_of("hv1", S1, S2)
@@ -224,7 +234,7 @@ def test_tampering_with_each_field(index, value, status):
 
 def test_tampering_with_every_signature_character():
     minted = mint()
-    prefix = "_".join(minted.token.split("_", 6)[:6]) + "_"
+    prefix = "_".join(minted.token.split("_", 7)[:7]) + "_"
     signature = minted.token[len(prefix):]
     assert len(signature) == 86
     for i, char in enumerate(signature[:-1]):
@@ -249,12 +259,12 @@ def test_signature_is_checked_before_time():
 
 @pytest.mark.parametrize("username, token", [
     (None, None), (1, 2), (b"alice__web1", b"v1"), ("alice__web1", ""), ("alice__web1", "v1"),
-    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 85), ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 87),
-    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 85 + "="),
-    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 85 + "é"),
-    ("alice__web1", "v3_%s_spice_1_2_n_" % K1 + "A" * 86 + "\n"), ("alice__web1", "v3__spice_1_2_n_" + "A" * 86),
-    ("alice__web1", "v3_%s_spice_-1_2_n_" % K1 + "A" * 86),
-    ("alice__web1", "v3_%s_spice_1_123456789012_n_" % K1 + "A" * 86),
+    ("alice__web1", "v3_%s_spice_1_2_n_0badcafe_" % K1 + "A" * 85), ("alice__web1", "v3_%s_spice_1_2_n_0badcafe_" % K1 + "A" * 87),
+    ("alice__web1", "v3_%s_spice_1_2_n_0badcafe_" % K1 + "A" * 85 + "="),
+    ("alice__web1", "v3_%s_spice_1_2_n_0badcafe_" % K1 + "A" * 85 + "é"),
+    ("alice__web1", "v3_%s_spice_1_2_n_0badcafe_" % K1 + "A" * 86 + "\n"), ("alice__web1", "v3__spice_1_2_n_0badcafe_" + "A" * 86),
+    ("alice__web1", "v3_%s_spice_-1_2_n_0badcafe_" % K1 + "A" * 86),
+    ("alice__web1", "v3_%s_spice_1_123456789012_n_0badcafe_" % K1 + "A" * 86),
     ("alice__web1", "v2_k1_spice_1_2_n_" + "A" * 43),     # a token of the HMAC format before
     ("alice__web1", "x" * 100000), ("a" * 100000, "v1"), ("alice__web1", ["v1"]),
 ])
