@@ -38,7 +38,7 @@ TEXT_SUFFIXES = (".md", ".yml", ".yaml", ".py", ".j2", ".txt", ".cfg", ".conf", 
 MD_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 
-# Dangling references in files another change owns right now (reported on issue 16, not edited
+# Dangling references in files another change owns right now (reported to its owners, not edited
 # here). Remove an entry when its file is fixed: the test fails on an entry that no longer occurs.
 KNOWN_DANGLING = {
     ("roles/connect_proxy/README.md", "docs/internal-api.md"),
