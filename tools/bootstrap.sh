@@ -12,6 +12,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 what=${1:-lab}
 ANSIBLE_WHEEL_VERSION=12.3.0
+# galaxy.yml's dependencies (community.crypto) and what only the lab and the tests use.
 COLLECTIONS=(community/crypto ansible/posix containers/podman community/general community/libvirt)
 
 apt_packages=(python3-venv python3-cryptography git rsync make openssl iproute2 iptables

@@ -12,7 +12,8 @@
    `import x` or `from x import`, in roles, playbooks, molecule and lab.
 4. docs/internal-api.md is what tools/internal_api.py writes from the docstrings.
 5. One home: every link to the collection's own repository (…/vmconsole/secure) in plugins,
-   roles, docs and README.md starts with galaxy.yml's ``repository``.
+   roles, playbooks, meta, docs, README.md and DEVELOPMENT.md starts with galaxy.yml's
+   ``repository``, and so do galaxy.yml's ``homepage``, ``documentation`` and ``issues``.
 6. One place for the cluster-wide inputs: every ``vmconsole_*`` variable a role's defaults (or
    the defaults its argument spec documents) read is an option of the private role
    roles/_common (entry point main, so rule 1 puts its one default value in that role's
@@ -179,10 +180,14 @@ HOME_LINK = re.compile(r"https?://[^\s\"'<>)]*/vmconsole/secure\b[^\s\"'<>)]*")
 
 def home_breaches(root):
     with open(os.path.join(root, "galaxy.yml")) as handle:
-        home = (yaml.safe_load(handle) or {}).get("repository", "")
-    out = []
-    paths = [os.path.join(root, "README.md")]
-    for pattern in ("plugins/**/*.py", "plugins/**/*.yml", "roles/**/*.yml", "docs/**/*.md"):
+        galaxy = yaml.safe_load(handle) or {}
+    home = galaxy.get("repository", "")
+    out = ["galaxy.yml: %s %s is not under its repository %s" % (key, galaxy[key], home or "(none)")
+           for key in ("homepage", "documentation", "issues")
+           if galaxy.get(key) and not (home and galaxy[key].startswith(home))]
+    paths = [os.path.join(root, "README.md"), os.path.join(root, "DEVELOPMENT.md")]
+    for pattern in ("plugins/**/*.py", "plugins/**/*.yml", "roles/**/*.yml", "roles/**/*.md", "playbooks/**/*.yml",
+                    "meta/*.yml", "docs/**/*.md"):
         paths += glob.glob(os.path.join(root, pattern), recursive=True)
     for path in sorted(p for p in paths if os.path.isfile(p)):
         with open(path) as handle:

@@ -72,6 +72,9 @@ run_stage() {  # stage
     timed ansible-lint ansible-lint --nocolor; count_one ansible-lint $?
     note "contracts (defaults vs argument specs, no Jinja control flow in vars, no Python in YAML)"
     timed contracts python3 tools/check_contracts.py; count_one contracts $?
+    note "antsibull-docs lint-collection-docs (plugin and role docs), antsibull-changelog lint (fragments)"
+    timed collection-docs antsibull-docs lint-collection-docs --plugin-docs --validate-collection-refs dependent --disallow-unknown-collection-refs .; count_one collection-docs $?
+    timed changelog antsibull-changelog lint; count_one changelog $?
     ;;
   sanity)
     note "ansible-test sanity --local"

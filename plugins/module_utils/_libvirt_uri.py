@@ -8,7 +8,7 @@
 Private to the collection. Stdlib only and no Ansible imports: used by the ``libvirt_uri`` and
 ``libvirt_uri_build`` filters on the controller and reusable by modules on managed hosts.
 
-What libvirt does, and what this file follows (libvirt's ``docs/uri.rst``, ``docs/remote.rst``,
+What libvirt does, and what this file follows (in libvirt's source: ``uri.rst`` and ``remote.rst`` in its docs,
 ``src/util/viruri.c``, ``src/remote/remote_sockets.c`` and ``doRemoteOpen`` in
 ``src/remote/remote_driver.c``):
 

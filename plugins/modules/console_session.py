@@ -28,7 +28,7 @@ description:
   - B(By person on one VM) (O(user) and O(vm)). Only that person's tokens for that VM are revoked (an entry in
     C(pairs)) and only their tunnels to it are cut; the VM's console is not locked, so other people stay.
   - B(Open tunnels.) squid checks a token when a tunnel opens and never again, so revoking alone would leave
-    open tunnels running for hours. Where M(vmconsole.secure.connect_proxy) runs (O(proxy_fact_file) exists), the
+    open tunnels running for hours. Where P(vmconsole.secure.connect_proxy#role) runs (O(proxy_fact_file) exists), the
     module asks the node's squid for its open tunnels (the cache manager's C(active_requests) report, from this
     node, with the password only root can read) and destroys the client connection of each tunnel of what was
     revoked in the kernel (C(ss -K)); squid then closes the tunnel, whatever runs inside it (SPICE, VNC, a serial
@@ -127,7 +127,7 @@ options:
     default: /etc/vmconsole/proxy-revoked.json
   proxy_fact_file:
     description:
-      - The local fact M(vmconsole.secure.connect_proxy) writes on the node (the proxy's port, its cache manager
+      - The local fact P(vmconsole.secure.connect_proxy#role) writes on the node (the proxy's port, its cache manager
         password file, the console port ranges). Where it does not exist, no proxy runs on the node and no tunnel
         is cut (RV(tunnels.checked=false)).
     type: path

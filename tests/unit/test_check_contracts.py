@@ -121,12 +121,17 @@ def test_the_internal_api_document_follows_the_docstrings(tmp_path):
 
 
 def test_one_home(tmp_path):
-    write(tmp_path, "galaxy.yml", "repository: https://github.com/vmconsole/secure\n")
+    write(tmp_path, "galaxy.yml", "repository: https://github.com/vmconsole/secure\n"
+                                  "issues: https://github.com/vmconsole/secure/issues\n"
+                                  "homepage: https://vmconsole.example.org/\n")
     write(tmp_path, "README.md", "see https://github.com/vmconsole/secure/tree/main/docs and "
                                  "https://example.invalid/vmconsole/secure\n")
     write(tmp_path, "plugins/modules/m.py", 'link: https://gitlab.com/vmconsole/secure/-/blob/main/x.md\n'
                                             'other: https://gitlab.com/virt-viewer/virt-viewer\n')
+    write(tmp_path, "roles/r/README.md", "[a](https://github.com/vmconsole/secure/blob/main/x.md)\n")
     assert check.home_breaches(str(tmp_path)) == [
+        "galaxy.yml: homepage https://vmconsole.example.org/ is not under its repository "
+        "https://github.com/vmconsole/secure",
         "README.md:1: https://example.invalid/vmconsole/secure is not under galaxy.yml's repository "
         "https://github.com/vmconsole/secure",
         "plugins/modules/m.py:1: https://gitlab.com/vmconsole/secure/-/blob/main/x.md is not under galaxy.yml's "
