@@ -151,7 +151,7 @@ options:
       - With O(proxy_user) it must not hold credentials, because the module puts the proxy username and token there.
       - With O(protocol=serial), where the client reaches the proxy (C(-proxy HOST:PORT) of the command).
       - Default, for a O(vm) (a qemu_vm guest) with O(protocol=spice) or O(protocol=serial) where
-        M(vmconsole.secure.connect_proxy) runs on the node (O(proxy_fact_file) exists), the node's proxy (the
+        P(vmconsole.secure.connect_proxy#role) runs on the node (O(proxy_fact_file) exists), the node's proxy (the
         fact's C(url)), so that a C(.vv) made ad hoc works from a workstation. V("") goes without a proxy. Without
         that fact, no proxy for SPICE, and O(console_host) on port 3128 for a serial console.
     type: str
@@ -173,7 +173,7 @@ options:
     type: str
   proxy_fact_file:
     description:
-      - The local fact M(vmconsole.secure.connect_proxy) writes on the node; the default of O(proxy) and
+      - The local fact P(vmconsole.secure.connect_proxy#role) writes on the node; the default of O(proxy) and
         O(proxy_user) comes from it.
     type: path
     default: /etc/ansible/facts.d/vmconsole_proxy.fact
