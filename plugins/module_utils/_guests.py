@@ -486,6 +486,9 @@ def plan(settings, host=None, changed=None):
     ports = allocation["ports"]
     missing = host_errors(settings, present, needs, existing)
     out.update({
+        # The install phase (install.yml) writes the unit template last, after the user, the
+        # helper and its QMP client: where it exists, the role's entry point guests skips that phase.
+        "installed": settings["__qemu_vm_unit_template"] in existing,
         "ports": ports,
         "errors": allocation["errors"] + elsewhere_errors(present, active, host.get("others") or {}),
         "missing": missing,

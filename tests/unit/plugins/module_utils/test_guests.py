@@ -438,6 +438,15 @@ def test_the_plan_lists_the_files_and_units_the_preflight_looks_at():
     assert "/etc/systemd/system/vmconsole-qemu@b.service.d/guest.conf" in p["files"]
 
 
+def test_the_plan_says_whether_the_install_phase_ran_by_its_unit_template():
+    """The entry point guests runs install.yml only where the unit template (written last) is missing."""
+    guests = [{"name": "a"}]
+    assert qemu_vm_plan(settings(guests), host())["installed"] is False
+    with_template = host(ls=host()["ls"] + [SETTINGS["__qemu_vm_unit_template"]])
+    assert qemu_vm_plan(settings(guests), with_template)["installed"] is True
+    assert "installed" not in qemu_vm_plan(settings(guests))  # input only: nothing seen yet
+
+
 class _HostVars(dict):
     """hostvars: a mapping of host to its variables."""
 
