@@ -108,7 +108,7 @@ run_stage() {  # stage
 }
 
 # The Molecule stage, in the background: the lab images, then the scenarios
-# VMC_MOLECULE_JOBS at a time, longest first. Each scenario leaves its log, rc and seconds
+# VMC_MOLECULE_JOBS at a time, in the order that ends first. Each scenario leaves its log, rc and seconds
 # in $out; molecule_collect counts them.
 molecule_start() {
   local mstart s
@@ -117,25 +117,10 @@ molecule_start() {
   if ! timed lab-images bash -c 'lab/build-image.sh base >/dev/null && lab/build-image.sh stack >/dev/null'; then
     echo 1 > "$out/lab-images.rc"; return
   fi
-  # Longest first (the order of the last run's times, when there is one), so the
-  # longest scenario never starts last.
-  python3 - "$VMC_WORK/molecule-times.tsv" molecule/*/molecule.yml > "$out/molecule-order" <<'PY'
-import os, sys
-last = {}
-try:
-    for line in open(sys.argv[1]):
-        name, secs = line.split("\t")[:2]
-        last[name] = int(secs)
-except (OSError, ValueError):
-    pass
-names = [os.path.basename(os.path.dirname(p)) for p in sys.argv[2:]]
-# Without a last run (a fresh clone): seconds measured on 2026-12-06 from a clean clone with
-# a warm compiler cache (cold, qemu_source took 1546 s and came first).
-known = {"migration": 769, "libvirt": 623, "proxy": 535, "qemu_source": 392, "qemu": 357, "pki": 301,
-         "firewall": 192}
-for n in sorted(names, key=lambda n: (-last.get(n, known.get(n, 0)), n)):
-    print(n)
-PY
+  # The order that ends first on the expected seconds (the last run's, else the ones
+  # tools/molecule_order.py knows), VMC_MOLECULE_JOBS at a time.
+  python3 tools/molecule_order.py "$VMC_WORK/molecule-times.tsv" "${VMC_MOLECULE_JOBS:-3}" molecule/*/molecule.yml \
+    > "$out/molecule-order"
   local -a pids=()
   while read -r s; do
     while [ "$(jobs -rp | wc -l)" -ge "${VMC_MOLECULE_JOBS:-3}" ]; do sleep 2; done
@@ -150,7 +135,7 @@ PY
 molecule_collect() {  # pid of molecule_start
   local s rc secs
   wait "$1"
-  note "molecule scenarios (${VMC_MOLECULE_JOBS:-3} at a time, longest first; logs in $out)"
+  note "molecule scenarios (${VMC_MOLECULE_JOBS:-3} at a time, in the order that ends first; logs in $out)"
   if [ -f "$out/lab-images.rc" ]; then count_one lab-images 1; return; fi
   : > "$out/molecule-times.tsv"
   while read -r s; do
