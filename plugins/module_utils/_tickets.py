@@ -136,9 +136,9 @@ def _whole_seconds(name, value, low, high, why=""):
 #   person, VM and console in the same second differ (each binds to its own client); SIGNATURE is
 #   unpadded base64url (86 characters) of the Ed25519 signature over TOKEN_CONTEXT and then each of
 #   (version, key id, console, user, VM, issued, expires, client address or "", nonce) as a 4-byte
-#   big-endian length and its UTF-8 bytes. The token is bound to the
-#   username's user and VM: the same token under another username (another VM) is a bad signature,
-#   and so is a token whose console or client was changed. Whoever verifies (squid's helper, user
+#   big-endian length and its UTF-8 bytes. The token is bound to the username's user and VM: the
+#   same token under another username (another VM) is a bad signature, and so is a token whose
+#   console, client or nonce was changed. Whoever verifies (squid's helper, user
 #   proxy) holds public keys only: it can check a token and cannot make one.
 
 TOKEN_VERSION = "v3"
@@ -152,7 +152,6 @@ TOKEN_CLOCK_SKEW = 60              # seconds a token's issue time may lie ahead 
 TOKEN_CONTEXT = b"vmconsole.secure proxy token"
 KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")          # used with fullmatch: "$" accepts a final "\n"
 KEY_BYTES = 32                     # an Ed25519 private key (its seed) and a public key alike
-SIGNATURE_BYTES = 64
 PROXY_USER_MAX = 64                # characters of a user name
 PROXY_USERNAME_MAX = 128           # characters of the encoded proxy username
 VM_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -177,9 +176,9 @@ _PLAIN_BYTES = frozenset((string.ascii_letters + string.digits + "-").encode("as
 _ESCAPE = re.compile(r"_([0-9A-F]{2})")
 
 
-class ProxyKeys(collections.namedtuple("ProxyKeys", "keys nodes")):
-    """The public keys that verify tokens: ``keys`` ({key id: Ed25519PublicKey}) and ``nodes`` ({key id: the
-    node that signs with it}). Every key listed verifies (a node's new and old key during a rotation)."""
+class ProxyKeys(collections.namedtuple("ProxyKeys", "keys")):
+    """The public keys that verify tokens: ``keys`` ({key id: Ed25519PublicKey}). Every key listed verifies
+    (every node's, and a node's new and old key during a rotation)."""
 
 
 class ProxySigner(collections.namedtuple("ProxySigner", "key_id private")):
@@ -554,8 +553,7 @@ def proxy_keys(entries):
     """:class:`ProxyKeys` from {key id: {"node": NAME, "public": TEXT}} (as from :func:`parse_public_keys`)."""
     _need_cryptography()
     return ProxyKeys({key_id: Ed25519PublicKey.from_public_bytes(_unb64(entry["public"]))
-                      for key_id, entry in entries.items()},
-                     {key_id: entry["node"] for key_id, entry in entries.items()})
+                      for key_id, entry in entries.items()})
 
 
 def proxy_keys_of(node, *signers):
