@@ -57,6 +57,43 @@ class OptionError(Exception):
     """An option (or a file it names, or the VM's console set-up) is unusable; the text says which and why."""
 
 
+class Failed(Exception):
+    """What :meth:`LocalModule.fail_json` raises: ``result`` is what a module would have failed with (``msg`` ...)."""
+
+    def __init__(self, result):
+        super().__init__(result.get("msg", "failed"))
+        self.result = result
+
+
+class LocalModule:
+    """The part of ``AnsibleModule`` that the issuing and cutting code uses, for a caller without Ansible.
+
+    The console portal's agent runs ``_issue`` and ``_sessions`` through this: ``params`` are the options of
+    ``argument_spec`` with their defaults, updated with ``params`` (an unknown name is a ValueError);
+    ``fail_json`` raises :class:`Failed`; warnings are collected in ``warnings``; ``audit_fields`` go into
+    every audit record the code writes.
+    """
+
+    check_mode = False
+    _diff = False
+
+    def __init__(self, argument_spec, params, audit_fields=None):
+        unknown = sorted(set(params) - set(argument_spec))
+        if unknown:
+            raise ValueError("unknown options: %s" % ", ".join(unknown))
+        self.params = {name: spec.get("default") for name, spec in argument_spec.items()}
+        self.params.update(params)
+        self.no_log_values = set()
+        self.warnings = []
+        self.audit_fields = dict(audit_fields or {})
+
+    def warn(self, text):
+        self.warnings.append(text)
+
+    def fail_json(self, **result):
+        raise Failed(result)
+
+
 # --- the audit log ------------------------------------------------------------------------------
 
 def open_audit_log(path, check_mode):
