@@ -49,7 +49,7 @@ _SSH_CONNECTIONS = re.compile(r"(^|[.])(ssh|paramiko|paramiko_ssh)$")
 
 def range_input(s):
     """Every port range the chain filters, as given, with the variable that set it: consoles
-    (SPICE, VNC, serial, QMP), the proxy port, migration."""
+    (SPICE, VNC, serial, QMP), the proxy port and the portal's port (kind "proxy": open to clients), migration."""
     out = [
         {"var": "console_firewall_spice_ports", "label": "SPICE", "kind": "console", "value": s["console_firewall_spice_ports"]},
         {"var": "console_firewall_vnc_ports", "label": "VNC", "kind": "console", "value": s["console_firewall_vnc_ports"]},
@@ -61,6 +61,9 @@ def range_input(s):
                     "value": [item, item] if single else item})
     port = s["console_firewall_proxy_port"]
     out.append({"var": "console_firewall_proxy_port", "label": "proxy", "kind": "proxy", "value": [port, port]})
+    portal = s.get("console_firewall_portal_port")
+    if portal is not None and portal != "":
+        out.append({"var": "console_firewall_portal_port", "label": "portal", "kind": "proxy", "value": [portal, portal]})
     if boolean(s["console_firewall_migration"]):
         out.append({"var": "console_firewall_migration_ports", "label": "migration", "kind": "migration",
                     "value": s["console_firewall_migration_ports"]})
@@ -102,9 +105,9 @@ def overlap_errors(numbered):
             other = next((r for r in (a, b) if r["kind"] != "proxy"), None)
             if proxy is not None and other is not None:
                 whom = "cluster nodes" if other["kind"] == "migration" else "the host itself"
-                out.append("%s %d lies inside %s %s (%s): the proxy port must answer clients, %s ports only %s"
+                out.append("%s %d lies inside %s %s (%s): the %s port must answer clients, %s ports only %s"
                            % (proxy["var"], proxy["low"], other["var"], other["text"], other["label"],
-                              other["label"], whom))
+                              proxy["label"], other["label"], whom))
             else:
                 out.append("%s %s (%s) overlaps %s %s (%s): each port belongs to one kind of listener, with its own rule"
                            % (a["var"], a["text"], a["label"], b["var"], b["text"], b["label"]))

@@ -30,6 +30,7 @@ TEMPLATED = {  # the defaults that are templates, as they come out without inven
     "console_firewall_vnc_ports": [5900, 5999],
     "console_firewall_serial_ports": [62000, 62999],
     "console_firewall_proxy_port": 3128,
+    "console_firewall_portal_port": 8443,
     "console_firewall_client_networks": ["192.0.2.0/24", "2001:db8::/64"],
     "console_firewall_migration_ports": [60000, 60050],
     "console_firewall_cluster_addresses": ["10.0.0.1", "10.0.0.2", "fd00::2"],
@@ -94,6 +95,12 @@ def test_the_role_defaults_have_no_error():
     ({"console_firewall_proxy_port": 60010}, "console_firewall_proxy_port 60010 lies inside "
                                              "console_firewall_migration_ports 60000-60050 (migration): the proxy port "
                                              "must answer clients, migration ports only cluster nodes"),
+    ({"console_firewall_portal_port": 61500}, "console_firewall_portal_port 61500 lies inside console_firewall_spice_ports"
+                                              " 61000-61999 (SPICE): the portal port must answer clients, SPICE ports "
+                                              "only the host itself"),
+    ({"console_firewall_portal_port": 3128}, "console_firewall_proxy_port 3128 (proxy) overlaps "
+                                             "console_firewall_portal_port 3128 (portal): each port belongs to one kind "
+                                             "of listener, with its own rule"),
     ({"console_firewall_qmp_ports": ["5950"]}, "console_firewall_vnc_ports 5900-5999 (VNC) overlaps "
                                                "console_firewall_qmp_ports[0] 5950 (QMP): each port belongs to one kind "
                                                "of listener, with its own rule"),
@@ -160,7 +167,7 @@ def test_ranges_and_sources_for_the_templates():
         ("SPICE", "console", "61000-61999", "61000:61999"), ("VNC", "console", "5900-5999", "5900:5999"),
         ("serial", "console", "62000-62999", "62000:62999"), ("QMP", "console", "4444", "4444"),
         ("QMP", "console", "4500-4510", "4500:4510"), ("proxy", "proxy", "3128", "3128"),
-        ("migration", "migration", "60000-60050", "60000:60050")]
+        ("portal", "proxy", "8443", "8443"), ("migration", "migration", "60000-60050", "60000:60050")]
     assert p["sources"] == {"ipv4": {"clients": ["192.0.2.0/24"], "cluster": ["10.0.0.1", "10.0.0.2"]},
                             "ipv6": {"clients": ["2001:db8::/64"], "cluster": ["fd00::2"]}}
 
