@@ -361,7 +361,7 @@ def issue_serial(module, console, keys):
         token = mint_token(params, keys)
         result.update(expires=token.expires, proxy_token_expires=token.expires, proxy_token_key_id=token.key_id)
         write_audit(audit, issuance_record(params, result, getattr(module, "audit_fields", None)),
-                        "the ticket is set but not handed out")
+                    "the ticket is set but not handed out")
     finally:
         audit.close()
     # The token leaves the node only here; the action plugin drops this key from every result.
@@ -391,4 +391,3 @@ def issue(module, console, prepared):
     if module.params["protocol"] == "serial":
         return issue_serial(module, console, keys)
     return issue_ticket(module, console, ttl=ttl, ca_pem=ca_pem, host_subject=host_subject, keys=keys, kept=kept)
-

@@ -208,7 +208,7 @@ def make_pki(directory):
     Returns a namespace: ``dir``, ``ca_file``, ``ca_pem``, ``ca_key_file``,
     ``server_cert_file``, ``server_cert_pem``, ``server_key_file``, ``client_cert_file``,
     ``client_key_file``, ``subject`` (server, as spice-gtk compares it), ``cn``, and the
-    cryptography objects ``ca_key``/``ca_cert`` plus ``issue(attrs, client=False)`` -> (cert PEM,
+    cryptography objects ``ca_key``/``ca_cert`` plus ``issue(attrs, client=False, node=False)`` -> (cert PEM,
     key PEM) for tests that need more certificates from the same CA.
     """
     from cryptography import x509
@@ -246,8 +246,9 @@ def make_pki(directory):
         .sign(ca_key, hashes.SHA256())
     )
 
-    def issue(attrs, client=False):
-        """A certificate for ``attrs`` (pairs like ("CN", "x"), in RDN order) signed by the CA."""
+    def issue(attrs, client=False, node=False):
+        """A certificate for ``attrs`` (pairs like ("CN", "x"), in RDN order) signed by the CA; ``node``: both
+        serverAuth and clientAuth, as the pki role's host certificates."""
         key = new_key()
         cn = dict(attrs)["CN"]
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
@@ -255,7 +256,8 @@ def make_pki(directory):
             builder(x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs]), ca_name, key.public_key())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(key_usage(cert_sign=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                                                 if node else [usage]), critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)

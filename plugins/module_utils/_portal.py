@@ -1,0 +1,779 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The console portal's web process (private): HTTPS pages and a JSON API that hand a person their console.
+
+Runs as an unprivileged user on aiohttp (Debian's python3-aiohttp); no HTTP is parsed here. What
+it decides: who the person is (a password or a client certificate, ``_portal_auth``), which VMs
+exist for them (the ACL: a VM outside it is 404, not 403), where each VM runs now (every node's
+agent, the local one over its Unix socket and the others through their portals over mutual TLS
+with the nodes' certificates), and what every refusal looks like. What needs root (a ticket, a
+token, a cut) is done by the agent of the VM's node (``_portal_agent``) with the code of
+console_ticket and console_session.
+
+Routes (all HTTPS; pages need a session, the API a session or a client certificate):
+
+  GET  /login, POST /login, POST /login/certificate, POST /logout
+  GET  /                                  the person's VMs
+  POST /vms/VM/spice.vv                   the .vv (application/x-virt-viewer, attachment, no-store)
+  POST /vms/VM/serial                     the serial console's command, with its token
+  POST /vms/VM/disconnect                 operators: every session of the VM cut, on every node
+  GET  /api/v1/vms, GET /api/v1/vms/VM    the same as JSON
+  GET|POST /api/v1/vms/VM/spice.vv, POST /api/v1/vms/VM/serial, POST /api/v1/vms/VM/disconnect
+  POST /cluster/v1/agent                  another node's portal (its node certificate) asks this node's agent
+
+Every state-changing request from a browser session carries the session's CSRF token and, when the
+browser sends one, an ``Origin`` of this portal; ``Sec-Fetch-Site: cross-site`` is refused outright.
+Every login, refusal, ``.vv``, serial token and cut is a JSON line in the audit log (the format of
+``tickets.log``); no password, ticket, token or cookie is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import html
+import json
+import signal
+import ssl
+import sys
+import time
+from urllib.parse import urlencode, urlsplit
+
+try:
+    from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+    HAS_AIOHTTP = True
+except ImportError:      # pragma: no cover  # the portal's node has python3-aiohttp; the controller needs none
+    HAS_AIOHTTP = False
+
+try:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    HAS_CRYPTOGRAPHY = True
+except ImportError:      # pragma: no cover
+    HAS_CRYPTOGRAPHY = False
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._files import AuditLog, audit_record
+from ansible_collections.vmconsole.secure.plugins.module_utils._portal_agent import AGENT_SOCKET, ask
+from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth import (
+    LoginLimiter,
+    SessionStore,
+    csrf_ok,
+    dummy_verify,
+    parse_acl,
+    parse_users,
+    verify_password,
+    vm_role,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
+from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE
+
+COOKIE = "vmc_session"
+MAX_BODY = 4096
+NODE_TIMEOUT = 5.0          # seconds a node's portal or agent may take to answer
+CUT_TIMEOUT = 30.0          # a cut watches the proxy for the helper's answer cache (5 s by default) before it answers
+ROLES_ORDER = ("console", "operator")
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000",
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}
+td,th{padding:.3em .8em;border-bottom:1px solid #ccc;text-align:left}form{display:inline}
+.error{color:#a00}.note{color:#555}code{background:#eee;padding:.2em;word-break:break-all}
+"""
+
+
+# The application's key of the Portal (aiohttp 3.9+ wants a typed key; Debian 12 has 3.8).
+PORTAL_KEY = web.AppKey("portal") if HAS_AIOHTTP and hasattr(web, "AppKey") else "portal"
+
+
+_PORTAL_FIELDS = ("node public hosts port nodes proxy agent_socket users acl vm_nodes cert_file key_file ca_file "
+                  "audit_log session_idle session_absolute login")
+
+
+class PortalConfig(collections.namedtuple("PortalConfig", _PORTAL_FIELDS)):
+    """The portal's configuration (the JSON file the role writes), checked by :func:`portal_config`."""
+
+
+def portal_config(data):
+    """A :class:`PortalConfig` from the role's JSON object; ValueError names the key and why."""
+    if not isinstance(data, dict):
+        raise ValueError("the portal configuration must be a JSON object")
+    nodes = data.get("nodes") or {}
+    if not isinstance(nodes, dict) or not all(isinstance(url, str) and url.startswith("https://") for url in nodes.values()):
+        raise ValueError("nodes must map node names to https:// URLs of their portals")
+    login = dict(max_failures=5, window=300, lockout=900)
+    login.update(data.get("login") or {})
+    return PortalConfig(
+        node=data["node"],
+        public=bool(data.get("public", True)),
+        hosts=frozenset(name.lower() for name in data.get("hosts", [])) | certificate_names(data["cert_file"]),
+        port=int(data.get("port", 8443)),
+        nodes=dict(nodes),
+        proxy=data.get("proxy"),
+        agent_socket=data.get("agent_socket", AGENT_SOCKET),
+        users=parse_users(data.get("users") or {}),
+        acl=parse_acl(data.get("acl") or []),
+        vm_nodes=dict(data.get("vm_nodes") or {}),
+        cert_file=data["cert_file"],
+        key_file=data["key_file"],
+        ca_file=data["ca_file"],
+        audit_log=data.get("audit_log"),
+        session_idle=int(data.get("session_idle", 900)),
+        session_absolute=int(data.get("session_absolute", 28800)),
+        login={key: int(value) for key, value in login.items()},
+    )
+
+
+def say(text):
+    """One line on standard error (the journal, under systemd). Never a secret."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+# --- who is at the other end ----------------------------------------------------------------------
+
+Identity = collections.namedtuple("Identity", "user groups method session")
+
+
+def certificate_identity(der):
+    """``("user", CN)`` of a person's client certificate, ``("node", names)`` of a node certificate, or None.
+
+    A person's certificate (``client_cert.yml``) has the extended key usage clientAuth only; a node's
+    (the pki role) has serverAuth too, and is never taken for a person, whatever its CN.
+    """
+    if not der or not HAS_CRYPTOGRAPHY:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return None
+    if ExtendedKeyUsageOID.SERVER_AUTH in usages:
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return None
+        return ("node", tuple(name.lower() for name in names.get_values_for_type(x509.DNSName)))
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(common) != 1 or not common[0].value:
+        return None
+    return ("user", common[0].value)
+
+
+def certificate_names(path):
+    """The DNS names and IP addresses (as text, lower case) in the subjectAltName of the PEM certificate at ``path``:
+    the host names the portal answers to (a browser only trusts it under one of them anyway)."""
+    if not HAS_CRYPTOGRAPHY:
+        return frozenset()
+    with open(path, "rb") as handle:
+        cert = x509.load_pem_x509_certificate(handle.read())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset([name.lower() for name in names.get_values_for_type(x509.DNSName)]
+                     + [str(address) for address in names.get_values_for_type(x509.IPAddress)])
+
+
+def peer_certificate(request):
+    """The DER of the verified client certificate of ``request``'s TLS connection, or None."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if ssl_object is None:
+        return None
+    return ssl_object.getpeercert(binary_form=True)
+
+
+def client_of(request):
+    """The client's address as the portal sees it."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return peer[0] if peer else "unknown"
+
+
+# --- pages ------------------------------------------------------------------------------------------
+
+def _e(text):
+    return html.escape(str(text), quote=True)
+
+
+def page(title, body, user=None, csrf=None):
+    """A whole HTML page (no inline script or style); ``user`` and ``csrf`` add the logout button."""
+    logout = ""
+    if user is not None:
+        logout = ('<p class="note">%s &middot; <form method="post" action="/logout"><input type="hidden" name="csrf" '
+                  'value="%s"><button type="submit">Log out</button></form></p>' % (_e(user), _e(csrf)))
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title>'
+            '<link rel="stylesheet" href="/static/portal.css"></head><body><h1>%s</h1>%s%s</body></html>\n'
+            % (_e(title), _e(title), logout, body))
+
+
+def login_page(error=None, certificate_user=None):
+    """The login form; with a person's certificate at hand, a button to log in with it."""
+    body = '<p class="error">%s</p>' % _e(error) if error else ""
+    if certificate_user:
+        body += ('<form method="post" action="/login/certificate"><button type="submit" id="login-certificate">'
+                 'Log in as %s (client certificate)</button></form><p>or with a password:</p>' % _e(certificate_user))
+    body += ('<form method="post" action="/login"><p><label>User <input name="user" id="user" autocomplete="username" '
+             'required></label></p><p><label>Password <input name="password" id="password" type="password" '
+             'autocomplete="current-password" required></label></p><p><button type="submit" id="login">Log in</button>'
+             '</p></form>')
+    return page("Console portal", body)
+
+
+def vms_page(identity, vms, problems, message=None):
+    """The person's VMs with a form per action."""
+    session = identity.session
+    rows = []
+    for vm in vms:
+        actions = []
+        if vm["here"] and "spice" in vm["consoles"]:
+            actions.append(_button(vm["name"], "spice.vv", "Open SPICE (remote-viewer)", session.csrf))
+        if vm["here"] and "serial" in vm["consoles"]:
+            actions.append(_button(vm["name"], "serial", "Serial console", session.csrf))
+        if vm["role"] == "operator":
+            actions.append(_button(vm["name"], "disconnect", "Disconnect everyone", session.csrf))
+        rows.append('<tr id="vm-%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
+            _e(vm["name"]), _e(vm["name"]), _e(vm["node"] or "?"), _e(vm["state"]), _e(", ".join(vm["consoles"])),
+            " ".join(actions)))
+    body = '<p class="note">%s</p>' % _e(message) if message else ""
+    body += "".join('<p class="error">%s</p>' % _e(text) for text in problems)
+    table = '<table id="vms"><tr><th>VM</th><th>node</th><th>state</th><th>consoles</th><th></th></tr>%s</table>'
+    body += table % "".join(rows) if rows else "<p>No VMs for you.</p>"
+    return page("Your consoles", body, identity.user, session.csrf)
+
+
+def _button(vm, action, label, csrf):
+    values = (_e(vm), _e(action), _e(csrf), _e(action), _e(vm), _e(label))
+    return ('<form method="post" action="/vms/%s/%s"><input type="hidden" name="csrf" value="%s">'
+            '<button type="submit" id="%s-%s">%s</button></form>' % values)
+
+
+# --- the application ----------------------------------------------------------------------------------
+
+class Redirect(Exception):
+    """Answer 303 to ``location`` (setting the session cookie, or clearing it)."""
+
+    def __init__(self, location, cookie=None, clear_cookie=False):
+        super().__init__(location)
+        self.location = location
+        self.cookie = cookie
+        self.clear_cookie = clear_cookie
+
+
+class Refused(Exception):
+    """A request the portal answers with ``status`` and ``message`` (and audits as ``reason``)."""
+
+    def __init__(self, status, message, reason):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class Portal:
+    """The portal's state: configuration, sessions, login limits, the audit log and the cluster client."""
+
+    def __init__(self, config, clock=time.monotonic):
+        self.config = config
+        self.sessions = SessionStore(idle=config.session_idle, absolute=config.session_absolute, clock=clock)
+        self.limiter = LoginLimiter(max_failures=config.login["max_failures"], window=config.login["window"],
+                                    lockout=config.login["lockout"], clock=clock)
+        self.client_context = None
+        self._client = None
+
+    # --- audit
+    def audit(self, event, request, **fields):
+        """One JSON line in the audit log: the event, who (if known), from where; never a secret."""
+        record = audit_record(event, client=client_of(request), portal_node=self.config.node, **fields)
+        try:
+            AuditLog(self.config.audit_log, False).write(record)      # opened per record: logrotate may move it
+        except OSError as exc:
+            say("vmconsole-portal: the audit log %s cannot be written: %s" % (self.config.audit_log, exc))
+
+    # --- identity
+    def groups_of(self, user):
+        known = self.config.users.get(user)
+        return tuple(known.groups) if known else ()
+
+    def identity(self, request, api):
+        """The person of ``request`` (session cookie, or for the API a person's client certificate), or None."""
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is not None:
+            return Identity(session.user, tuple(session.groups), session.method, session)
+        if api:
+            found = certificate_identity(peer_certificate(request))
+            if found and found[0] == "user":
+                return Identity(found[1], self.groups_of(found[1]), "certificate", None)
+        return None
+
+    def role(self, identity, vm):
+        return vm_role(self.config.acl, identity.user, identity.groups, vm)
+
+    # --- the agents
+    async def agent(self, node, request, timeout=NODE_TIMEOUT):
+        """``node``'s agent's answer to ``request`` (this node's over its socket, another's through its portal)."""
+        if node == self.config.node:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, functools.partial(ask, self.config.agent_socket, request, timeout))
+        url = self.config.nodes[node] + "/cluster/v1/agent"
+        async with self.client().post(url, json=request, timeout=ClientTimeout(total=timeout)) as response:
+            if response.status != 200:
+                raise ClientError("%s answered %d" % (node, response.status))
+            return await response.json()
+
+    def client(self):
+        if self._client is None:
+            self._client = ClientSession(connector=TCPConnector(ssl=self.client_context),
+                                         timeout=ClientTimeout(total=NODE_TIMEOUT))
+        return self._client
+
+    async def ask_all(self, request, timeout=NODE_TIMEOUT):
+        """{node: answer or None (it did not answer within ``timeout``)} of every node's agent, in parallel."""
+        nodes = sorted(set(self.config.nodes) | {self.config.node})
+
+        async def one(node):
+            try:
+                return await asyncio.wait_for(self.agent(node, request, timeout), timeout)
+            except (OSError, ValueError, asyncio.TimeoutError, ClientError):
+                return None
+        answers = await asyncio.gather(*(one(node) for node in nodes))
+        return dict(zip(nodes, answers))
+
+    async def cluster_vms(self):
+        """({vm: {"name", "node", "state", "here", "consoles"}}, [node names that did not answer])."""
+        answers = await self.ask_all({"op": "vms"})
+        found, down = {}, []
+        for node, answer in sorted(answers.items()):
+            if not answer or not answer.get("ok"):
+                down.append(node)
+                continue
+            for vm in answer.get("vms", []):
+                known = found.get(vm["name"])
+                if known is None or (vm["here"] and not known["here"]):
+                    found[vm["name"]] = dict(vm, node=node)
+        for name, node in self.config.vm_nodes.items():
+            if name not in found and node in down:
+                found[name] = dict(name=name, node=node, state="unknown (%s does not answer)" % node, here=False,
+                                   consoles=[])
+        return found, down
+
+    async def visible_vms(self, identity):
+        found, down = await self.cluster_vms()
+        vms = []
+        for name, vm in sorted(found.items()):
+            role = self.role(identity, name)
+            if role is not None:
+                vms.append(dict(vm, role=role))
+        return vms, down
+
+    async def locate(self, identity, vm, need=None):
+        """(the VM, its role for ``identity``), or Refused: 404 outside the ACL, 503 node down, 409 not running."""
+        if not VM_NAME_PATTERN.fullmatch(vm) or self.role(identity, vm) is None:
+            raise Refused(404, "no such VM", "not_in_acl")
+        role = self.role(identity, vm)
+        if need == "operator" and role != "operator":
+            raise Refused(403, "only an operator of %s may do that" % vm, "not_operator")
+        found, down = await self.cluster_vms()
+        entry = found.get(vm)
+        if entry is None:
+            if down:
+                raise Refused(503, "%s cannot be reached now (%s does not answer); try again" % (vm, ", ".join(down)),
+                              "node_down")
+            raise Refused(404, "no such VM", "unknown_vm")
+        if not entry["here"] and need is None:
+            if down:
+                raise Refused(503, "%s cannot be reached now (%s does not answer); try again"
+                              % (vm, ", ".join(down)), "node_down")
+            raise Refused(409, "%s is not running (%s)" % (vm, entry["state"]), "not_running")
+        return entry, role
+
+    async def issue(self, request, identity, vm, op):
+        """The agent's answer for a .vv (op spice) or a serial token, from the node that runs ``vm`` now."""
+        entry, _role = await self.locate(identity, vm)
+        if op not in entry["consoles"]:
+            raise Refused(404, "%s has no %s console" % (vm, op), "no_console")
+        ask_for = dict(op=op, vm=vm, user=identity.user, client=client_of(request), portal_node=self.config.node)
+        if self.config.proxy:
+            ask_for["proxy"] = self.config.proxy        # the proxy of the node the person reached (a hop to the VM's)
+        try:
+            answer = await asyncio.wait_for(self.agent(entry["node"], ask_for, NODE_TIMEOUT * 2), NODE_TIMEOUT * 2)
+        except (OSError, ValueError, asyncio.TimeoutError, ClientError):
+            raise Refused(503, "%s cannot be reached now (%s does not answer); try again" % (vm, entry["node"]),
+                          "node_down") from None
+        if not answer.get("ok"):
+            status = 409 if answer.get("error") == "not_here" else 502
+            raise Refused(status, "%s: %s" % (vm, answer.get("message")), answer.get("error") or "agent")
+        return entry, answer
+
+    async def disconnect(self, identity, vm, request):
+        """Every session of ``vm`` cut on every node (the VM's own node locks its consoles)."""
+        await self.locate(identity, vm, need="operator")
+        answers = await self.ask_all(dict(op="cut", vm=vm, user=identity.user, client=client_of(request),
+                                          portal_node=self.config.node), CUT_TIMEOUT)
+        failed = {node: (answer or {}).get("message") or "no answer" for node, answer in sorted(answers.items())
+                  if not answer or not answer.get("ok")}
+        return answers, failed
+
+
+# --- handlers ---------------------------------------------------------------------------------------
+
+def _portal(request):
+    return request.app[PORTAL_KEY]
+
+
+def _api(request):
+    return request.path.startswith("/api/")
+
+
+def _refusal(request, exc):
+    if _api(request):
+        return web.json_response({"error": exc.reason, "message": str(exc)}, status=exc.status)
+    return web.Response(text=page("Refused", '<p class="error">%s</p><p><a href="/">Back</a></p>' % _e(exc)),
+                        status=exc.status, content_type="text/html")
+
+
+def _same_origin(request):
+    """False when the browser says the request comes from another site (Origin, Sec-Fetch-Site)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin)
+        port = parts.port or 443
+    except ValueError:
+        return False
+    return parts.scheme == "https" and (parts.hostname or "") == host_name(request) and port == _portal(request).config.port
+
+
+def _middleware(function):
+    return web.middleware(function) if HAS_AIOHTTP else function
+
+
+def host_name(request):
+    """The host name of the request's Host header, lower case, without port or IPv6 brackets ("" when unusable)."""
+    try:
+        return (urlsplit("//" + (request.host or "")).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+@_middleware
+async def guard(request, handler):
+    """Host check, cross-origin check for state changes, and the security headers on every answer."""
+    portal = _portal(request)
+    try:
+        if portal.config.hosts and host_name(request) not in portal.config.hosts:
+            raise Refused(421, "this portal does not answer to that host name", "wrong_host")
+        if not portal.config.public and not request.path.startswith("/cluster/"):
+            raise Refused(404, "this node serves other nodes' portals only", "not_public")
+        if request.method not in ("GET", "HEAD") and not request.path.startswith("/cluster/") and not _same_origin(request):
+            raise Refused(403, "cross-origin request refused", "cross_origin")
+        response = await handler(request)
+    except Redirect as exc:
+        response = web.Response(status=303, headers={"Location": exc.location})
+        if exc.cookie is not None:
+            response.set_cookie(COOKIE, exc.cookie, secure=True, httponly=True, samesite="Strict", path="/")
+        elif exc.clear_cookie:
+            response.del_cookie(COOKIE, path="/")
+    except Refused as exc:
+        portal.audit("portal_refused", request, method=request.method, path=request.path[:200], status=exc.status,
+                     reason=exc.reason)
+        response = _refusal(request, exc)
+    except web.HTTPException as exc:       # aiohttp's own answers (no such route, body too large): headers too
+        if exc.status == 413:
+            portal.audit("portal_refused", request, method=request.method, path=request.path[:200], status=413,
+                         reason="too_large")
+        for key, value in SECURITY_HEADERS.items():
+            exc.headers.setdefault(key, value)
+        raise
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    return response
+
+
+async def _form(request):
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Refused(413, "request body too large", "too_large")
+    return await request.post()
+
+
+async def _session_identity(request, api=False, csrf=True):
+    """The identity of a page or API request; Refused when there is none or (state changes) the CSRF token is off."""
+    portal = _portal(request)
+    identity = portal.identity(request, api)
+    if identity is None:
+        if api:
+            raise Refused(401, "log in: a session or a client certificate", "no_session")
+        raise Redirect("/login")
+    if identity.session is not None and csrf and request.method == "POST":
+        token = request.headers.get("X-CSRF-Token")
+        if token is None:
+            token = (await _form(request)).get("csrf")
+        if not csrf_ok(identity.session, token):
+            raise Refused(403, "missing or wrong CSRF token", "csrf")
+    return identity
+
+
+async def login_form(request):
+    portal = _portal(request)
+    if portal.identity(request, False) is not None:
+        raise Redirect("/")
+    found = certificate_identity(peer_certificate(request))
+    return web.Response(text=login_page(certificate_user=found[1] if found and found[0] == "user" else None),
+                        content_type="text/html")
+
+
+def _start_session(request, user, method):
+    portal = _portal(request)
+    cookie, session = portal.sessions.create(user, portal.groups_of(user), method, client_of(request))
+    portal.audit("portal_login", request, user=user, method=method, result="ok", session=session.id)
+    return Redirect("/", cookie=cookie)
+
+
+async def login(request):
+    portal = _portal(request)
+    form = await _form(request)
+    user, password = form.get("user"), form.get("password")
+    address = client_of(request)
+    if not isinstance(user, str) or not isinstance(password, str) or not user or len(user) > 64:
+        raise Refused(400, "user and password are required", "bad_login_form")
+    left = portal.limiter.locked(user, address)
+    if left:
+        portal.audit("portal_login", request, user=user, method="password", result="locked")
+        return web.Response(text=login_page("Too many failed logins: try again in %d s." % left), status=429,
+                            content_type="text/html")
+    known = portal.config.users.get(user)
+    loop = asyncio.get_running_loop()
+    if known is None or known.password_hash is None:
+        await loop.run_in_executor(None, dummy_verify, password)
+        good = False
+    else:
+        good = await loop.run_in_executor(None, verify_password, known.password_hash, password)
+    if not good:
+        locked = portal.limiter.failure(user, address)
+        portal.audit("portal_login", request, user=user, method="password",
+                     result="lockout" if locked else "wrong_password")
+        return web.Response(text=login_page("Wrong user or password."), status=401, content_type="text/html")
+    portal.limiter.success(user, address)
+    raise _start_session(request, user, "password")
+
+
+async def login_certificate(request):
+    found = certificate_identity(peer_certificate(request))
+    if not found or found[0] != "user":
+        raise Refused(401, "no person's client certificate on this connection", "no_certificate")
+    raise _start_session(request, found[1], "certificate")
+
+
+async def logout(request):
+    portal = _portal(request)
+    identity = await _session_identity(request)
+    if identity.session is not None:
+        portal.sessions.drop(request.cookies.get(COOKIE))
+        portal.audit("portal_logout", request, user=identity.user, session=identity.session.id)
+    raise Redirect("/login", clear_cookie=True)
+
+
+async def index(request):
+    portal = _portal(request)
+    identity = await _session_identity(request)
+    vms, down = await portal.visible_vms(identity)
+    problems = ["%s does not answer: its VMs are missing or unknown here" % node for node in down]
+    return web.Response(text=vms_page(identity, vms, problems, request.query.get("done")), content_type="text/html")
+
+
+def _vv_response(vm, answer):
+    return web.Response(body=answer["vv"].encode("utf-8"), headers={
+        "Content-Type": VV_MIME_TYPE,
+        "Content-Disposition": 'attachment; filename="%s.vv"' % vm,
+        "Cache-Control": "no-store",
+    })
+
+
+async def spice_vv(request):
+    portal = _portal(request)
+    vm = request.match_info["vm"]
+    identity = await _session_identity(request, api=_api(request))
+    entry, answer = await portal.issue(request, identity, vm, "spice")
+    portal.audit("portal_vv", request, user=identity.user, vm=vm, node=entry["node"], method=identity.method,
+                 ticket_expires=answer.get("expires"), proxy_token_expires=answer.get("proxy_token_expires"))
+    return _vv_response(vm, answer)
+
+
+async def serial(request):
+    portal = _portal(request)
+    vm = request.match_info["vm"]
+    identity = await _session_identity(request, api=_api(request))
+    entry, answer = await portal.issue(request, identity, vm, "serial")
+    portal.audit("portal_serial", request, user=identity.user, vm=vm, node=entry["node"], method=identity.method,
+                 proxy_token_expires=answer.get("proxy_token_expires"))
+    if _api(request):
+        return web.json_response(dict(vm=vm, node=entry["node"], command=answer["command"], argv=answer["argv"],
+                                      token=answer["token"], expires=answer.get("proxy_token_expires")))
+    body = ('<p>Run this on your machine (the token is valid until %s; keep it secret):</p>'
+            '<p><code id="serial-command">VMC_PROXY_TOKEN=%s %s</code></p><p><a href="/">Back</a></p>'
+            % (_e(time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(answer.get("proxy_token_expires") or 0))),
+               _e(answer["token"]), _e(answer["command"])))
+    return web.Response(text=page("Serial console of %s" % vm, body, identity.user,
+                                  identity.session.csrf if identity.session else ""), content_type="text/html")
+
+
+async def disconnect(request):
+    portal = _portal(request)
+    vm = request.match_info["vm"]
+    identity = await _session_identity(request, api=_api(request))
+    answers, failed = await portal.disconnect(identity, vm, request)
+    portal.audit("portal_cut", request, user=identity.user, vm=vm, method=identity.method, failed_nodes=sorted(failed),
+                 failures=failed,
+                 cut={node: answer.get("spice_channels", 0) + answer.get("tunnels_cut", 0)
+                      for node, answer in answers.items() if answer and answer.get("ok")})
+    if _api(request):
+        return web.json_response(dict(vm=vm, failed_nodes=failed), status=200 if not failed else 502)
+    done = "every session of %s is cut" % vm if not failed else "%s: not cut on %s" % (vm, ", ".join(failed))
+    raise Redirect("/?" + urlencode(dict(done=done)))
+
+
+async def api_vms(request):
+    portal = _portal(request)
+    identity = await _session_identity(request, api=True)
+    vms, down = await portal.visible_vms(identity)
+    return web.json_response(dict(vms=vms, nodes_down=down))
+
+
+async def api_vm(request):
+    portal = _portal(request)
+    identity = await _session_identity(request, api=True)
+    entry, role = await portal.locate(identity, request.match_info["vm"], need="listed")
+    return web.json_response(dict(entry, role=role))
+
+
+async def cluster_agent(request):
+    """Another node's portal asks this node's agent; the node certificate is the credential, the ACL is checked
+    here again for the person the request names."""
+    portal = _portal(request)
+    found = certificate_identity(peer_certificate(request))
+    if not found or found[0] != "node" or not set(found[1]) & set(portal.config.nodes):
+        raise Refused(403, "cluster nodes only", "not_a_node")
+    if request.content_length is None or request.content_length > MAX_BODY:
+        raise Refused(413, "request body too large", "too_large")
+    try:
+        asked = await request.json()
+    except ValueError:
+        raise Refused(400, "not JSON", "bad_request") from None
+    if not isinstance(asked, dict):
+        raise Refused(400, "not a JSON object", "bad_request")
+    if asked.get("op") != "vms":
+        user, vm = asked.get("user"), asked.get("vm")
+        if not isinstance(user, str) or not isinstance(vm, str):
+            raise Refused(400, "user and vm are required", "bad_request")
+        role = vm_role(portal.config.acl, user, portal.groups_of(user), vm) if VM_NAME_PATTERN.fullmatch(vm) else None
+        if role is None or (asked.get("op") == "cut" and role != "operator"):
+            raise Refused(403, "the ACL does not allow it", "not_in_acl")
+    loop = asyncio.get_running_loop()
+    try:
+        answer = await loop.run_in_executor(None, functools.partial(ask, portal.config.agent_socket, asked))
+    except (OSError, ValueError):
+        raise Refused(503, "this node's agent does not answer", "agent_down") from None
+    return web.json_response(answer)
+
+
+async def stylesheet(request):
+    return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+def server_context(config):
+    """TLS 1.2+ with the node's certificate; client certificates optional and verified against the cluster's CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.cert_file, config.key_file)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def client_context(config):
+    """For asking other nodes' portals: their certificate verified (cluster CA, node name), ours presented."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.cert_file, config.key_file)
+    return context
+
+
+def build_app(portal):
+    """The aiohttp application of ``portal``."""
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app[PORTAL_KEY] = portal
+    vm = "/{vm:[^/]{1,64}}"
+    app.add_routes([
+        web.get("/login", login_form),
+        web.post("/login", login),
+        web.post("/login/certificate", login_certificate),
+        web.post("/logout", logout),
+        web.get("/", index),
+        web.post("/vms" + vm + "/spice.vv", spice_vv),
+        web.post("/vms" + vm + "/serial", serial),
+        web.post("/vms" + vm + "/disconnect", disconnect),
+        web.get("/api/v1/vms", api_vms),
+        web.get("/api/v1/vms" + vm, api_vm),
+        web.get("/api/v1/vms" + vm + "/spice.vv", spice_vv),
+        web.post("/api/v1/vms" + vm + "/spice.vv", spice_vv),
+        web.post("/api/v1/vms" + vm + "/serial", serial),
+        web.post("/api/v1/vms" + vm + "/disconnect", disconnect),
+        web.post("/cluster/v1/agent", cluster_agent),
+        web.get("/static/portal.css", stylesheet),
+    ])
+
+    async def close_client(_app):
+        if portal._client is not None:
+            await portal._client.close()
+    app.on_cleanup.append(close_client)
+    return app
+
+
+def load_config(path):
+    """The :class:`PortalConfig` in the JSON file ``path``; ValueError or OSError say why not."""
+    with open(path, encoding="utf-8") as handle:
+        return portal_config(json.load(handle))
+
+
+def main(argv):
+    """``vmconsole-portal CONFIG``: serve until stopped (SIGTERM); SIGHUP is a restart by systemd (reload)."""
+    if len(argv) not in (1, 2):
+        raise SystemExit("usage: vmconsole-portal CONFIG [LISTEN_ADDRESS]")
+    listen = argv[1] if len(argv) > 1 else None
+    try:
+        config = load_config(argv[0])
+        portal = Portal(config)
+        portal.client_context = client_context(config)
+        context = server_context(config)
+    except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
+        raise SystemExit("vmconsole-portal: %s: %s" % (argv[0], exc)) from None
+    app = build_app(portal)
+
+    def reload_certificate():
+        # New handshakes get the renewed certificate; open connections and sessions stay.
+        try:
+            for tls in (context, portal.client_context):
+                tls.load_cert_chain(config.cert_file, config.key_file)
+            say("vmconsole-portal: certificate reloaded")
+        except (OSError, ssl.SSLError) as exc:
+            say("vmconsole-portal: the certificate could not be reloaded, the old one stays: %s" % exc)
+
+    async def on_startup(_app):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_certificate)
+    app.on_startup.append(on_startup)
+    say("vmconsole-portal: %s serving https on port %d" % (config.node, config.port))
+    web.run_app(app, host=listen, port=config.port, ssl_context=context, print=None, access_log=None,
+                reuse_address=True)

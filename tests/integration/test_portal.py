@@ -1,0 +1,417 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The console portal end to end: its web process and its root agent, as the role runs them, in front of a real
+QEMU, a real squid with the token helpers, and a real remote-viewer. Loopback only.
+
+One node (its name is the test certificate's CN, which squid resolves to 127.0.0.1): the agent on a Unix socket in
+a folder of the test, the portal on a free port with a node certificate (serverAuth and clientAuth, as the pki
+role's), people with yescrypt hashes and client certificates. A second node (another agent, portal and QEMU) serves
+the cross-node tests: its VM is opened through the first node's portal, which asks it over mutual TLS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import http.client
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+from urllib.parse import urlencode
+
+import pytest
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_proxy_signer
+from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE, parse_vv
+from ansible_collections.vmconsole.secure.tests.integration import _procs
+from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import start_viewer
+
+PASSWORDS = {"alice": "alice's long passphrase", "olga": "olga operates the cluster"}
+ACL = [{"users": ["alice", "carol"], "vms": ["vm1", "far*"], "role": "console"},
+       {"users": ["olga"], "vms": ["*"], "role": "operator"}]
+
+
+def yescrypt(password):
+    """A yescrypt hash made by libxcrypt (low cost: a test)."""
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt"))
+    lib.crypt_gensalt_rn.restype = ctypes.c_char_p
+    lib.crypt_rn.restype = ctypes.c_char_p
+    out = ctypes.create_string_buffer(192)
+    setting = lib.crypt_gensalt_rn(b"$y$", ctypes.c_ulong(1), None, 0, out, 192)
+    data = ctypes.create_string_buffer(32768)
+    return lib.crypt_rn(password.encode(), setting, data, 32768).decode()
+
+
+def have_aiohttp():
+    try:
+        import aiohttp  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        return False
+    return True
+
+
+class PortalNode:
+    """One node's portal (web process and agent) in ``workdir``: ``port``, ``url``, ``audit_log``, ``tickets_log``."""
+
+    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True):
+        self.workdir, self.name, self.pki, self.squid, self.vm = workdir, name, pki, squid, vm
+        cert, key = pki.issue([("CN", name)], node=True)
+        self.cert_file, self.key_file = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+        _procs._write(self.cert_file, cert.encode(), 0o644)
+        _procs._write(self.key_file, key.encode(), 0o600)
+        self.socket = os.path.join(workdir, "agent.sock")
+        self.audit_log = os.path.join(workdir, "portal.log")
+        self.tickets_log = os.path.join(workdir, "tickets.log")
+        self.port = port
+        self.url = "https://127.0.0.1:%d" % self.port
+        agent = dict(node=name, allowed_users=["root"], vms_fact=squid.facts_file, proxy_fact=squid.proxy_fact,
+                     socket_dir=os.path.dirname(vm.qmp_path), cluster_vms=[], audit_log=self.tickets_log,
+                     ticket_ttl=60, token_ttl=600, ca_file=pki.ca_file, server_cert_file=pki.server_cert_file)
+        portal = dict(node=name, public=public, hosts=[], port=self.port, nodes=nodes or {}, proxy=None,
+                      agent_socket=self.socket, acl=ACL, vm_nodes={}, cert_file=self.cert_file,
+                      key_file=self.key_file, ca_file=pki.ca_file, audit_log=self.audit_log, session_idle=900,
+                      session_absolute=3600, login=dict(max_failures=3, window=300, lockout=900),
+                      users={user: {"password_hash": yescrypt(password), "groups": []}
+                             for user, password in PASSWORDS.items()})
+        self.agent_config, self.portal_config = os.path.join(workdir, "agent.json"), os.path.join(workdir, "portal.json")
+        _procs._write(self.agent_config, json.dumps(agent).encode(), 0o600)
+        _procs._write(self.portal_config, json.dumps(portal).encode(), 0o600)
+        self.agent = self.portal = None
+        self.start()
+
+    def _run(self, module, args, log):
+        code = "import sys; from ansible_collections.vmconsole.secure.plugins.module_utils.%s import main; main(sys.argv[1:])"
+        return _procs.start_process([sys.executable, "-c", code % module] + args, os.path.join(self.workdir, log))
+
+    def start(self):
+        self.agent = self._run("_portal_agent", [self.agent_config, self.socket], "agent.out")
+        _procs.wait_until(lambda: os.path.exists(self.socket), 20, what="the portal's agent",
+                          logs={"agent": os.path.join(self.workdir, "agent.out")})
+        self.start_portal()
+
+    def start_portal(self):
+        self.portal = self._run("_portal", [self.portal_config, "127.0.0.1"], "portal.out")
+        _procs.wait_until(self._listening, 20, what="the portal", logs={"portal": os.path.join(self.workdir, "portal.out")})
+
+    def _listening(self):
+        if self.portal.poll() is not None:
+            raise RuntimeError("the portal exited:\n%s" % _procs.read_log(os.path.join(self.workdir, "portal.out")))
+        try:
+            _procs.socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def audit(self):
+        """The portal's audit records (dicts)."""
+        return [json.loads(line) for line in _procs.read_log(self.audit_log, 10 ** 6).splitlines() if line.strip()]
+
+    def stop(self):
+        for proc in (self.portal, self.agent):
+            if proc is not None:
+                _procs.stop_process(proc)
+
+
+class Browser:
+    """What a browser does, in plain HTTPS: the session cookie, the CSRF token of the last page, Origin on POST."""
+
+    def __init__(self, node, cert=None):
+        self.node, self.cookie, self.csrf = node, None, None
+        self.context = ssl.create_default_context(cafile=node.pki.ca_file)
+        if cert is not None:
+            self.context.load_cert_chain(*cert)
+
+    def request(self, method, path, form=None, headers=None, body=None):
+        """(status, headers (lower-case names), body text) of one request; no redirect is followed."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.node.port, context=self.context, timeout=30)
+        sent = {"Origin": self.node.url} if method == "POST" else {}
+        if self.cookie:
+            sent["Cookie"] = "vmc_session=%s" % self.cookie
+        if form is not None:
+            body = urlencode(form)
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        sent.update(headers or {})
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode("utf-8", "replace")
+            found = {k.lower(): v for k, v in response.getheaders()}
+            cookies = [v for k, v in response.getheaders() if k.lower() == "set-cookie"]
+        finally:
+            conn.close()
+        for cookie in cookies:
+            match = re.match(r"vmc_session=([^;]*)", cookie)
+            if match:
+                self.cookie = match.group(1) or None
+        match = re.search(r'name="csrf" value="([^"]+)"', text)
+        if match:
+            self.csrf = match.group(1)
+        found["set-cookie"] = cookies
+        return response.status, found, text
+
+    def login(self, user, password=None):
+        status, headers, _text = self.request("POST", "/login", form=dict(user=user, password=password or PASSWORDS[user]))
+        assert status == 303, status
+        status, _headers, text = self.request("GET", "/")
+        assert status == 200
+        return headers, text
+
+    def post(self, path, **extra):
+        return self.request("POST", path, form=dict(csrf=self.csrf, **extra))
+
+
+@pytest.fixture
+def cluster(pki, squid_factory):
+    """``cluster(n)``: n nodes, each a QEMU guest, a squid and a portal; node i's VM is vm1 on the first node and
+    far<i> on the others. Every node's portal knows every other node's."""
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    if not have_aiohttp():
+        pytest.skip("aiohttp is not installed")
+    made, folders = [], []
+
+    def start(count=1):
+        signers = [new_proxy_signer() for dummy in range(count)]
+        names = [pki.cn] + ["vmc-portal-node%d" % i for i in range(1, count)]
+        ports = [_procs.free_port() for dummy in range(count)]
+        nodes = {}
+        for index in range(count):
+            folder = _procs.short_tmpdir("vmc-portal-")
+            folders.append(folder)
+            vm = _procs.ConsoleRangeVM("vm1" if index == 0 else "far%d" % index, folder, pki_dir=pki.dir)
+            made.append(vm)
+            vms = {vm.name: {"state": "started", "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": None,
+                             "serial_port": None},
+                   "vm2": {"state": "stopped", "spice_tls_port": None, "vnc_port": None, "serial_port": None}}
+            squid = squid_factory([signers[index]] + signers[:index] + signers[index + 1:], self_name=names[index],
+                                  nodes=[n for n in names if n != names[index]], vms=vms)
+            nodes[names[index]] = (folder, squid, vm)
+        urls = {name: "https://127.0.0.1:%d" % port for name, port in zip(names, ports)}
+        result = []
+        for name, port in zip(names, ports):
+            folder, squid, vm = nodes[name]
+            node = PortalNode(folder, name=name, pki=pki, squid=squid, vm=vm, port=port, nodes=urls)
+            made.append(node)
+            result.append(node)
+        return result
+
+    try:
+        yield start
+    finally:
+        for thing in reversed(made):
+            thing.stop()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def spice_clients(vm):
+    with vm.qmp() as qmp:
+        return list(qmp.execute("query-spice")["channels"])
+
+
+def open_viewer(node, vm, vv_text, xvfb, tmp_path, name="viewer"):
+    """remote-viewer on ``vv_text``; returns the process once QEMU saw its TLS main channel."""
+    path = tmp_path / ("%s.vv" % name)
+    path.write_text(vv_text)
+    log_path = str(tmp_path / ("%s.log" % name))
+    with vm.qmp() as qmp:
+        viewer = start_viewer(xvfb, str(path), log_path)
+        try:
+            event = qmp.wait_event("SPICE_INITIALIZED", 30, match=lambda e: e["data"]["client"]["channel-type"] == MAIN)
+        except Exception:
+            _procs.stop_process(viewer)
+            raise RuntimeError("remote-viewer did not connect:\n%s\n%s" % (
+                _procs.read_log(log_path), _procs.read_log(node.squid.cache_log))) from None
+    assert event["data"]["client"]["tls"] is True
+    return viewer
+
+
+def assert_no_secret(node, *secrets):
+    text = "".join(_procs.read_log(path, 10 ** 7) for path in (
+        node.audit_log, node.tickets_log, os.path.join(node.workdir, "portal.out"), os.path.join(node.workdir, "agent.out"),
+        node.squid.access_log, node.squid.cache_log))
+    for secret in secrets:
+        assert secret and secret not in text
+
+
+# --- a person gets a console ---------------------------------------------------------------------
+
+def test_password_login_lists_the_acl_vms_and_the_vv_opens_in_remote_viewer(cluster, xvfb, tmp_path):
+    node, = cluster(1)
+    browser = Browser(node)
+    headers, page = browser.login("alice")
+    cookie = headers["set-cookie"][0]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Strict" in cookie
+    assert 'id="vm-vm1"' in page and "vm2" not in page               # vm2 is in the fact, not in alice's ACL
+    assert "disconnect-vm1" not in page                              # alice is not an operator
+    status, headers, text = browser.post("/vms/vm1/spice.vv")
+    assert status == 200, text
+    assert headers["content-type"] == VV_MIME_TYPE
+    assert headers["content-disposition"] == 'attachment; filename="vm1.vv"'
+    assert headers["cache-control"] == "no-store"
+    assert "max-age" in headers["strict-transport-security"] and "script-src 'self'" in headers["content-security-policy"]
+    vv = parse_vv(text)
+    assert vv["host"] == node.name and vv["proxy"].startswith("http://alice__vm1:")
+    viewer = open_viewer(node, node.vm, text, xvfb, tmp_path)
+    try:
+        assert any(c["channel-type"] == MAIN and c["tls"] for c in spice_clients(node.vm))
+    finally:
+        _procs.stop_process(viewer)
+    events = [(r["event"], r.get("user"), r.get("result")) for r in node.audit()]
+    assert ("portal_login", "alice", "ok") in events and ("portal_vv", "alice", None) in events
+    issued = [json.loads(line) for line in _procs.read_log(node.tickets_log).splitlines()]
+    assert [(r["event"], r["run_by"], r["portal_user"], r["vm"], r["client"]) for r in issued] == [
+        ("console_ticket", "portal", "alice", "vm1", "127.0.0.1")]
+    token = vv["proxy"].split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert_no_secret(node, vv["password"], token, browser.cookie, PASSWORDS["alice"], browser.csrf)
+
+
+def test_the_api_with_a_client_certificate(cluster, pki, tmp_path):
+    node, = cluster(1)
+    cert, key = pki.issue([("CN", "alice")], client=True)
+    (tmp_path / "alice.pem").write_text(cert)
+    (tmp_path / "alice.key").write_text(key)
+    api = Browser(node, cert=(str(tmp_path / "alice.pem"), str(tmp_path / "alice.key")))
+    status, _headers, text = api.request("GET", "/api/v1/vms")
+    assert status == 200, text
+    assert [(vm["name"], vm["node"], vm["here"], vm["role"]) for vm in json.loads(text)["vms"]] == [
+        ("vm1", node.name, True, "console")]
+    status, headers, text = api.request("GET", "/api/v1/vms/vm1/spice.vv")
+    assert status == 200 and headers["content-type"] == VV_MIME_TYPE and parse_vv(text)["type"] == "spice"
+    assert api.request("GET", "/api/v1/vms/vm2/spice.vv")[0] == 404     # outside the ACL: does not exist
+    assert api.request("GET", "/api/v1/vms/nosuch")[0] == 404
+    # The browser login with the same certificate.
+    status, headers, _text = api.request("POST", "/login/certificate")
+    assert status == 303 and api.cookie
+    assert ("portal_login", "alice", "certificate", "ok") in [
+        (r["event"], r.get("user"), r.get("method"), r.get("result")) for r in node.audit()]
+    # A node certificate (serverAuth too) is never a person, whatever its CN.
+    node_cert = Browser(node, cert=(node.cert_file, node.key_file))
+    assert node_cert.request("GET", "/api/v1/vms")[0] == 401
+    # No certificate, no session.
+    assert Browser(node).request("GET", "/api/v1/vms")[0] == 401
+
+
+def test_refusals(cluster):
+    node, = cluster(1)
+    browser = Browser(node)
+    assert browser.request("GET", "/")[0] == 303                                     # to the login page
+    status, _h, page = browser.request("POST", "/login", form=dict(user="alice", password="wrong"))
+    assert status == 401 and "Wrong user or password" in page
+    browser.login("alice")
+    assert browser.request("POST", "/vms/vm1/spice.vv", form={})[0] == 403           # no CSRF token
+    assert browser.request("POST", "/vms/vm1/spice.vv", form=dict(csrf="x" * 43))[0] == 403
+    assert browser.request("POST", "/vms/vm1/spice.vv", form=dict(csrf=browser.csrf),
+                           headers={"Origin": "https://evil.example"})[0] == 403     # cross-origin
+    assert browser.request("POST", "/vms/vm1/spice.vv", form=dict(csrf=browser.csrf),
+                           headers={"Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert browser.request("GET", "/", headers={"Host": "evil.example"})[0] == 421  # forged Host
+    assert browser.request("POST", "/vms/vm2/spice.vv", form=dict(csrf=browser.csrf))[0] == 404   # not in the ACL
+    assert browser.request("POST", "/vms/..%2F..%2Fetc/spice.vv", form=dict(csrf=browser.csrf))[0] == 404
+    assert browser.request("POST", "/vms/vm1/disconnect", form=dict(csrf=browser.csrf))[0] == 403  # not an operator
+    assert browser.request("POST", "/login", body="user=alice&password=" + "x" * 10000,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})[0] == 413
+    # Logout ends the session on the server: the old cookie opens nothing.
+    cookie = browser.cookie
+    assert browser.post("/logout")[0] == 303
+    browser.cookie = cookie
+    assert browser.request("GET", "/")[0] == 303
+    reasons = {r.get("reason") for r in node.audit() if r["event"] == "portal_refused"}
+    assert {"csrf", "cross_origin", "wrong_host", "not_in_acl", "not_operator"} <= reasons
+
+
+def test_repeated_failures_lock_the_name(cluster):
+    node, = cluster(1)
+    browser = Browser(node)
+    for dummy in range(3):
+        assert browser.request("POST", "/login", form=dict(user="alice", password="wrong"))[0] == 401
+    status, _h, page = browser.request("POST", "/login", form=dict(user="alice", password=PASSWORDS["alice"]))
+    assert status == 429 and "Too many failed logins" in page                         # locked, even the right one
+    results = [r.get("result") for r in node.audit() if r["event"] == "portal_login"]
+    assert results == ["wrong_password", "wrong_password", "lockout", "locked"]
+
+
+def test_an_operator_disconnects_a_viewer(cluster, xvfb, tmp_path):
+    node, = cluster(1)
+    alice = Browser(node)
+    alice.login("alice")
+    status, _h, text = alice.post("/vms/vm1/spice.vv")
+    assert status == 200
+    viewer = open_viewer(node, node.vm, text, xvfb, tmp_path)
+    try:
+        olga = Browser(node)
+        _headers, page = olga.login("olga")
+        assert 'id="disconnect-vm1"' in page
+        status, headers, _text = olga.post("/vms/vm1/disconnect")
+        assert status == 303 and "cut" in headers["location"]
+        _procs.wait_until(lambda: not spice_clients(node.vm), 15, what="the viewer's channels to go")
+    finally:
+        _procs.stop_process(viewer)
+    cut = [r for r in node.audit() if r["event"] == "portal_cut"]
+    assert [(r["user"], r["vm"], r["failed_nodes"]) for r in cut] == [("olga", "vm1", [])], cut[0].get("failures")
+    records = [json.loads(line) for line in _procs.read_log(node.tickets_log).splitlines()]
+    assert [(r["event"], r["portal_user"]) for r in records] == [("console_ticket", "alice"), ("console_session", "olga")]
+
+
+def test_restarting_the_portal_leaves_open_consoles_alone(cluster, xvfb, tmp_path):
+    node, = cluster(1)
+    browser = Browser(node)
+    browser.login("alice")
+    viewer = open_viewer(node, node.vm, browser.post("/vms/vm1/spice.vv")[2], xvfb, tmp_path)
+    try:
+        # remote-viewer opens its channels one after the other: wait for main, display, inputs and cursor.
+        _procs.wait_until(lambda: len(spice_clients(node.vm)) >= 4, 20, what="the viewer's channels")
+        before = {c["port"] for c in spice_clients(node.vm)}
+        _procs.stop_process(node.portal)
+        node.start_portal()
+        assert Browser(node).request("GET", "/login")[0] == 200
+        assert before <= {c["port"] for c in spice_clients(node.vm)}        # the same connections, still there
+        assert viewer.poll() is None
+    finally:
+        _procs.stop_process(viewer)
+
+
+def test_a_vm_on_another_node_through_this_nodes_portal(cluster, xvfb, tmp_path):
+    first, second = cluster(2)
+    browser = Browser(first)
+    _headers, page = browser.login("alice")
+    assert 'id="vm-far1"' in page and second.name in page
+    status, _h, text = browser.post("/vms/far1/spice.vv")
+    assert status == 200, text
+    vv = parse_vv(text)
+    assert vv["host"] == second.name                                   # the VM's node, through this node's proxy
+    assert vv["proxy"].endswith("@127.0.0.1:%d" % second.squid.port)   # the portal names no proxy: the VM node's
+    viewer = open_viewer(second, second.vm, text, xvfb, tmp_path)
+    _procs.stop_process(viewer)
+    issued = [json.loads(line) for line in _procs.read_log(second.tickets_log).splitlines()]
+    assert [(r["portal_user"], r["vm"], r["portal_node"]) for r in issued] == [("alice", "far1", first.name)]
+    # The cluster endpoint takes node certificates only.
+    person = Browser(second)
+    status, _h, _t = person.request("POST", "/cluster/v1/agent", body=json.dumps({"op": "vms"}),
+                                    headers={"Content-Type": "application/json"})
+    assert status == 403
+
+
+def test_the_agent_answers_only_its_user(cluster, tmp_path):
+    node, = cluster(1)
+    script = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+              "try: s.sendall(b'{\"op\": \"vms\"}\\n'); print(repr(s.recv(100)))\n"
+              "except (ConnectionResetError, BrokenPipeError): print(repr(b''))")
+    os.chmod(node.workdir, 0o755)
+    os.chmod(node.socket, 0o666)
+    other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                            script, node.socket], capture_output=True, text=True, timeout=30, check=False)
+    assert other.stdout.strip() == "b''", other.stderr                  # closed without an answer
+    from ansible_collections.vmconsole.secure.plugins.module_utils._portal_agent import ask
+    assert ask(node.socket, {"op": "vms"})["vms"][0]["name"] == "vm1"
+    assert ask(node.socket, {"op": "spice", "vm": "nosuch", "user": "alice"})["error"] == "unknown_vm"
+    assert ask(node.socket, {"op": "set_password", "vm": "vm1", "user": "alice"})["error"] == "bad_request"
+    assert ask(node.socket, {"op": "spice", "vm": "vm2", "user": "alice"})["error"] == "not_here"

@@ -1,0 +1,240 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The portal's web process: identities from certificates, where a VM is, what each refusal is. aiohttp's test
+server over plain HTTP on loopback, the agents faked (tests/integration/test_portal.py runs the real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import re
+
+import pytest
+
+aiohttp = pytest.importorskip("aiohttp")
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+from ansible_collections.vmconsole.secure.plugins.module_utils import _portal  # noqa: E402
+
+
+def certificate(cn, usages, dns=(), ips=()):
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now)
+               .not_valid_after(now + datetime.timedelta(days=1)))
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if dns or ips:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+PERSON = [ExtendedKeyUsageOID.CLIENT_AUTH]
+NODE = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+@pytest.mark.parametrize("cert, found", [
+    (certificate("alice", PERSON), ("user", "alice")),
+    (certificate("hv2", NODE, dns=["hv2", "hv2.example"]), ("node", ("hv2", "hv2.example"))),
+    (certificate("hv2", NODE), None),                              # a node certificate without names
+    (certificate("alice", [ExtendedKeyUsageOID.SERVER_AUTH]), None),
+    (certificate("alice", None), None),                            # no extended key usage at all
+])
+def test_certificate_identity(cert, found):
+    assert _portal.certificate_identity(cert.public_bytes(serialization.Encoding.DER)) == found
+
+
+def test_certificate_names_are_the_hosts_the_portal_answers_to(tmp_path):
+    path = tmp_path / "cert.pem"
+    path.write_bytes(certificate("hv1", NODE, dns=["HV1", "hv1.example"], ips=["192.0.2.1", "fd00::1"])
+                     .public_bytes(serialization.Encoding.PEM))
+    assert _portal.certificate_names(str(path)) == {"hv1", "hv1.example", "192.0.2.1", "fd00::1"}
+
+
+class FakeAgents:
+    """Every node's agent: ``vms`` per node (None: the node does not answer); records what was asked."""
+
+    def __init__(self, vms):
+        self.vms, self.asked = vms, []
+
+    async def __call__(self, node, request, timeout=None):
+        self.asked.append((node, request))
+        if self.vms.get(node) is None:
+            raise OSError("down")
+        if request["op"] == "vms":
+            return dict(ok=True, node=node, vms=self.vms[node])
+        if request["op"] == "spice":
+            return dict(ok=True, node=node, vv="[virt-viewer]\ntype=spice\nhost=%s\n" % node, expires=1,
+                        proxy_token_expires=2)
+        return dict(ok=True, node=node, changed=True, spice_channels=0, tunnels_cut=0)
+
+
+def vm(name, here=True, state="running", consoles=("spice",)):
+    return dict(name=name, state=state, here=here, consoles=list(consoles))
+
+
+@pytest.fixture
+def portal(tmp_path):
+    """(Portal, FakeAgents) with alice (console on web*), olga (operator on *), nodes hv1 (this one) and hv2."""
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(certificate("hv1", NODE, dns=["hv1"], ips=["127.0.0.1"]).public_bytes(serialization.Encoding.PEM))
+    config = _portal.portal_config(dict(
+        node="hv1", port=0, nodes={"hv1": "https://hv1:8443", "hv2": "https://hv2:8443"}, cert_file=str(cert),
+        key_file="/nonexistent", ca_file="/nonexistent", audit_log=str(tmp_path / "portal.log"),
+        users={"olga": {"groups": ["ops"]}}, vm_nodes={"web3": "hv2"},
+        acl=[{"users": ["alice"], "vms": ["web*"], "role": "console"},
+             {"groups": ["ops"], "vms": ["*"], "role": "operator"}]))
+    portal = _portal.Portal(config)
+    agents = FakeAgents({"hv1": [vm("web1"), vm("db1")], "hv2": [vm("web2"), vm("web1", here=False, state="postmigrate")]})
+    portal.agent = agents
+    return portal, agents
+
+
+def identity(portal, user):
+    return _portal.Identity(user, portal.groups_of(user), "certificate", None)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_the_list_holds_only_the_acls_vms_where_they_run(portal):
+    p, _agents = portal
+    vms, down = run(p.visible_vms(identity(p, "alice")))
+    assert [(v["name"], v["node"], v["role"]) for v in vms] == [("web1", "hv1", "console"), ("web2", "hv2", "console")]
+    assert down == []
+    vms, _down = run(p.visible_vms(identity(p, "olga")))
+    assert [v["name"] for v in vms] == ["db1", "web1", "web2"]
+
+
+def test_after_a_migration_the_vm_is_where_it_runs(portal):
+    p, agents = portal
+    agents.vms = {"hv1": [vm("web1", here=False, state="postmigrate")], "hv2": [vm("web1")]}
+    entry, role = run(p.locate(identity(p, "alice"), "web1"))
+    assert (entry["node"], role) == ("hv2", "console")
+
+
+@pytest.mark.parametrize("user, name, status, reason", [
+    ("alice", "db1", 404, "not_in_acl"),              # exists, but not for alice: the same answer as a VM that does not
+    ("alice", "web9", 404, "unknown_vm"),
+    ("alice", "../etc", 404, "not_in_acl"),
+    ("bob", "web1", 404, "not_in_acl"),               # nobody's ACL names bob
+])
+def test_vms_outside_the_acl_do_not_exist(portal, user, name, status, reason):
+    p, _agents = portal
+    with pytest.raises(_portal.Refused) as info:
+        run(p.locate(identity(p, user), name))
+    assert (info.value.status, info.value.reason) == (status, reason)
+
+
+def test_a_stopped_vm_and_a_node_that_is_down(portal):
+    p, agents = portal
+    agents.vms["hv1"] = [vm("web1", here=False, state="stopped")]
+    with pytest.raises(_portal.Refused) as info:
+        run(p.locate(identity(p, "alice"), "web1"))
+    assert (info.value.status, info.value.reason, str(info.value)) == (409, "not_running", "web1 is not running (stopped)")
+    agents.vms["hv2"] = None
+    with pytest.raises(_portal.Refused) as info:
+        run(p.locate(identity(p, "alice"), "web3"))                  # known to run on hv2, which does not answer
+    assert (info.value.status, info.value.reason) == (503, "node_down")
+    vms, down = run(p.visible_vms(identity(p, "alice")))
+    assert down == ["hv2"] and ("web3", "hv2", False) in [(v["name"], v["node"], v["here"]) for v in vms]
+
+
+def test_only_operators_disconnect_and_every_node_is_asked(portal):
+    p, agents = portal
+    with pytest.raises(_portal.Refused) as info:
+        run(p.disconnect(identity(p, "alice"), "web1", None))
+    assert (info.value.status, info.value.reason) == (403, "not_operator")
+    agents.asked.clear()
+    answers, failed = run(p.disconnect(identity(p, "olga"), "web1", FakeRequest()))
+    assert failed == {} and sorted(answers) == ["hv1", "hv2"]
+    assert sorted(node for node, request in agents.asked if request["op"] == "cut") == ["hv1", "hv2"]
+
+
+class FakeRequest:
+    transport = None
+
+
+def http(portal, coroutine_of_client):
+    async def main():
+        app = _portal.build_app(portal)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            portal.config = portal.config._replace(port=client.port, hosts=portal.config.hosts | {"127.0.0.1"})
+            return await coroutine_of_client(client)
+    return asyncio.run(main())
+
+
+def test_every_answer_carries_the_security_headers(portal):
+    p, _agents = portal
+
+    async def check(client):
+        out = []
+        for path in ("/login", "/no/such/path", "/"):
+            response = await client.get(path, allow_redirects=False)
+            out.append((path, response.status, dict(response.headers)))
+        return out
+    for path, status, headers in http(p, check):
+        assert status in (200, 303, 404), path
+        assert headers["Strict-Transport-Security"] == "max-age=31536000", path
+        assert "default-src 'none'" in headers["Content-Security-Policy"] and "'unsafe-inline'" not in \
+            headers["Content-Security-Policy"], path
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store", path
+
+
+def test_the_login_page_has_no_inline_script_or_style(portal):
+    p, _agents = portal
+
+    async def get(client):
+        return await (await client.get("/login")).text()
+    page = http(p, get)
+    assert "<script" not in page and "style=" not in page and "<style" not in page
+
+
+def test_refusals_over_http(portal):
+    p, _agents = portal
+
+    async def check(client):
+        origin = "https://127.0.0.1:%d" % client.port
+        out = {}
+        out["api_without_login"] = (await client.get("/api/v1/vms")).status
+        out["cluster_without_certificate"] = (await client.post("/cluster/v1/agent", json={"op": "vms"})).status
+        out["forged_host"] = (await client.get("/login", headers={"Host": "evil.example"})).status
+        out["cross_origin_login"] = (await client.post("/login", data=dict(user="a", password="b"),
+                                                       headers={"Origin": "https://evil.example"})).status
+        out["cross_site_login"] = (await client.post("/login", data=dict(user="a", password="b"),
+                                                     headers={"Origin": origin, "Sec-Fetch-Site": "cross-site"})).status
+        out["unknown_user"] = (await client.post("/login", data=dict(user="nobody", password="b"),
+                                                 headers={"Origin": origin})).status
+        out["too_large"] = (await client.post("/login", data="user=a&password=" + "x" * 8000,
+                                              headers={"Origin": origin,
+                                                       "Content-Type": "application/x-www-form-urlencoded"})).status
+        return out
+    assert http(p, check) == dict(api_without_login=401, cluster_without_certificate=403, forged_host=421,
+                                  cross_origin_login=403, cross_site_login=403, unknown_user=401, too_large=413)
+    reasons = [json.loads(line).get("reason") or json.loads(line).get("result")
+               for line in open(p.config.audit_log, encoding="utf-8")]
+    assert reasons == ["no_session", "not_a_node", "wrong_host", "cross_origin", "cross_origin", "wrong_password",
+                       "too_large"]
+
+
+def test_a_page_escapes_what_it_shows():
+    session = type("S", (), {"csrf": 'c"><x'})()
+    page = _portal.vms_page(_portal.Identity("<b>alice</b>", (), "password", session),
+                            [dict(name="web1", node="hv<1>", state="running", here=True, consoles=["spice"],
+                                  role="operator")], ["<i>down</i>"])
+    assert "<b>alice</b>" not in page and "&lt;b&gt;alice&lt;/b&gt;" in page
+    assert "hv<1>" not in page and "<i>down</i>" not in page and 'value="c&quot;&gt;&lt;x"' in page
+    assert re.search(r'id="disconnect-web1"', page)
