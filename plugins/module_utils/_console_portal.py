@@ -102,7 +102,7 @@ def plan(s, host):
     errors = number_errors(s) + port_errors(s, host) + input_errors(s)
     missing = sorted(path for path, there in (host.get("cert_files") or {}).items() if not there)
     if missing:
-        errors.append("%s: the node's certificate or key is missing (%s): run the pki role first"
+        errors.append("%s: the node's certificate, key or trust bundle is missing (%s): run the pki role first"
                       % (host.get("name"), ", ".join(missing)))
     vms = host.get("cluster_vms") or {}
     bad = sorted(name for name in vms if not isinstance(name, str) or not VM_NAME_PATTERN.fullmatch(name))

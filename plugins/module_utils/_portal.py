@@ -331,6 +331,13 @@ class Portal:
                 raise ClientError("%s answered %d" % (node, response.status))
             return await response.json()
 
+    def reload_client_context(self, context):
+        """Use ``context`` for new connections to other nodes (a renewed certificate or CA bundle)."""
+        self.client_context = context
+        old, self._client = self._client, None
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.close())
+
     def client(self):
         if self._client is None:
             self._client = ClientSession(connector=TCPConnector(ssl=self.client_context),
@@ -703,6 +710,26 @@ def server_context(config):
     return context
 
 
+class ServerTLS:
+    """The server's TLS: ``listening`` is the context the socket holds; each new handshake is switched to
+    ``current`` (in the SNI callback, which runs with or without SNI), so :meth:`reload` takes a renewed
+    certificate, key and CA bundle (a rotated CA dropped too) for new connections while open ones and the
+    sessions stay."""
+
+    def __init__(self, config):
+        self.config = config
+        self.current = server_context(config)
+        self.listening = server_context(config)
+        self.listening.sni_callback = self._switch
+
+    def _switch(self, ssl_object, server_name, context):  # pylint: disable=unused-argument
+        ssl_object.context = self.current
+
+    def reload(self):
+        """Read the files again; ssl.SSLError or OSError (the old context stays) when they are unusable."""
+        self.current = server_context(self.config)
+
+
 def client_context(config):
     """For asking other nodes' portals: their certificate verified (cluster CA, node name), ours presented."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.ca_file)
@@ -757,7 +784,7 @@ def main(argv):
         config = load_config(argv[0])
         portal = Portal(config)
         portal.client_context = client_context(config)
-        context = server_context(config)
+        tls = ServerTLS(config)
     except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
         raise SystemExit("vmconsole-portal: %s: %s" % (argv[0], exc)) from None
     app = build_app(portal)
@@ -765,8 +792,8 @@ def main(argv):
     def reload_certificate():
         # New handshakes get the renewed certificate; open connections and sessions stay.
         try:
-            for tls in (context, portal.client_context):
-                tls.load_cert_chain(config.cert_file, config.key_file)
+            tls.reload()
+            portal.reload_client_context(client_context(config))
             say("vmconsole-portal: certificate reloaded")
         except (OSError, ssl.SSLError) as exc:
             say("vmconsole-portal: the certificate could not be reloaded, the old one stays: %s" % exc)
@@ -775,5 +802,5 @@ def main(argv):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_certificate)
     app.on_startup.append(on_startup)
     say("vmconsole-portal: %s serving https on port %d" % (config.node, config.port))
-    web.run_app(app, host=listen, port=config.port, ssl_context=context, print=None, access_log=None,
+    web.run_app(app, host=listen, port=config.port, ssl_context=tls.listening, print=None, access_log=None,
                 reuse_address=True)

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -415,3 +416,29 @@ def test_the_agent_answers_only_its_user(cluster, tmp_path):
     assert ask(node.socket, {"op": "spice", "vm": "nosuch", "user": "alice"})["error"] == "unknown_vm"
     assert ask(node.socket, {"op": "set_password", "vm": "vm1", "user": "alice"})["error"] == "bad_request"
     assert ask(node.socket, {"op": "spice", "vm": "vm2", "user": "alice"})["error"] == "not_here"
+
+
+def presented_serial(node):
+    context = ssl.create_default_context(cafile=node.pki.ca_file)
+    with _procs.socket.create_connection(("127.0.0.1", node.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            from cryptography import x509  # pylint: disable=import-outside-toplevel
+            return x509.load_der_x509_certificate(tls.getpeercert(True)).serial_number
+
+
+def test_a_reload_takes_a_renewed_certificate_and_keeps_the_sessions(cluster, pki):
+    node, = cluster(1)
+    browser = Browser(node)
+    browser.login("alice")
+    before = presented_serial(node)
+    cert, key = pki.issue([("CN", node.name)], node=True)
+    _procs._write(node.cert_file, cert.encode(), 0o644)
+    _procs._write(node.key_file, key.encode(), 0o600)
+    node.portal.send_signal(signal.SIGHUP)
+    _procs.wait_until(lambda: "certificate reloaded" in _procs.read_log(os.path.join(node.workdir, "portal.out")), 10,
+                      what="the portal's reload")
+    after = presented_serial(node)
+    assert after != before
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    assert after == x509.load_pem_x509_certificate(cert.encode()).serial_number
+    assert browser.request("GET", "/")[0] == 200                      # the session survived the reload

@@ -69,7 +69,7 @@ def test_the_configuration_files_of_a_node():
      "console_portal_session_idle (7200) must not be above console_portal_session_absolute (3600)"),
     (dict(console_portal_login_max_failures=0), {}, "console_portal_login_max_failures must be a whole number of at least 1"),
     ({}, dict(cert_files={"/etc/pki/libvirt/servercert.pem": False}),
-     "hv1: the node's certificate or key is missing (/etc/pki/libvirt/servercert.pem): run the pki role first"),
+     "hv1: the node's certificate, key or trust bundle is missing (/etc/pki/libvirt/servercert.pem): run the pki role first"),
     ({}, dict(cluster_vms={"bad/name": "hv1"}), "qemu_vm_guests: bad/name are not VM names"),
 ])
 def test_bad_input_is_named(changes, hchanges, text):
@@ -93,7 +93,11 @@ def test_the_filter_reads_every_nodes_guests():
                 "hv2": {"qemu_vm_guests": [{"name": "web2"}, {"nothing": 1}]}, "hv3": {}}
     s = settings()
     del s["nodes"]
-    out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars))
+    out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars,
+                                      required_files=["/a", "/b"], files={"/a": {"mode": "0644"}}))
+    assert out["errors"] == ["hv1: the node's certificate, key or trust bundle is missing (/b): run the pki role first"]
+    out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars,
+                                      required_files=["/a"], files={"/a": {"mode": "0644"}}))
     assert out["portal"]["vm_nodes"] == {"db1": "hv1", "web1": "hv1", "web2": "hv2"}
     assert out["portal"]["nodes"] == {"hv1": "https://hv1:8443", "hv2": "https://hv2:8443", "hv3": "https://hv3:8443"}
 
