@@ -37,6 +37,7 @@ import collections
 import functools
 import html
 import json
+import os
 import signal
 import ssl
 import sys
@@ -68,10 +69,25 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth impo
     verify_password,
     vm_role,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
+    CONSOLES as RELAY_CONSOLES,
+    RELAY_TICKET_TTL,
+    RelayError,
+    RelayLimits,
+    RelayTickets,
+    open_through_proxy,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE
 
 COOKIE = "vmc_session"
+STATIC_DIR = "/usr/lib/vmconsole/portal/static"
+# The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
+STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
+                "xterm/xterm.css": "text/css"}
+# The browser console's page lets xterm.js add its own <style> elements (theme, cell size); scripts stay 'self'.
+CONSOLE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self'; "
+               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 MAX_BODY = 4096
 NODE_TIMEOUT = 5.0          # seconds a node's portal or agent may take to answer
 CUT_TIMEOUT = 30.0          # a cut watches the proxy for the helper's answer cache (5 s by default) before it answers
@@ -82,7 +98,7 @@ SECURITY_HEADERS = {
                                 "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",        # no-referrer would make Chromium send "Origin: null" on a same-origin POST
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
@@ -97,7 +113,7 @@ PORTAL_KEY = web.AppKey("portal") if HAS_AIOHTTP and hasattr(web, "AppKey") else
 
 
 _PORTAL_FIELDS = ("node public hosts port nodes proxy agent_socket users acl vm_nodes cert_file key_file ca_file "
-                  "audit_log session_idle session_absolute login")
+                  "audit_log session_idle session_absolute login relays static_dir")
 
 
 class PortalConfig(collections.namedtuple("PortalConfig", _PORTAL_FIELDS)):
@@ -131,6 +147,8 @@ def portal_config(data):
         session_idle=int(data.get("session_idle", 900)),
         session_absolute=int(data.get("session_absolute", 28800)),
         login={key: int(value) for key, value in login.items()},
+        relays={key: int(value) for key, value in dict(dict(per_user=4, per_vm=8), **(data.get("relays") or {})).items()},
+        static_dir=data.get("static_dir", STATIC_DIR),
     )
 
 
@@ -196,9 +214,12 @@ def peer_certificate(request):
 
 
 def client_of(request):
-    """The client's address as the portal sees it."""
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return peer[0] if peer else "unknown"
+    """The client's address as the portal sees it (taken when the request came in: a WebSocket's transport is gone
+    once it closed)."""
+    try:
+        return getattr(request, "remote", None) or "unknown"
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 # --- pages ------------------------------------------------------------------------------------------
@@ -207,15 +228,17 @@ def _e(text):
     return html.escape(str(text), quote=True)
 
 
-def page(title, body, user=None, csrf=None):
-    """A whole HTML page (no inline script or style); ``user`` and ``csrf`` add the logout button."""
+def page(title, body, user=None, csrf=None, styles=()):
+    """A whole HTML page (no inline script or style); ``user`` and ``csrf`` add the logout button, ``styles`` more
+    stylesheets."""
     logout = ""
     if user is not None:
         logout = ('<p class="note">%s &middot; <form method="post" action="/logout"><input type="hidden" name="csrf" '
                   'value="%s"><button type="submit">Log out</button></form></p>' % (_e(user), _e(csrf)))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title>'
-            '<link rel="stylesheet" href="/static/portal.css"></head><body><h1>%s</h1>%s%s</body></html>\n'
-            % (_e(title), _e(title), logout, body))
+            '<link rel="stylesheet" href="/static/portal.css">%s</head><body><h1>%s</h1>%s%s</body></html>\n'
+            % (_e(title), "".join('<link rel="stylesheet" href="%s">' % _e(s) for s in styles), _e(title), logout,
+               body))
 
 
 def login_page(error=None, certificate_user=None):
@@ -240,7 +263,8 @@ def vms_page(identity, vms, problems, message=None):
         if vm["here"] and "spice" in vm["consoles"]:
             actions.append(_button(vm["name"], "spice.vv", "Open SPICE (remote-viewer)", session.csrf))
         if vm["here"] and "serial" in vm["consoles"]:
-            actions.append(_button(vm["name"], "serial", "Serial console", session.csrf))
+            actions.append(_button(vm["name"], "browser/serial", "Serial in the browser", session.csrf))
+            actions.append(_button(vm["name"], "serial", "Serial console command", session.csrf))
         if vm["role"] == "operator":
             actions.append(_button(vm["name"], "disconnect", "Disconnect everyone", session.csrf))
         rows.append('<tr id="vm-%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
@@ -254,7 +278,7 @@ def vms_page(identity, vms, problems, message=None):
 
 
 def _button(vm, action, label, csrf):
-    values = (_e(vm), _e(action), _e(csrf), _e(action), _e(vm), _e(label))
+    values = (_e(vm), _e(action), _e(csrf), _e(action.replace("/", "-")), _e(vm), _e(label))
     return ('<form method="post" action="/vms/%s/%s"><input type="hidden" name="csrf" value="%s">'
             '<button type="submit" id="%s-%s">%s</button></form>' % values)
 
@@ -290,6 +314,9 @@ class Portal:
                                     lockout=config.login["lockout"], clock=clock)
         self.client_context = None
         self._client = None
+        self.relay_tickets = RelayTickets(clock=clock)
+        self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
+        self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
 
     # --- audit
     def audit(self, event, request, **fields):
@@ -591,6 +618,8 @@ async def logout(request):
     if identity.session is not None:
         portal.sessions.drop(request.cookies.get(COOKIE))
         portal.audit("portal_logout", request, user=identity.user, session=identity.session.id)
+        for ended in portal.relays.pop(identity.session.id, ()):
+            ended.set()                                 # its relay closes the browser console
     raise Redirect("/login", clear_cookie=True)
 
 
@@ -636,6 +665,160 @@ async def serial(request):
                _e(answer["token"]), _e(answer["command"])))
     return web.Response(text=page("Serial console of %s" % vm, body, identity.user,
                                   identity.session.csrf if identity.session else ""), content_type="text/html")
+
+
+# Close codes of a browser console's WebSocket (4000-4999: the application's own).
+CLOSE_TICKET = 4401          # no ticket, or not one of this session (used, expired, another's)
+CLOSE_LIMIT = 4429           # the person or the VM has as many browser consoles as allowed
+CLOSE_UNREACHABLE = 4502     # the VM's node or its console cannot be reached, or the ACL no longer allows it
+CLOSE_SESSION_ENDED = 4001   # logout, or the session expired
+CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the console again
+SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
+
+
+async def browser_console(request):
+    """A relay ticket for a browser console of the VM: the page (with the ticket in a data attribute; the script is a
+    file of its own) or, for the API, JSON."""
+    portal = _portal(request)
+    vm, console = request.match_info["vm"], request.match_info["console"]
+    identity = await _session_identity(request, api=_api(request))
+    if console not in RELAY_CONSOLES:
+        raise Refused(404, "no browser console %s" % console, "no_console")
+    if identity.session is None:
+        raise Refused(403, "a browser console belongs to a session: log in first", "no_session")
+    entry, _role = await portal.locate(identity, vm)
+    if console not in entry["consoles"]:
+        raise Refused(404, "%s has no %s console" % (vm, console), "no_console")
+    ticket = portal.relay_tickets.mint(identity.user, vm, console, identity.session.id)
+    portal.audit("portal_relay_ticket", request, user=identity.user, vm=vm, console=console, node=entry["node"],
+                 session=identity.session.id)
+    if _api(request):
+        return web.json_response(dict(vm=vm, console=console, ticket=ticket, url="/relay/v1",
+                                      expires_in=RELAY_TICKET_TTL))
+    body = ('<div id="console" data-ticket="%s" data-vm="%s" data-console="%s"></div>'
+            '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
+            '<script src="/static/xterm/xterm.js"></script><script src="/static/browser-console.js"></script>'
+            % (_e(ticket), _e(vm), _e(console)))
+    return web.Response(text=page("%s console of %s" % (console.capitalize(), vm), body, identity.user,
+                                  identity.session.csrf, styles=["/static/xterm/xterm.css"]),
+                        content_type="text/html", headers={"Content-Security-Policy": CONSOLE_CSP})
+
+
+async def relay(request):
+    """GET /relay/v1, a WebSocket: the page's first message is its relay ticket; then bytes both ways between the
+    browser and the console (through the VM node's proxy with the person's token, TLS to QEMU), until either side
+    ends, the session ends, the token expires or the console is cut."""
+    portal = _portal(request)
+    if request.headers.get("Origin") is None or not _same_origin(request):
+        raise Refused(403, "a browser console opens from this portal's own pages only", "cross_origin")
+    cookie = request.cookies.get(COOKIE)
+    session = portal.sessions.get(cookie)
+    if session is None:
+        raise Refused(401, "log in: a browser console belongs to a session", "no_session")
+    sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
+    await sock.prepare(request)
+    try:
+        first = await sock.receive(timeout=10)
+    except asyncio.TimeoutError:
+        first = None
+    ticket = first.data if first is not None and first.type == web.WSMsgType.TEXT else None
+    found = portal.relay_tickets.take(ticket, session.id)
+    if found is None:
+        portal.audit("portal_relay", request, user=session.user, result="refused", reason="ticket", session=session.id)
+        await sock.close(code=CLOSE_TICKET, message=b"relay ticket refused")
+        return sock
+    if not portal.relay_limits.acquire(found.user, found.vm):
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, result="refused",
+                     reason="limit", session=session.id)
+        await sock.close(code=CLOSE_LIMIT, message=b"too many browser consoles")
+        return sock
+    identity = Identity(session.user, tuple(session.groups), session.method, session)
+    started, counts, reason, node = time.monotonic(), [0, 0], "refused", None
+    ended = asyncio.Event()
+    portal.relays[session.id].add(ended)
+    try:
+        try:
+            entry, answer = await portal.issue(request, identity, found.vm, found.console)
+            node = entry["node"]
+            proxy = urlsplit(answer.get("proxy") or portal.config.proxy or "")
+            reader, writer = await open_through_proxy(proxy.hostname, proxy.port or 3128, answer["node"],
+                                                      answer["serial_port"], answer["proxy_username"], answer["token"],
+                                                      portal.client_context)
+        except (Refused, RelayError, KeyError) as exc:
+            reason = getattr(exc, "reason", "agent")
+            await sock.close(code=CLOSE_UNREACHABLE, message=str(exc)[:120].encode("utf-8", "replace"))
+            return sock
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
+                     result="open", session=session.id, proxy_token_expires=answer.get("proxy_token_expires"))
+        reason = await _pump(portal, sock, reader, writer, counts, cookie, answer.get("proxy_token_expires"), ended)
+        return sock
+    finally:
+        portal.relays[session.id].discard(ended)
+        if not portal.relays[session.id]:
+            portal.relays.pop(session.id, None)
+        portal.relay_limits.release(found.user, found.vm)
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
+                     result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
+                     seconds=round(time.monotonic() - started, 1), session=session.id)
+
+
+async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
+    """Copy bytes both ways until one side ends, the session is gone (``ended`` set at logout, or found gone) or the
+    token expires; why it ended."""
+
+    async def browser_to_console():
+        async for message in sock:
+            if message.type == web.WSMsgType.BINARY:
+                data = message.data
+            elif message.type == web.WSMsgType.TEXT:
+                data = message.data.encode("utf-8")
+            else:
+                break
+            try:
+                writer.write(data)
+                await writer.drain()
+            except OSError:                 # the console's end went away (a cut resets the proxy's tunnel)
+                return "console_closed"
+            counts[0] += len(data)
+        return "browser_closed"
+
+    async def console_to_browser():
+        while True:
+            try:
+                data = await reader.read(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                return "console_closed"
+            await sock.send_bytes(data)
+            counts[1] += len(data)
+
+    async def watch():
+        while True:
+            left = (expires - time.time()) if expires else SESSION_CHECK
+            if left <= 0:
+                return "token_expired"
+            try:
+                await asyncio.wait_for(ended.wait(), min(SESSION_CHECK, left))
+                return "session_ended"
+            except asyncio.TimeoutError:
+                pass
+            if portal.sessions.get(cookie) is None:
+                return "session_ended"
+
+    tasks = [asyncio.ensure_future(job()) for job in (browser_to_console, console_to_browser, watch)]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = next(iter(done))
+        reason = first.result() if not first.exception() else "error"
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+    codes = {"token_expired": CLOSE_TOKEN_EXPIRED, "session_ended": CLOSE_SESSION_ENDED}
+    if not sock.closed:
+        await sock.close(code=codes.get(reason, 1000), message=reason.encode("ascii"))
+    return reason
 
 
 async def disconnect(request):
@@ -697,8 +880,24 @@ async def cluster_agent(request):
     return web.json_response(answer)
 
 
-async def stylesheet(request):
-    return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+async def no_content(request):
+    """GET /favicon.ico: nothing (a browser asks for it on every page)."""
+    return web.Response(status=204)
+
+
+async def static(request):
+    """GET /static/NAME: the built-in stylesheet, or one of :data:`STATIC_FILES` from ``static_dir``; else 404."""
+    name = request.match_info["name"]
+    if name == "portal.css":
+        return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    try:
+        with open(os.path.join(_portal(request).config.static_dir, name), "rb") as handle:
+            body = handle.read()
+    except OSError:
+        raise web.HTTPNotFound() from None
+    return web.Response(body=body, content_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=3600"})
 
 
 def server_context(config):
@@ -752,6 +951,9 @@ def build_app(portal):
         web.post("/vms" + vm + "/spice.vv", spice_vv),
         web.post("/vms" + vm + "/serial", serial),
         web.post("/vms" + vm + "/disconnect", disconnect),
+        web.post("/vms" + vm + "/browser/{console}", browser_console),
+        web.post("/api/v1/vms" + vm + "/relay/{console}", browser_console),
+        web.get("/relay/v1", relay),
         web.get("/api/v1/vms", api_vms),
         web.get("/api/v1/vms" + vm, api_vm),
         web.get("/api/v1/vms" + vm + "/spice.vv", spice_vv),
@@ -759,7 +961,8 @@ def build_app(portal):
         web.post("/api/v1/vms" + vm + "/serial", serial),
         web.post("/api/v1/vms" + vm + "/disconnect", disconnect),
         web.post("/cluster/v1/agent", cluster_agent),
-        web.get("/static/portal.css", stylesheet),
+        web.get("/static/{name:.+}", static),
+        web.get("/favicon.ico", no_content),
     ])
 
     async def close_client(_app):
