@@ -90,6 +90,7 @@ CONSOLE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src
                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 MAX_BODY = 4096
 NODE_TIMEOUT = 5.0          # seconds a node's portal or agent may take to answer
+WHERE_CACHE = 2.0           # seconds an issuance may go by the last answer of where each VM runs
 CUT_TIMEOUT = 30.0          # a cut watches the proxy for the helper's answer cache (5 s by default) before it answers
 ROLES_ORDER = ("console", "operator")
 SECURITY_HEADERS = {
@@ -315,6 +316,8 @@ class Portal:
         self.client_context = None
         self._client = None
         self.relay_tickets = RelayTickets(clock=clock)
+        self.clock = clock
+        self._where = None                              # (when, cluster_vms()) for issuances
         self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
         self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
 
@@ -383,8 +386,15 @@ class Portal:
         answers = await asyncio.gather(*(one(node) for node in nodes))
         return dict(zip(nodes, answers))
 
-    async def cluster_vms(self):
-        """({vm: {"name", "node", "state", "here", "consoles"}}, [node names that did not answer])."""
+    async def cluster_vms(self, cached=False):
+        """({vm: {"name", "node", "state", "here", "consoles"}}, [node names that did not answer]).
+
+        ``cached``: the answer of at most :data:`WHERE_CACHE` seconds ago will do (an issuance that finds the VM gone
+        from that node asks again: :meth:`issue`).
+        """
+        now = self.clock()
+        if cached and self._where is not None and now - self._where[0] < WHERE_CACHE:
+            return self._where[1]
         answers = await self.ask_all({"op": "vms"})
         found, down = {}, []
         for node, answer in sorted(answers.items()):
@@ -399,6 +409,7 @@ class Portal:
             if name not in found and node in down:
                 found[name] = dict(name=name, node=node, state="unknown (%s does not answer)" % node, here=False,
                                    consoles=[])
+        self._where = (now, (found, down))
         return found, down
 
     async def visible_vms(self, identity):
@@ -410,14 +421,14 @@ class Portal:
                 vms.append(dict(vm, role=role))
         return vms, down
 
-    async def locate(self, identity, vm, need=None):
+    async def locate(self, identity, vm, need=None, cached=False):
         """(the VM, its role for ``identity``), or Refused: 404 outside the ACL, 503 node down, 409 not running."""
         if not VM_NAME_PATTERN.fullmatch(vm) or self.role(identity, vm) is None:
             raise Refused(404, "no such VM", "not_in_acl")
         role = self.role(identity, vm)
         if need == "operator" and role != "operator":
             raise Refused(403, "only an operator of %s may do that" % vm, "not_operator")
-        found, down = await self.cluster_vms()
+        found, down = await self.cluster_vms(cached)
         entry = found.get(vm)
         if entry is None:
             if down:
@@ -431,9 +442,13 @@ class Portal:
             raise Refused(409, "%s is not running (%s)" % (vm, entry["state"]), "not_running")
         return entry, role
 
-    async def issue(self, request, identity, vm, op):
-        """The agent's answer for a .vv (op spice) or a serial token, from the node that runs ``vm`` now."""
-        entry, _role = await self.locate(identity, vm)
+    async def issue(self, request, identity, vm, op, cached=True):
+        """The agent's answer for a .vv (op spice) or a serial token, from the node that runs ``vm`` now.
+
+        Where the VM runs may come from a list a moment old; when that node answers that the VM is not there (it
+        migrated just now), the list is asked for again and the VM's new node issues.
+        """
+        entry, _role = await self.locate(identity, vm, cached=cached)
         if op not in entry["consoles"]:
             raise Refused(404, "%s has no %s console" % (vm, op), "no_console")
         ask_for = dict(op=op, vm=vm, user=identity.user, client=client_of(request), portal_node=self.config.node)
@@ -444,6 +459,9 @@ class Portal:
         except (OSError, ValueError, asyncio.TimeoutError, ClientError):
             raise Refused(503, "%s cannot be reached now (%s does not answer); try again" % (vm, entry["node"]),
                           "node_down") from None
+        if not answer.get("ok") and answer.get("error") == "not_here" and cached:
+            self._where = None
+            return await self.issue(request, identity, vm, op, cached=False)
         if not answer.get("ok"):
             status = 409 if answer.get("error") == "not_here" else 502
             raise Refused(status, "%s: %s" % (vm, answer.get("message")), answer.get("error") or "agent")
