@@ -67,8 +67,9 @@ def fact_subsets(required, facts):
 
 
 def os_vars_files(facts, role_path):
-    """The files ``<role_path>/vars/<os_family>.yml`` and ``<distribution>.yml`` that exist, in that order, each
-    once (see os_vars_files.yml)."""
+    """The files ``<role_path>/vars/<os_family>.yml``, ``<distribution>.yml`` and
+    ``<distribution>_<distribution_major_version>.yml`` that exist, in that order (the most specific last, so it
+    wins), each once (see os_vars_files.yml)."""
     if not isinstance(facts, Mapping) or not all(isinstance(facts.get(key), str) and facts.get(key)
                                                  for key in ("os_family", "distribution")):
         raise AnsibleFilterError("os_vars_files: the facts lack os_family or distribution: gather them first "
@@ -76,7 +77,11 @@ def os_vars_files(facts, role_path):
     if not isinstance(role_path, str) or not os.path.isabs(role_path):
         raise AnsibleFilterError("os_vars_files: role_path must be an absolute path, not %r" % (role_path,))
     out = []
-    for name in (facts["os_family"], facts["distribution"]):
+    names = [facts["os_family"], facts["distribution"]]
+    major = facts.get("distribution_major_version")
+    if isinstance(major, str) and major:
+        names.append("%s_%s" % (facts["distribution"], major))
+    for name in names:
         path = os.path.join(role_path, "vars", name + ".yml")
         if "/" not in name and os.path.isfile(path) and path not in out:
             out.append(path)

@@ -105,6 +105,42 @@ def test_os_vars_files_never_leaves_the_vars_folder(tmp_path):
     assert os_vars_files({"os_family": "../evil", "distribution": "../evil"}, role) == []
 
 
+def test_os_vars_files_family_distribution_then_release(tmp_path):
+    role = role_dir(tmp_path, "Debian.yml", "Debian_12.yml", "Debian_13.yml")
+    assert os_vars_files(dict(DEBIAN, distribution_major_version="12"), role) == [
+        os.path.join(role, "vars", "Debian.yml"), os.path.join(role, "vars", "Debian_12.yml")]
+    # A release without its own file gets the family's (the newest release's) settings.
+    assert os_vars_files(dict(DEBIAN, distribution_major_version="14"), role) == [
+        os.path.join(role, "vars", "Debian.yml")]
+
+
+def _role_vars(role, facts):
+    out = {}
+    for path in os_vars_files(facts, os.path.abspath(os.path.join(ROLES, role))):
+        with open(path) as handle:
+            out.update(yaml.safe_load(handle) or {})
+    return out
+
+
+# Measured on each release (issue #16): where SPICE and qxl live, what a built QEMU links.
+RELEASES = {
+    "12": {"spice": ["qemu-system-x86"], "runtime": ["libgnutls30", "libglib2.0-0"]},
+    # QEMU 8.1+ in Debian: SPICE and qxl are modules in qemu-system-modules-spice, a Recommends only; the 64-bit
+    # time_t transition renamed the libraries (dpkg-query knows only the new names).
+    "13": {"spice": ["qemu-system-x86", "qemu-system-modules-spice"], "runtime": ["libgnutls30t64", "libglib2.0-0t64"]},
+}
+
+
+@pytest.mark.parametrize("major", sorted(RELEASES))
+def test_qemu_spice_has_the_packages_of_each_release(major):
+    values = _role_vars("qemu_spice", dict(DEBIAN, distribution_major_version=major))
+    assert values["__qemu_spice_packages"] == RELEASES[major]["spice"]
+    runtime = values["__qemu_spice_source_runtime_packages"]
+    assert set(RELEASES[major]["runtime"]) <= set(runtime)
+    other = [name for m, r in RELEASES.items() if m != major for name in r["runtime"]]
+    assert not set(other) & set(runtime), "another release's package names: %s" % (set(other) & set(runtime))
+
+
 def test_os_vars_files_of_this_collection():
     # The roles with settings per system (connect_proxy, console_firewall, pki) have vars/Debian.yml.
     for role in ("connect_proxy", "console_firewall", "pki"):
