@@ -3,7 +3,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""What a QEMU binary can do, asked of a throwaway QEMU over QMP (private; module qemu_binary_info).
+"""What a QEMU binary can do (private; module qemu_binary_info, filter qemu_vm_plan).
+
+The one place that knows what each QEMU version takes where the versions the collection runs on
+differ (Debian 12: QEMU 7.2; Debian 13: QEMU 10.0): :func:`parse_version` reads a version,
+:func:`run_as_args` gives the options that drop root.
+
+What a binary can do is asked of a throwaway QEMU over QMP (:func:`probe_binary`).
 
 The QEMU starts paused (``-S``) with TCG, no network, disk or TCP port, SPICE on a UNIX socket
 in a private temporary folder, and its monitor on a socket this process already listens on
@@ -22,6 +28,34 @@ import subprocess
 import tempfile
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._qmp import QMPClient, QMPCommandError, QMPError
+
+# -run-with user=USER exists from QEMU 9.1; -runas USER, deprecated then, was removed in 10.0.
+RUN_WITH_USER_SINCE = (9, 1)
+
+# "7.2.22", "10.0.13", or the first line of `qemu-system-x86_64 --version`
+# ("QEMU emulator version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)").
+_VERSION_RE = re.compile(r"^(?:QEMU emulator version )?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?(?:[ (~+-]|$)")
+
+
+def parse_version(text):
+    """``(major, minor, micro)`` of a QEMU version or of the output of ``--version``; None when there is none."""
+    if not isinstance(text, str):
+        return None
+    match = _VERSION_RE.match(text.strip())
+    if not match:
+        return None
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def run_as_args(version, user):
+    """The options that make QEMU give up root for ``user`` once it has read its certificates and opened its
+    sockets: ``-run-with user=USER`` from QEMU 9.1 (``-runas`` is gone in 10.0), ``-runas USER`` before (7.2 has no
+    ``user=``). ``version``: what :func:`parse_version` gives; None (not known yet, a dry run before QEMU is
+    installed) gives the current form."""
+    if version is None or tuple(version[:2]) >= RUN_WITH_USER_SINCE:
+        return ["-run-with", "user=" + user.replace(",", ",,")]
+    return ["-runas", user]
+
 
 # A PC machine (x86) also proves that the firmware is found; other targets use machine none.
 _PC_TARGETS = re.compile(r"qemu-system-(x86_64|i386)$")

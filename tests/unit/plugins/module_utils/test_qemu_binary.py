@@ -119,3 +119,28 @@ def test_a_comma_in_the_folder_is_written_twice():
     argv = _qemu_binary.probe_argv("/q", "pc", "/tmp/a,b", 7)
     assert argv[argv.index("-spice") + 1] == "unix=on,addr=/tmp/a,,b/spice.sock,disable-ticketing=on"
     assert argv[argv.index("-chardev") + 1] == "socket,id=vmconsole-probe,fd=7,server=on,wait=off"
+
+
+# --- What each QEMU version takes ---------------------------------------------------------
+
+@pytest.mark.parametrize("text, version", [
+    ("7.2.22", (7, 2, 22)),
+    ("10.0.13", (10, 0, 13)),
+    ("9.1", (9, 1, 0)),
+    ("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)", (7, 2, 22)),
+    ("QEMU emulator version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)\nCopyright (c) 2003-2025", (10, 0, 13)),
+    ("", None), ("qemu", None), (None, None), ("1.2.3.4.x", None),
+])
+def test_parse_version(text, version):
+    assert _qemu_binary.parse_version(text) == version
+
+
+@pytest.mark.parametrize("version, argv", [
+    ((7, 2, 22), ["-runas", "qemu"]),       # Debian 12: no -run-with user= yet
+    ((9, 0, 0), ["-runas", "qemu"]),
+    ((9, 1, 0), ["-run-with", "user=qemu"]),  # from 9.1
+    ((10, 0, 13), ["-run-with", "user=qemu"]),  # Debian 13: -runas is gone
+    (None, ["-run-with", "user=qemu"]),
+])
+def test_run_as_args(version, argv):
+    assert _qemu_binary.run_as_args(version, "qemu") == argv
