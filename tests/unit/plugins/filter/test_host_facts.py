@@ -17,7 +17,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter.host_facts import (
-    SUBSET_FACTS, SUBSET_ORDER, FilterModule, fact_subsets, os_vars_files,
+    SUBSET_FACTS, SUBSET_ORDER, FilterModule, fact_subsets, os_vars_files, system_errors,
 )
 
 ROLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles")
@@ -162,4 +162,36 @@ def test_os_vars_files_needs_an_absolute_role_path(role_path):
 
 
 def test_the_filters_are_registered():
-    assert FilterModule().filters() == {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files}
+    assert FilterModule().filters() == {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files,
+                                        "system_errors": system_errors}
+
+
+def _system(distribution, version, family="Debian"):
+    return {"os_family": family, "distribution": distribution, "distribution_version": version,
+            "distribution_major_version": version.split(".")[0]}
+
+
+@pytest.mark.parametrize("facts", [_system("Debian", "12.12"), _system("Debian", "13.8"), _system("Debian", "14.1")])
+def test_debian_12_and_later_are_supported(facts):
+    assert system_errors(facts, "hv1") == []
+
+
+@pytest.mark.parametrize("facts", [_system("Ubuntu", "20.04"), _system("Ubuntu", "22.04"), _system("Ubuntu", "24.04")])
+def test_ubuntu_is_refused_by_name_although_of_the_debian_family(facts):
+    # site.yml once checked "family Debian, major version >= 12", which Ubuntu 20.04 and 22.04 pass.
+    assert system_errors(facts, "hv1") == [
+        "hv1 runs Ubuntu %s (family Debian); vmconsole.secure supports Debian 12 and later (tested: 12, 13)"
+        % facts["distribution_version"]]
+
+
+def test_old_debian_testing_and_other_families_are_refused():
+    assert system_errors(_system("Debian", "11.11"), "hv1") == [
+        "hv1 runs Debian 11.11; vmconsole.secure supports Debian 12 and later (tested: 12, 13)"]
+    sid = {"os_family": "Debian", "distribution": "Debian", "distribution_version": "n/a",
+           "distribution_major_version": "n/a"}
+    assert system_errors(sid, "hv1") == ["hv1 runs Debian n/a; vmconsole.secure supports Debian 12 and later (tested: "
+                                         "12, 13)"]
+    assert system_errors(_system("Rocky", "9.4", "RedHat")) == [
+        "The host runs Rocky 9.4 (family RedHat); vmconsole.secure supports Debian 12 and later (tested: 12, 13)"]
+    with pytest.raises(AnsibleFilterError, match="system_errors: the input must be ansible_facts"):
+        system_errors(None)
