@@ -144,3 +144,40 @@ def test_parse_version(text, version):
 ])
 def test_run_as_args(version, argv):
     assert _qemu_binary.run_as_args(version, "qemu") == argv
+
+
+# --- Migration between QEMU versions (a Debian 12 and a Debian 13 node) --------------------
+
+HV1 = {"host": "hv1", "machine": "pc-i440fx-7.2-machine", "version": "7.2.22"}
+HV2 = {"host": "hv2", "machine": "pc-i440fx-10.0-machine", "version": "10.0.13"}
+
+
+@pytest.mark.parametrize("machine, version, resolved", [
+    ("pc", (7, 2, 22), "pc-i440fx-7.2"), ("pc", (10, 0, 13), "pc-i440fx-10.0"), ("q35", (10, 0, 0), "pc-q35-10.0"),
+    ("pc-i440fx-7.2", (10, 0, 13), "pc-i440fx-7.2"), ("pc-i440fx-7.2-machine", None, "pc-i440fx-7.2"),
+    ("pc", None, None),
+])
+def test_machine_type(machine, version, resolved):
+    assert _qemu_binary.machine_type(machine, version) == resolved
+
+
+def test_a_pinned_machine_type_migrates_both_ways_between_qemu_7_2_and_10_0():
+    pinned = "pc-i440fx-7.2"
+    assert _qemu_binary.migration_errors("vm1", HV1, dict(HV2, machine=pinned)) == []
+    assert _qemu_binary.migration_errors("vm1", dict(HV2, machine="pc-i440fx-7.2-machine"), dict(HV1, machine=pinned)) == []
+    # Nodes of one QEMU version migrate with the alias.
+    assert _qemu_binary.migration_errors("vm1", HV1, {"host": "hv3", "machine": "pc", "version": "7.2.20"}) == []
+
+
+def test_the_alias_pc_between_qemu_7_2_and_10_0_is_refused_with_the_fix():
+    assert _qemu_binary.migration_errors("vm1", HV1, dict(HV2, machine="pc")) == [
+        "vm1 runs machine type pc-i440fx-7.2 on hv1 (QEMU 7.2.22), but hv2 would start it as pc-i440fx-10.0 "
+        "(qemu_vm_machine 'pc', QEMU 10.0.13): QEMU migrates only between equal machine types. Nothing was moved; "
+        "set qemu_vm_machine to a machine type every QEMU of the cluster has, the oldest one's (pc-i440fx-7.2), for "
+        "the guests of a cluster that mixes QEMU versions (they restart once with it)"]
+
+
+def test_a_machine_type_newer_than_the_target_qemu_is_named():
+    (msg,) = _qemu_binary.migration_errors("vm1", HV2, dict(HV1, machine="pc"))
+    assert "QEMU 7.2.22 on hv1 has no machine type pc-i440fx-10.0 (it is newer)" in msg
+    assert "the oldest one's (pc-i440fx-7.2)" in msg
