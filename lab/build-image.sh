@@ -14,7 +14,13 @@
 # another branch, may still use them).
 #
 # Usage: lab/build-image.sh [base|stack] [bookworm|trixie]   (default: stack bookworm)
+#        lab/build-image.sh all     both layers of every release (make test, before its scenarios)
 set -euo pipefail
+releases=(bookworm trixie)
+if [ "${1:-}" = all ]; then
+  for r in "${releases[@]}"; do "$0" base "$r" >/dev/null && "$0" stack "$r" >/dev/null || exit 1; done
+  exit 0
+fi
 layer=${1:-stack}
 suite=${2:-bookworm}
 base_packages=python3,systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,iputils-ping,netcat-openbsd
