@@ -124,10 +124,12 @@ def _role_vars(role, facts):
 
 # Measured on each release (issue #16): where SPICE and qxl live, what a built QEMU links.
 RELEASES = {
-    "12": {"spice": ["qemu-system-x86"], "runtime": ["libgnutls30", "libglib2.0-0"]},
+    "12": {"spice": ["qemu-system-x86"], "runtime": ["libgnutls30", "libglib2.0-0"], "build": []},
     # QEMU 8.1+ in Debian: SPICE and qxl are modules in qemu-system-modules-spice, a Recommends only; the 64-bit
     # time_t transition renamed the libraries (dpkg-query knows only the new names).
-    "13": {"spice": ["qemu-system-x86", "qemu-system-modules-spice"], "runtime": ["libgnutls30t64", "libglib2.0-0t64"]},
+    # QEMU 10's configure makes a venv: "Python's ensurepip module is not found" without python3-venv.
+    "13": {"spice": ["qemu-system-x86", "qemu-system-modules-spice"], "runtime": ["libgnutls30t64", "libglib2.0-0t64"],
+           "build": ["python3-venv"]},
 }
 
 
@@ -139,6 +141,7 @@ def test_qemu_spice_has_the_packages_of_each_release(major):
     assert set(RELEASES[major]["runtime"]) <= set(runtime)
     other = [name for m, r in RELEASES.items() if m != major for name in r["runtime"]]
     assert not set(other) & set(runtime), "another release's package names: %s" % (set(other) & set(runtime))
+    assert values["__qemu_spice_build_packages_release"] == RELEASES[major]["build"]
 
 
 def test_os_vars_files_of_this_collection():
