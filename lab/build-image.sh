@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a lab image without a registry and prints its reference on stdout (progress on
-# stderr). Two layers:
-#   base    Debian bookworm with systemd (debootstrap into a folder, then `podman import`):
+# stderr). Two releases (bookworm = Debian 12, trixie = Debian 13), two layers each:
+#   base    Debian with systemd (debootstrap into a folder, then `podman import`):
 #           what a freshly installed node looks like; proves the roles' install paths.
 #   stack   base plus the packages the roles and the scenarios' clients install again and
 #           again (QEMU, squid, iptables, python3-cryptography, remote-viewer, Xvfb, ...),
@@ -9,12 +9,20 @@
 # Every tag is derived from what the image is made of: this script (package lists and
 # steps) and the InRelease file of the suite the image installs from, so a new Debian
 # point release or a changed list builds a new image and a cached one is never stale.
-# Built once under a lock, so parallel scenarios share one build; older tags are removed.
+# Built once under a lock per release, so parallel scenarios share one build; the release's
+# older tags are removed (not with VMC_LAB_KEEP_IMAGES=1: another checkout of the machine,
+# another branch, may still use them).
 #
-# Usage: lab/build-image.sh [base|stack]   (default stack)
+# Usage: lab/build-image.sh [base|stack] [bookworm|trixie]   (default: stack bookworm)
+#        lab/build-image.sh all     both layers of every release (make test, before its scenarios)
 set -euo pipefail
+releases=(bookworm trixie)
+if [ "${1:-}" = all ]; then
+  for r in "${releases[@]}"; do "$0" base "$r" >/dev/null && "$0" stack "$r" >/dev/null || exit 1; done
+  exit 0
+fi
 layer=${1:-stack}
-suite=bookworm
+suite=${2:-bookworm}
 base_packages=python3,systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,iputils-ping,netcat-openbsd
 # What more than one scenario (or the demo) installs. Not here, on purpose, so that a
 # scenario on this image still proves its role's install path: libvirt and SASL
@@ -22,9 +30,15 @@ base_packages=python3,systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,
 # firewall), QEMU's build dependencies (qemu_spice's source method). Scenario migration
 # rolls site.yml out onto base-image nodes (the whole install path from a bare Debian),
 # and qemu_source installs both of qemu_spice's methods there.
+# The QEMU packages are the qemu_spice role's per release (roles/qemu_spice/vars/): Debian 13
+# ships SPICE and qxl in qemu-system-modules-spice.
 stack_packages=(qemu-system-x86 squid logrotate python3-cryptography openssl
                 virt-viewer xvfb imagemagick libvirt-clients libsasl2-modules)
-lock=/run/lock/vmconsole-lab-image.lock
+case $suite in
+  bookworm) ;;
+  trixie) stack_packages+=(qemu-system-modules-spice) ;;
+  *) echo "build-image: error: unknown release '$suite' (bookworm or trixie)" >&2; exit 1 ;;
+esac
 
 die() { echo "build-image: error: $*" >&2; exit 1; }
 case $layer in base|stack) ;; *) die "unknown layer '$layer' (base or stack)" ;; esac
@@ -51,6 +65,7 @@ base_image=localhost/vmconsole-lab:$suite-base-$key
 stack_image=localhost/vmconsole-lab:$suite-stack-$key
 image=$base_image; [ "$layer" = stack ] && image=$stack_image
 
+lock=/run/lock/vmconsole-lab-image-$suite.lock
 exec 9>"$lock"
 flock -w 900 9 || die "timed out waiting for another image build ($lock)"
 if podman image exists "$image"; then
@@ -58,10 +73,13 @@ if podman image exists "$image"; then
   exit 0
 fi
 
-# Remove the lab images of other keys (not this one, not those a container still uses).
+# Remove this release's lab images of other keys (not this one, not another release's,
+# not those a container still uses).
 prune() {
+  [ "${VMC_LAB_KEEP_IMAGES:-0}" = 1 ] && return 0
   podman images --format '{{.Repository}}:{{.Tag}}' --filter reference=localhost/vmconsole-lab \
-    | { grep -v -e "-$key\$" || true; } | while read -r old; do podman rmi "$old" >/dev/null 2>&1 || true; done
+    | { grep -e ":$suite-" || true; } | { grep -v -e "-$key\$" || true; } \
+    | while read -r old; do podman rmi "$old" >/dev/null 2>&1 || true; done
 }
 
 if ! podman image exists "$base_image"; then

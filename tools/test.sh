@@ -114,7 +114,7 @@ molecule_start() {
   local mstart s
   mstart=$(date +%s)
   # Build the lab images once before the scenarios race for them.
-  if ! timed lab-images bash -c 'lab/build-image.sh base >/dev/null && lab/build-image.sh stack >/dev/null'; then
+  if ! timed lab-images lab/build-image.sh all; then
     echo 1 > "$out/lab-images.rc"; return
   fi
   # The order that ends first on the expected seconds (the last run's, else the ones

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Filters ``fact_subsets`` and ``os_vars_files``: the facts a role reads, gathered once and only the subsets
-that hold them, and the role's variables of the host's system (see the ``.yml`` file of each). The collection's
+"""Filters ``fact_subsets``, ``os_vars_files`` and ``system_errors``: the facts a role reads, gathered once and only
+the subsets that hold them, the role's variables of the host's system, and whether the collection supports that
+system (see the ``.yml`` file of each). The collection's
 one facts step (``roles/_common/tasks/facts.yml``) wires them: every role gathers its facts through that step.
 """
 
@@ -67,8 +68,9 @@ def fact_subsets(required, facts):
 
 
 def os_vars_files(facts, role_path):
-    """The files ``<role_path>/vars/<os_family>.yml`` and ``<distribution>.yml`` that exist, in that order, each
-    once (see os_vars_files.yml)."""
+    """The files ``<role_path>/vars/<os_family>.yml``, ``<distribution>.yml`` and
+    ``<distribution>_<distribution_major_version>.yml`` that exist, in that order (the most specific last, so it
+    wins), each once (see os_vars_files.yml)."""
     if not isinstance(facts, Mapping) or not all(isinstance(facts.get(key), str) and facts.get(key)
                                                  for key in ("os_family", "distribution")):
         raise AnsibleFilterError("os_vars_files: the facts lack os_family or distribution: gather them first "
@@ -76,15 +78,45 @@ def os_vars_files(facts, role_path):
     if not isinstance(role_path, str) or not os.path.isabs(role_path):
         raise AnsibleFilterError("os_vars_files: role_path must be an absolute path, not %r" % (role_path,))
     out = []
-    for name in (facts["os_family"], facts["distribution"]):
+    names = [facts["os_family"], facts["distribution"]]
+    major = facts.get("distribution_major_version")
+    if isinstance(major, str) and major:
+        names.append("%s_%s" % (facts["distribution"], major))
+    for name in names:
         path = os.path.join(role_path, "vars", name + ".yml")
         if "/" not in name and os.path.isfile(path) and path not in out:
             out.append(path)
     return out
 
 
+# The systems the collection runs on: distribution -> its oldest supported major version. Ubuntu is of the Debian
+# family too, but its QEMU, squid and libvirt are other builds: not supported.
+SUPPORTED_SYSTEMS = {"Debian": 12}
+# The releases the lab proves (later Debian releases are admitted, untested).
+TESTED_RELEASES = {"Debian": ("12", "13")}
+
+
+def system_errors(facts, host=None):
+    """Why the host's system is not one the collection supports (see system_errors.yml); empty when it is."""
+    if not isinstance(facts, Mapping):
+        raise AnsibleFilterError("system_errors: the input must be ansible_facts, not %r" % (facts,))
+    name = facts.get("distribution") or "an unknown system"
+    version = facts.get("distribution_version") or facts.get("distribution_major_version") or ""
+    major = str(facts.get("distribution_major_version") or "")
+    supported = "; ".join("%s %d and later (tested: %s)" % (d, v, ", ".join(TESTED_RELEASES.get(d, ())))
+                          for d, v in sorted(SUPPORTED_SYSTEMS.items()))
+    at = "%s runs" % host if host else "The host runs"
+    if name not in SUPPORTED_SYSTEMS:
+        return ["%s %s %s (family %s); vmconsole.secure supports %s" % (
+            at, name, version, facts.get("os_family") or "?", supported)]
+    if not major.isdigit() or int(major) < SUPPORTED_SYSTEMS[name]:
+        version = version or "(no release number: testing or unstable?)"
+        return ["%s %s %s; vmconsole.secure supports %s" % (at, name, version, supported)]
+    return []
+
+
 class FilterModule:
     """The facts step shared by the collection's roles."""
 
     def filters(self):
-        return {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files}
+        return {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files, "system_errors": system_errors}

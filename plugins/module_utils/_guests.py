@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._qemu_binary import parse_version, run_as_args
 from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import (
     AUTHZ_ENV, AUTHZ_ID, authz_object_json, identities_errors, systemd_environment,
 )
@@ -187,7 +188,7 @@ def input_errors(settings):
     sandbox = settings["qemu_vm_sandbox"]
     if sandbox and "elevateprivileges=allow" not in sandbox:
         out.append("qemu_vm_sandbox must keep elevateprivileges=allow: with deny or children "
-                   "the filter kills QEMU at -runas")
+                   "the filter kills QEMU when it gives up root (-runas, -run-with user=)")
     return out + ranges
 
 
@@ -358,8 +359,9 @@ def _qemu_opt(value):
     return value.replace(",", ",,")
 
 
-def argv(settings, guest, ports):
-    """The QEMU command line of a guest."""
+def argv(settings, guest, ports, qemu_version=None):
+    """The QEMU command line of a guest, for the QEMU ``qemu_version`` (a tuple of :func:`parse_version`; None:
+    not known yet, the current form)."""
     p = ports
     a = [settings["qemu_vm_binary"], "-name", "guest=%s,debug-threads=on" % guest["name"],
          "-nodefaults", "-no-user-config", "-machine", settings["qemu_vm_machine"]]
@@ -399,7 +401,7 @@ def argv(settings, guest, ports):
         a += ["-drive", "file=%s,format=%s,if=virtio" % (_qemu_opt(guest["disk"]), guest["disk_format"])]
     if settings["qemu_vm_sandbox"]:
         a += ["-sandbox", settings["qemu_vm_sandbox"]]
-    a += ["-runas", settings["qemu_vm_user"]]
+    a += run_as_args(qemu_version, settings["qemu_vm_user"])
     return a + list(guest["extra_args"])
 
 
@@ -442,12 +444,26 @@ def restarts(present, active, changed, run_status):
     return out
 
 
+def _binary_version(settings, host, existing):
+    """The version of ``qemu_vm_binary`` (from its ``--version``, ``host['qemu_version']``) and what is wrong: a
+    binary that exists must say its version (the command line depends on it); a missing one is reported with
+    the other missing files."""
+    binary = settings["qemu_vm_binary"]
+    said = _text(host.get("qemu_version") or "").strip().split("\n")[0]
+    version = parse_version(said)
+    if version is None and binary in existing:
+        said = said[:120]
+        return None, ["%s --version did not name a QEMU version (it said '%s'): is qemu_vm_binary a QEMU system "
+                      "emulator?" % (binary, said)]
+    return version, []
+
+
 def plan(settings, host=None, changed=None):
     """Everything the role decides, as one dict (see the filter ``qemu_vm_plan``).
 
     Without ``host`` only what follows from the input (``errors`` are the input's); with
     ``host`` (what the preflight saw: ``previous``, ``ss``, ``ls``, ``active``, ``run_status``,
-    ``others``) also the ports, the fact, each guest's command line and the host's errors;
+    ``others``, ``qemu_version``: the output of ``qemu_vm_binary --version``) also the ports, the fact, each guest's command line and the host's errors;
     with ``changed`` (the guests whose files changed) also the restarts.
     """
     errors = input_errors(settings)
@@ -485,15 +501,17 @@ def plan(settings, host=None, changed=None):
                           listening_ports(host.get("ss") or []))
     ports = allocation["ports"]
     missing = host_errors(settings, present, needs, existing)
+    version, version_errors = _binary_version(settings, host, existing)
     out.update({
         # The install phase (install.yml) writes the unit template last, after the user, the
         # helper and its QMP client: where it exists, the role's entry point guests skips that phase.
         "installed": settings["__qemu_vm_unit_template"] in existing,
         "ports": ports,
-        "errors": allocation["errors"] + elsewhere_errors(present, active, host.get("others") or {}),
+        "errors": allocation["errors"] + elsewhere_errors(present, active, host.get("others") or {}) + version_errors,
+        "qemu_version": ".".join(str(part) for part in version) if version else None,
         "missing": missing,
         "fact": fact(settings, present, listed, previous, ports) if not allocation["errors"] else {},
-        "exec_start": dict((g["name"], exec_start(argv(settings, g, ports[g["name"]])))
+        "exec_start": dict((g["name"], exec_start(argv(settings, g, ports[g["name"]], version)))
                            for g in present if not allocation["errors"]),
     })
     if changed is not None:

@@ -220,7 +220,7 @@ def test_vnc_ticket_passes_a_real_vnc_handshake(qemu_factory, pki, tmp_path):
 # --- a real remote-viewer ------------------------------------------------------------------------
 
 def start_viewer(display, vv_path, log_path):
-    env = dict(os.environ, DISPLAY=display, GDK_BACKEND="x11", NO_AT_BRIDGE="1")
+    env = dict(os.environ, DISPLAY=display, GDK_BACKEND="x11", NO_AT_BRIDGE="1", G_MESSAGES_DEBUG="all")
     return _procs.start_process(["remote-viewer", "--debug", vv_path], log_path, env=env)
 
 

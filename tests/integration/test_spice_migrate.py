@@ -78,7 +78,7 @@ class Lab:
                                             ca_file=pki.ca_file, server_cert_file=pki.server_cert_file,
                                             dest=os.path.join(folder, "src.vv"), audit_log=os.path.join(folder, "a.log")))
         self.ticket_file = issued["ticket_file"]
-        env = dict(os.environ, DISPLAY=display, GDK_BACKEND="x11", NO_AT_BRIDGE="1", SPICE_DEBUG="1")
+        env = dict(os.environ, DISPLAY=display, GDK_BACKEND="x11", NO_AT_BRIDGE="1", G_MESSAGES_DEBUG="all", SPICE_DEBUG="1")
         self.viewer = _procs.start_process(["remote-viewer", "--debug", issued["dest"]], self.log, env=env)
         _procs.wait_until(lambda: len(channels(self.source)) >= 4 or self.viewer.poll() is not None, 30,
                           what="remote-viewer's channels on the source")

@@ -22,7 +22,23 @@ def test_two_nodes_are_the_standard_lab():
     assert [h["name"] for h in hosts] == ["hv1", "hv2", "client"]
     assert hosts[0]["addresses"] == {"cluster": "10.89.100.11", "public": "10.90.100.11"}
     assert hosts[1]["vars"]["qemu_vm_guests"] == [{"name": "vm2", "memory": "128M", "cpus": 1}]
-    assert hosts[2] == {"name": "client", "groups": ["clients"], "addresses": {"public": "10.90.100.5"}}
+    assert hosts[2] == {"name": "client", "groups": ["clients"], "release": "trixie",
+                        "addresses": {"public": "10.90.100.5"}}
+    # make demo stays on one release, Debian 13.
+    assert {h["release"] for h in hosts} == {"trixie"}
+
+
+def test_the_hypervisors_take_the_releases_in_turn():
+    hosts = topology.platforms(3, "64M", "bookworm,trixie")
+    assert [(h["name"], h["release"]) for h in hosts] == [
+        ("hv1", "bookworm"), ("hv2", "trixie"), ("hv3", "bookworm"), ("client", "bookworm")]
+    assert [h["release"] for h in topology.platforms(2, "64M", ["trixie", "bookworm"])] == ["trixie", "bookworm", "trixie"]
+
+
+@pytest.mark.parametrize("releases", ["", "sid", "bookworm,", [], ["bookworm", "jessie"]])
+def test_an_unknown_release_is_refused(releases):
+    with pytest.raises(ValueError, match="RELEASES must name one or more of bookworm, trixie"):
+        topology.platforms(2, "64M", releases)
 
 
 def test_eight_nodes_have_unique_names_addresses_and_guests():
@@ -47,3 +63,7 @@ def test_the_command_prints_the_platforms_and_refuses_bad_input(capsys):
     assert [h["name"] for h in json.loads(capsys.readouterr().out)["lab_platforms"]] == ["hv1", "hv2", "hv3", "client"]
     assert topology.main(["topology.py", "eight"]) == 2
     assert "NODES must be a whole number" in capsys.readouterr().err
+    assert topology.main(["topology.py", "2", "64M", "bookworm,trixie"]) == 0
+    assert [h["release"] for h in json.loads(capsys.readouterr().out)["lab_platforms"]] == ["bookworm", "trixie", "bookworm"]
+    assert topology.main(["topology.py", "2", "64M", "buster"]) == 2
+    assert "RELEASES must name" in capsys.readouterr().err

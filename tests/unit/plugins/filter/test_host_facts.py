@@ -17,7 +17,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmconsole.secure.plugins.filter.host_facts import (
-    SUBSET_FACTS, SUBSET_ORDER, FilterModule, fact_subsets, os_vars_files,
+    SUBSET_FACTS, SUBSET_ORDER, FilterModule, fact_subsets, os_vars_files, system_errors,
 )
 
 ROLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles")
@@ -105,6 +105,45 @@ def test_os_vars_files_never_leaves_the_vars_folder(tmp_path):
     assert os_vars_files({"os_family": "../evil", "distribution": "../evil"}, role) == []
 
 
+def test_os_vars_files_family_distribution_then_release(tmp_path):
+    role = role_dir(tmp_path, "Debian.yml", "Debian_12.yml", "Debian_13.yml")
+    assert os_vars_files(dict(DEBIAN, distribution_major_version="12"), role) == [
+        os.path.join(role, "vars", "Debian.yml"), os.path.join(role, "vars", "Debian_12.yml")]
+    # A release without its own file gets the family's (the newest release's) settings.
+    assert os_vars_files(dict(DEBIAN, distribution_major_version="14"), role) == [
+        os.path.join(role, "vars", "Debian.yml")]
+
+
+def _role_vars(role, facts):
+    out = {}
+    for path in os_vars_files(facts, os.path.abspath(os.path.join(ROLES, role))):
+        with open(path) as handle:
+            out.update(yaml.safe_load(handle) or {})
+    return out
+
+
+# Measured on each release (issue #16): where SPICE and qxl live, what a built QEMU links.
+RELEASES = {
+    "12": {"spice": ["qemu-system-x86"], "runtime": ["libgnutls30", "libglib2.0-0"], "build": []},
+    # QEMU 8.1+ in Debian: SPICE and qxl are modules in qemu-system-modules-spice, a Recommends only; the 64-bit
+    # time_t transition renamed the libraries (dpkg-query knows only the new names).
+    # QEMU 10's configure makes a venv: "Python's ensurepip module is not found" without python3-venv.
+    "13": {"spice": ["qemu-system-x86", "qemu-system-modules-spice"], "runtime": ["libgnutls30t64", "libglib2.0-0t64"],
+           "build": ["python3-venv"]},
+}
+
+
+@pytest.mark.parametrize("major", sorted(RELEASES))
+def test_qemu_spice_has_the_packages_of_each_release(major):
+    values = _role_vars("qemu_spice", dict(DEBIAN, distribution_major_version=major))
+    assert values["__qemu_spice_packages"] == RELEASES[major]["spice"]
+    runtime = values["__qemu_spice_source_runtime_packages"]
+    assert set(RELEASES[major]["runtime"]) <= set(runtime)
+    other = [name for m, r in RELEASES.items() if m != major for name in r["runtime"]]
+    assert not set(other) & set(runtime), "another release's package names: %s" % (set(other) & set(runtime))
+    assert values["__qemu_spice_build_packages_release"] == RELEASES[major]["build"]
+
+
 def test_os_vars_files_of_this_collection():
     # The roles with settings per system (connect_proxy, console_firewall, pki) have vars/Debian.yml.
     for role in ("connect_proxy", "console_firewall", "pki"):
@@ -126,4 +165,36 @@ def test_os_vars_files_needs_an_absolute_role_path(role_path):
 
 
 def test_the_filters_are_registered():
-    assert FilterModule().filters() == {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files}
+    assert FilterModule().filters() == {"fact_subsets": fact_subsets, "os_vars_files": os_vars_files,
+                                        "system_errors": system_errors}
+
+
+def _system(distribution, version, family="Debian"):
+    return {"os_family": family, "distribution": distribution, "distribution_version": version,
+            "distribution_major_version": version.split(".")[0]}
+
+
+@pytest.mark.parametrize("facts", [_system("Debian", "12.12"), _system("Debian", "13.8"), _system("Debian", "14.1")])
+def test_debian_12_and_later_are_supported(facts):
+    assert system_errors(facts, "hv1") == []
+
+
+@pytest.mark.parametrize("facts", [_system("Ubuntu", "20.04"), _system("Ubuntu", "22.04"), _system("Ubuntu", "24.04")])
+def test_ubuntu_is_refused_by_name_although_of_the_debian_family(facts):
+    # site.yml once checked "family Debian, major version >= 12", which Ubuntu 20.04 and 22.04 pass.
+    assert system_errors(facts, "hv1") == [
+        "hv1 runs Ubuntu %s (family Debian); vmconsole.secure supports Debian 12 and later (tested: 12, 13)"
+        % facts["distribution_version"]]
+
+
+def test_old_debian_testing_and_other_families_are_refused():
+    assert system_errors(_system("Debian", "11.11"), "hv1") == [
+        "hv1 runs Debian 11.11; vmconsole.secure supports Debian 12 and later (tested: 12, 13)"]
+    sid = {"os_family": "Debian", "distribution": "Debian", "distribution_version": "n/a",
+           "distribution_major_version": "n/a"}
+    assert system_errors(sid, "hv1") == ["hv1 runs Debian n/a; vmconsole.secure supports Debian 12 and later (tested: "
+                                         "12, 13)"]
+    assert system_errors(_system("Rocky", "9.4", "RedHat")) == [
+        "The host runs Rocky 9.4 (family RedHat); vmconsole.secure supports Debian 12 and later (tested: 12, 13)"]
+    with pytest.raises(AnsibleFilterError, match="system_errors: the input must be ansible_facts"):
+        system_errors(None)

@@ -54,12 +54,18 @@ def one_error(guests=(), **changes):
     return found[0]
 
 
-def host(previous=None, ss=(), ls=None, active=(), run_status=None, others=None):
+# What `qemu-system-x86_64 --version` says on Debian 12 and on Debian 13.
+QEMU_7_2 = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)\nCopyright (c) 2003-2022 Fabrice Bellard"
+QEMU_10_0 = "QEMU emulator version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)\nCopyright (c) 2003-2025 Fabrice Bellard"
+
+
+def host(previous=None, ss=(), ls=None, active=(), run_status=None, others=None, qemu_version=QEMU_7_2):
     everything = [SETTINGS["qemu_vm_binary"]] + ["%s/%s" % (d, f) for d in (
         SETTINGS["qemu_vm_spice_x509_dir"], SETTINGS["qemu_vm_vnc_x509_dir"], SETTINGS["qemu_vm_serial_x509_dir"],
         SETTINGS["qemu_vm_migration_x509_dir"]) for f in _guests.X509_FILES + _guests.X509_CLIENT_FILES]
     return {"previous": previous or {}, "ss": list(ss), "ls": everything if ls is None else list(ls),
-            "active": list(active), "run_status": run_status or {}, "others": others or {}}
+            "active": list(active), "run_status": run_status or {}, "others": others or {},
+            "qemu_version": qemu_version}
 
 
 def ss_line(port, addr="127.0.0.1"):
@@ -345,11 +351,44 @@ def test_the_command_line_of_a_guest_with_every_console():
     assert "endpoint=server,verify-peer=on,dir=/etc/pki/qemu -object ${VMCONSOLE_SERIAL_AUTHZ} -chardev" in joined
     assert "-drive file=/var/lib/vm1.qcow2,format=qcow2,if=virtio" in joined
     assert "vmconsole-migration-server" in joined and "vmconsole-migration-client" in joined
-    assert argv[-6:] == ["-sandbox", SETTINGS["qemu_vm_sandbox"], "-runas", "vmconsole-qemu", "-device", "virtio-rng-pci"]
+    assert argv[-6:] == ["-sandbox", SETTINGS["qemu_vm_sandbox"], "-run-with", "user=vmconsole-qemu", "-device",
+                         "virtio-rng-pci"]
     # Every console listens on 127.0.0.1 only.
     assert re.findall(r"(?:addr|host)=([^,]+)", joined) == ["127.0.0.1", "127.0.0.1"]
     assert argv[argv.index("-vnc") + 1].startswith("127.0.0.1:")
     assert "0.0.0.0" not in joined
+
+
+@pytest.mark.parametrize("version, drop", [
+    # Debian 12: -runas only (7.2 has no -run-with user=).
+    (QEMU_7_2, ["-runas", "vmconsole-qemu"]),
+    ("QEMU emulator version 9.0.2", ["-runas", "vmconsole-qemu"]),
+    # From 9.1 -run-with user= exists; QEMU 10.0 (Debian 13) removed -runas ("-runas: invalid option").
+    ("QEMU emulator version 9.1.0", ["-run-with", "user=vmconsole-qemu"]),
+    (QEMU_10_0, ["-run-with", "user=vmconsole-qemu"]),
+])
+def test_the_guest_gives_up_root_the_way_its_qemu_takes(version, drop):
+    s = settings([{"name": "vm1"}])
+    p = _guests.plan(s, host(qemu_version=version))
+    assert p["errors"] == []
+    assert p["qemu_version"] == version.split()[3]
+    line = p["exec_start"]["vm1"]
+    assert '"%s" "%s"' % tuple(drop) in line
+    other = "-runas" if drop[0] == "-run-with" else "-run-with"
+    assert '"%s"' % other not in line
+
+
+def test_a_binary_that_names_no_version_is_an_error():
+    p = _guests.plan(settings([{"name": "vm1"}]), host(qemu_version="not qemu"))
+    assert p["errors"] == ["/usr/bin/qemu-system-x86_64 --version did not name a QEMU version (it said 'not qemu'): "
+                           "is qemu_vm_binary a QEMU system emulator?"]
+
+
+def test_a_missing_binary_is_missing_not_versionless():
+    p = _guests.plan(settings([{"name": "vm1"}]), host(ls=[], qemu_version=""))
+    assert p["errors"] == []
+    assert any("qemu-system-x86_64" in m for m in p["missing"])
+    assert '"-run-with" "user=vmconsole-qemu"' in p["exec_start"]["vm1"]
 
 
 def test_the_command_line_without_optional_parts():

@@ -119,3 +119,65 @@ def test_a_comma_in_the_folder_is_written_twice():
     argv = _qemu_binary.probe_argv("/q", "pc", "/tmp/a,b", 7)
     assert argv[argv.index("-spice") + 1] == "unix=on,addr=/tmp/a,,b/spice.sock,disable-ticketing=on"
     assert argv[argv.index("-chardev") + 1] == "socket,id=vmconsole-probe,fd=7,server=on,wait=off"
+
+
+# --- What each QEMU version takes ---------------------------------------------------------
+
+@pytest.mark.parametrize("text, version", [
+    ("7.2.22", (7, 2, 22)),
+    ("10.0.13", (10, 0, 13)),
+    ("9.1", (9, 1, 0)),
+    ("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)", (7, 2, 22)),
+    ("QEMU emulator version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)\nCopyright (c) 2003-2025", (10, 0, 13)),
+    ("", None), ("qemu", None), (None, None), ("1.2.3.4.x", None),
+])
+def test_parse_version(text, version):
+    assert _qemu_binary.parse_version(text) == version
+
+
+@pytest.mark.parametrize("version, argv", [
+    ((7, 2, 22), ["-runas", "qemu"]),       # Debian 12: no -run-with user= yet
+    ((9, 0, 0), ["-runas", "qemu"]),
+    ((9, 1, 0), ["-run-with", "user=qemu"]),  # from 9.1
+    ((10, 0, 13), ["-run-with", "user=qemu"]),  # Debian 13: -runas is gone
+    (None, ["-run-with", "user=qemu"]),
+])
+def test_run_as_args(version, argv):
+    assert _qemu_binary.run_as_args(version, "qemu") == argv
+
+
+# --- Migration between QEMU versions (a Debian 12 and a Debian 13 node) --------------------
+
+HV1 = {"host": "hv1", "machine": "pc-i440fx-7.2-machine", "version": "7.2.22"}
+HV2 = {"host": "hv2", "machine": "pc-i440fx-10.0-machine", "version": "10.0.13"}
+
+
+@pytest.mark.parametrize("machine, version, resolved", [
+    ("pc", (7, 2, 22), "pc-i440fx-7.2"), ("pc", (10, 0, 13), "pc-i440fx-10.0"), ("q35", (10, 0, 0), "pc-q35-10.0"),
+    ("pc-i440fx-7.2", (10, 0, 13), "pc-i440fx-7.2"), ("pc-i440fx-7.2-machine", None, "pc-i440fx-7.2"),
+    ("pc", None, None),
+])
+def test_machine_type(machine, version, resolved):
+    assert _qemu_binary.machine_type(machine, version) == resolved
+
+
+def test_a_pinned_machine_type_migrates_both_ways_between_qemu_7_2_and_10_0():
+    pinned = "pc-i440fx-7.2"
+    assert _qemu_binary.migration_errors("vm1", HV1, dict(HV2, machine=pinned)) == []
+    assert _qemu_binary.migration_errors("vm1", dict(HV2, machine="pc-i440fx-7.2-machine"), dict(HV1, machine=pinned)) == []
+    # Nodes of one QEMU version migrate with the alias.
+    assert _qemu_binary.migration_errors("vm1", HV1, {"host": "hv3", "machine": "pc", "version": "7.2.20"}) == []
+
+
+def test_the_alias_pc_between_qemu_7_2_and_10_0_is_refused_with_the_fix():
+    assert _qemu_binary.migration_errors("vm1", HV1, dict(HV2, machine="pc")) == [
+        "vm1 runs machine type pc-i440fx-7.2 on hv1 (QEMU 7.2.22), but hv2 would start it as pc-i440fx-10.0 "
+        "(qemu_vm_machine 'pc', QEMU 10.0.13): QEMU migrates only between equal machine types. Nothing was moved; "
+        "set qemu_vm_machine to a machine type every QEMU of the cluster has, the oldest one's (pc-i440fx-7.2), for "
+        "the guests of a cluster that mixes QEMU versions (they restart once with it)"]
+
+
+def test_a_machine_type_newer_than_the_target_qemu_is_named():
+    (msg,) = _qemu_binary.migration_errors("vm1", HV2, dict(HV1, machine="pc"))
+    assert "QEMU 7.2.22 on hv1 has no machine type pc-i440fx-10.0 (it is newer)" in msg
+    assert "the oldest one's (pc-i440fx-7.2)" in msg

@@ -21,7 +21,7 @@ from ansible_collections.vmconsole.secure.tests.unit.roles import role_settings
 SHA = "a" * 64
 
 
-SETTINGS = role_settings("qemu_spice")
+SETTINGS = role_settings("qemu_spice", {"qemu_spice_packages": ["qemu-system-x86"]})
 DEBIAN = {"os_family": "Debian", "src_stat": {"skipped": True}}
 
 
