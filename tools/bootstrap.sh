@@ -20,9 +20,10 @@ apt_packages=(python3-venv python3-cryptography git rsync make openssl iproute2 
 if [ "$what" = test ]; then
   # Real components of the integration tests: QEMU with SPICE, a SPICE client on a
   # virtual screen, a screenshot tool, squid (the tests start their own on free loopback
-  # ports) and Cyrus SASL (saslpasswd2 and the SCRAM plugin, for VNC with SASL).
+  # ports), Cyrus SASL (saslpasswd2 and the SCRAM plugin, for VNC with SASL) and a real
+  # browser for the console portal's pages (headless Chromium, driven by Selenium).
   apt_packages+=(qemu-system-x86 qemu-utils seabios virt-viewer xvfb imagemagick
-                 squid sasl2-bin libsasl2-modules)
+                 squid sasl2-bin libsasl2-modules chromium chromium-driver)
 fi
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }

@@ -12,4 +12,5 @@ bash tools/lab.sh up
 ansible-playbook playbooks/site.yml
 ansible-playbook lab/summary.yml
 ansible-playbook lab/console_check.yml
+ansible-playbook lab/portal_check.yml
 echo "demo: done in $(( $(date +%s) - start )) s (the lab keeps running; 'make lab-down' removes it)"

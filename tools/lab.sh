@@ -20,6 +20,8 @@ if [ "$1" = up ]; then
   hosts="$VMC_WORK/lab/vmc-demo-hosts.json"
   python3 lab/topology.py "${NODES:-2}" "${GUEST_MEMORY:-128M}" > "$hosts"
   ansible-playbook molecule/shared/create.yml -e @lab/demo.yml -e "@$hosts"
+  # The console portal's demo user (lab/demo.yml): a random password, its hash next to the inventory.
+  python3 lab/portal_user.py "$VMC_WORK/lab/vmc-demo" demo
 else
   ansible-playbook molecule/shared/destroy.yml -e @lab/demo.yml
 fi

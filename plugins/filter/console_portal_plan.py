@@ -23,6 +23,8 @@ def console_portal_plan(settings, host):
     nodes = list(host.pop("nodes", None) or [host["name"]])
     guests = {node: (hostvars[node].get("qemu_vm_guests") if node in hostvars else None) for node in nodes}
     host["cluster_vms"] = _console_portal.vm_nodes(guests)
+    found = host.pop("files", None) or {}
+    host["cert_files"] = {path: path in found for path in host.pop("required_files", None) or []}
     settings = dict(settings, nodes=_console_portal.node_urls(nodes, settings.get("console_portal_port")))
     return _console_portal.plan(settings, host)
 

@@ -27,7 +27,8 @@ _RANGES = (("vmconsole_spice_ports", "SPICE"), ("vmconsole_vnc_ports", "VNC"), (
 _NUMBERS = (("console_portal_session_idle", 60), ("console_portal_session_absolute", 60),
             ("console_portal_login_max_failures", 1), ("console_portal_login_window", 1),
             ("console_portal_login_lockout", 1), ("console_portal_ticket_ttl", 10),
-            ("console_portal_token_ttl", 60))
+            ("console_portal_token_ttl", 60), ("console_portal_relays_per_user", 1),
+            ("console_portal_relays_per_vm", 1))
 
 
 def _int(value):
@@ -106,7 +107,7 @@ def plan(s, host):
     errors = number_errors(s) + port_errors(s, host) + input_errors(s)
     # A missing certificate apart: the pki role of the same play makes it, so a dry run only warns of it.
     missing = sorted(path for path, there in (host.get("cert_files") or {}).items() if not there)
-    missing = ["%s: the node's certificate or key is missing (%s): run the pki role first"
+    missing = ["%s: the node's certificate, key or trust bundle is missing (%s): run the pki role first"
                % (host.get("name"), ", ".join(missing))] if missing else []
     vms = host.get("cluster_vms") or {}
     bad = sorted(name for name in vms if not isinstance(name, str) or not VM_NAME_PATTERN.fullmatch(name))
@@ -129,6 +130,8 @@ def plan(s, host):
         key_file=s["key_file"],
         ca_file=s["ca_file"],
         audit_log=s["audit_log"],
+        static_dir=s["static_dir"],
+        relays=dict(per_user=_int(s["console_portal_relays_per_user"]), per_vm=_int(s["console_portal_relays_per_vm"])),
         session_idle=_int(s["console_portal_session_idle"]),
         session_absolute=_int(s["console_portal_session_absolute"]),
         login=dict(max_failures=_int(s["console_portal_login_max_failures"]),

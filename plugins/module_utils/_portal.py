@@ -37,6 +37,7 @@ import collections
 import functools
 import html
 import json
+import os
 import signal
 import ssl
 import sys
@@ -68,12 +69,28 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth impo
     verify_password,
     vm_role,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
+    CONSOLES as RELAY_CONSOLES,
+    RELAY_TICKET_TTL,
+    RelayError,
+    RelayLimits,
+    RelayTickets,
+    open_through_proxy,
+)
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE
 
 COOKIE = "vmc_session"
+STATIC_DIR = "/usr/lib/vmconsole/portal/static"
+# The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
+STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
+                "xterm/xterm.css": "text/css"}
+# The browser console's page lets xterm.js add its own <style> elements (theme, cell size); scripts stay 'self'.
+CONSOLE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self'; "
+               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 MAX_BODY = 4096
 NODE_TIMEOUT = 5.0          # seconds a node's portal or agent may take to answer
+WHERE_CACHE = 2.0           # seconds an issuance may go by the last answer of where each VM runs
 CUT_TIMEOUT = 30.0          # a cut watches the proxy for the helper's answer cache (5 s by default) before it answers
 ROLES_ORDER = ("console", "operator")
 SECURITY_HEADERS = {
@@ -82,10 +99,7 @@ SECURITY_HEADERS = {
                                 "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    # Not no-referrer: under it a browser sends "Origin: null" with every POST, even a same-origin form's
-    # (Fetch: serializing a request origin), and the origin check refuses them all. same-origin sends the
-    # portal's own origin with its own forms and no referrer to any other site.
-    "Referrer-Policy": "same-origin",
+    "Referrer-Policy": "same-origin",        # no-referrer would make Chromium send "Origin: null" on a same-origin POST
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
@@ -100,7 +114,7 @@ PORTAL_KEY = web.AppKey("portal") if HAS_AIOHTTP and hasattr(web, "AppKey") else
 
 
 _PORTAL_FIELDS = ("node public hosts port nodes proxy agent_socket users acl vm_nodes cert_file key_file ca_file "
-                  "audit_log session_idle session_absolute login")
+                  "audit_log session_idle session_absolute login relays static_dir")
 
 
 class PortalConfig(collections.namedtuple("PortalConfig", _PORTAL_FIELDS)):
@@ -134,6 +148,8 @@ def portal_config(data):
         session_idle=int(data.get("session_idle", 900)),
         session_absolute=int(data.get("session_absolute", 28800)),
         login={key: int(value) for key, value in login.items()},
+        relays={key: int(value) for key, value in dict(dict(per_user=4, per_vm=8), **(data.get("relays") or {})).items()},
+        static_dir=data.get("static_dir", STATIC_DIR),
     )
 
 
@@ -199,9 +215,12 @@ def peer_certificate(request):
 
 
 def client_of(request):
-    """The client's address as the portal sees it."""
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return peer[0] if peer else "unknown"
+    """The client's address as the portal sees it (taken when the request came in: a WebSocket's transport is gone
+    once it closed)."""
+    try:
+        return getattr(request, "remote", None) or "unknown"
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 # --- pages ------------------------------------------------------------------------------------------
@@ -210,15 +229,17 @@ def _e(text):
     return html.escape(str(text), quote=True)
 
 
-def page(title, body, user=None, csrf=None):
-    """A whole HTML page (no inline script or style); ``user`` and ``csrf`` add the logout button."""
+def page(title, body, user=None, csrf=None, styles=()):
+    """A whole HTML page (no inline script or style); ``user`` and ``csrf`` add the logout button, ``styles`` more
+    stylesheets."""
     logout = ""
     if user is not None:
         logout = ('<p class="note">%s &middot; <form method="post" action="/logout"><input type="hidden" name="csrf" '
                   'value="%s"><button type="submit">Log out</button></form></p>' % (_e(user), _e(csrf)))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title>'
-            '<link rel="stylesheet" href="/static/portal.css"></head><body><h1>%s</h1>%s%s</body></html>\n'
-            % (_e(title), _e(title), logout, body))
+            '<link rel="stylesheet" href="/static/portal.css">%s</head><body><h1>%s</h1>%s%s</body></html>\n'
+            % (_e(title), "".join('<link rel="stylesheet" href="%s">' % _e(s) for s in styles), _e(title), logout,
+               body))
 
 
 def login_page(error=None, certificate_user=None):
@@ -243,7 +264,8 @@ def vms_page(identity, vms, problems, message=None):
         if vm["here"] and "spice" in vm["consoles"]:
             actions.append(_button(vm["name"], "spice.vv", "Open SPICE (remote-viewer)", session.csrf))
         if vm["here"] and "serial" in vm["consoles"]:
-            actions.append(_button(vm["name"], "serial", "Serial console", session.csrf))
+            actions.append(_button(vm["name"], "browser/serial", "Serial in the browser", session.csrf))
+            actions.append(_button(vm["name"], "serial", "Serial console command", session.csrf))
         if vm["role"] == "operator":
             actions.append(_button(vm["name"], "disconnect", "Disconnect everyone", session.csrf))
         rows.append('<tr id="vm-%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
@@ -257,7 +279,7 @@ def vms_page(identity, vms, problems, message=None):
 
 
 def _button(vm, action, label, csrf):
-    values = (_e(vm), _e(action), _e(csrf), _e(action), _e(vm), _e(label))
+    values = (_e(vm), _e(action), _e(csrf), _e(action.replace("/", "-")), _e(vm), _e(label))
     return ('<form method="post" action="/vms/%s/%s"><input type="hidden" name="csrf" value="%s">'
             '<button type="submit" id="%s-%s">%s</button></form>' % values)
 
@@ -293,6 +315,11 @@ class Portal:
                                     lockout=config.login["lockout"], clock=clock)
         self.client_context = None
         self._client = None
+        self.relay_tickets = RelayTickets(clock=clock)
+        self.clock = clock
+        self._where = None                              # (when, cluster_vms()) for issuances
+        self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
+        self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
 
     # --- audit
     def audit(self, event, request, **fields):
@@ -334,6 +361,13 @@ class Portal:
                 raise ClientError("%s answered %d" % (node, response.status))
             return await response.json()
 
+    def reload_client_context(self, context):
+        """Use ``context`` for new connections to other nodes (a renewed certificate or CA bundle)."""
+        self.client_context = context
+        old, self._client = self._client, None
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.close())
+
     def client(self):
         if self._client is None:
             self._client = ClientSession(connector=TCPConnector(ssl=self.client_context),
@@ -352,8 +386,15 @@ class Portal:
         answers = await asyncio.gather(*(one(node) for node in nodes))
         return dict(zip(nodes, answers))
 
-    async def cluster_vms(self):
-        """({vm: {"name", "node", "state", "here", "consoles"}}, [node names that did not answer])."""
+    async def cluster_vms(self, cached=False):
+        """({vm: {"name", "node", "state", "here", "consoles"}}, [node names that did not answer]).
+
+        ``cached``: the answer of at most :data:`WHERE_CACHE` seconds ago will do (an issuance that finds the VM gone
+        from that node asks again: :meth:`issue`).
+        """
+        now = self.clock()
+        if cached and self._where is not None and now - self._where[0] < WHERE_CACHE:
+            return self._where[1]
         answers = await self.ask_all({"op": "vms"})
         found, down = {}, []
         for node, answer in sorted(answers.items()):
@@ -368,6 +409,7 @@ class Portal:
             if name not in found and node in down:
                 found[name] = dict(name=name, node=node, state="unknown (%s does not answer)" % node, here=False,
                                    consoles=[])
+        self._where = (now, (found, down))
         return found, down
 
     async def visible_vms(self, identity):
@@ -379,14 +421,14 @@ class Portal:
                 vms.append(dict(vm, role=role))
         return vms, down
 
-    async def locate(self, identity, vm, need=None):
+    async def locate(self, identity, vm, need=None, cached=False):
         """(the VM, its role for ``identity``), or Refused: 404 outside the ACL, 503 node down, 409 not running."""
         if not VM_NAME_PATTERN.fullmatch(vm) or self.role(identity, vm) is None:
             raise Refused(404, "no such VM", "not_in_acl")
         role = self.role(identity, vm)
         if need == "operator" and role != "operator":
             raise Refused(403, "only an operator of %s may do that" % vm, "not_operator")
-        found, down = await self.cluster_vms()
+        found, down = await self.cluster_vms(cached)
         entry = found.get(vm)
         if entry is None:
             if down:
@@ -400,9 +442,13 @@ class Portal:
             raise Refused(409, "%s is not running (%s)" % (vm, entry["state"]), "not_running")
         return entry, role
 
-    async def issue(self, request, identity, vm, op):
-        """The agent's answer for a .vv (op spice) or a serial token, from the node that runs ``vm`` now."""
-        entry, _role = await self.locate(identity, vm)
+    async def issue(self, request, identity, vm, op, cached=True):
+        """The agent's answer for a .vv (op spice) or a serial token, from the node that runs ``vm`` now.
+
+        Where the VM runs may come from a list a moment old; when that node answers that the VM is not there (it
+        migrated just now), the list is asked for again and the VM's new node issues.
+        """
+        entry, _role = await self.locate(identity, vm, cached=cached)
         if op not in entry["consoles"]:
             raise Refused(404, "%s has no %s console" % (vm, op), "no_console")
         ask_for = dict(op=op, vm=vm, user=identity.user, client=client_of(request), portal_node=self.config.node)
@@ -413,6 +459,9 @@ class Portal:
         except (OSError, ValueError, asyncio.TimeoutError, ClientError):
             raise Refused(503, "%s cannot be reached now (%s does not answer); try again" % (vm, entry["node"]),
                           "node_down") from None
+        if not answer.get("ok") and answer.get("error") == "not_here" and cached:
+            self._where = None
+            return await self.issue(request, identity, vm, op, cached=False)
         if not answer.get("ok"):
             status = 409 if answer.get("error") == "not_here" else 502
             raise Refused(status, "%s: %s" % (vm, answer.get("message")), answer.get("error") or "agent")
@@ -587,6 +636,8 @@ async def logout(request):
     if identity.session is not None:
         portal.sessions.drop(request.cookies.get(COOKIE))
         portal.audit("portal_logout", request, user=identity.user, session=identity.session.id)
+        for ended in portal.relays.pop(identity.session.id, ()):
+            ended.set()                                 # its relay closes the browser console
     raise Redirect("/login", clear_cookie=True)
 
 
@@ -632,6 +683,160 @@ async def serial(request):
                _e(answer["token"]), _e(answer["command"])))
     return web.Response(text=page("Serial console of %s" % vm, body, identity.user,
                                   identity.session.csrf if identity.session else ""), content_type="text/html")
+
+
+# Close codes of a browser console's WebSocket (4000-4999: the application's own).
+CLOSE_TICKET = 4401          # no ticket, or not one of this session (used, expired, another's)
+CLOSE_LIMIT = 4429           # the person or the VM has as many browser consoles as allowed
+CLOSE_UNREACHABLE = 4502     # the VM's node or its console cannot be reached, or the ACL no longer allows it
+CLOSE_SESSION_ENDED = 4001   # logout, or the session expired
+CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the console again
+SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
+
+
+async def browser_console(request):
+    """A relay ticket for a browser console of the VM: the page (with the ticket in a data attribute; the script is a
+    file of its own) or, for the API, JSON."""
+    portal = _portal(request)
+    vm, console = request.match_info["vm"], request.match_info["console"]
+    identity = await _session_identity(request, api=_api(request))
+    if console not in RELAY_CONSOLES:
+        raise Refused(404, "no browser console %s" % console, "no_console")
+    if identity.session is None:
+        raise Refused(403, "a browser console belongs to a session: log in first", "no_session")
+    entry, _role = await portal.locate(identity, vm)
+    if console not in entry["consoles"]:
+        raise Refused(404, "%s has no %s console" % (vm, console), "no_console")
+    ticket = portal.relay_tickets.mint(identity.user, vm, console, identity.session.id)
+    portal.audit("portal_relay_ticket", request, user=identity.user, vm=vm, console=console, node=entry["node"],
+                 session=identity.session.id)
+    if _api(request):
+        return web.json_response(dict(vm=vm, console=console, ticket=ticket, url="/relay/v1",
+                                      expires_in=RELAY_TICKET_TTL))
+    body = ('<div id="console" data-ticket="%s" data-vm="%s" data-console="%s"></div>'
+            '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
+            '<script src="/static/xterm/xterm.js"></script><script src="/static/browser-console.js"></script>'
+            % (_e(ticket), _e(vm), _e(console)))
+    return web.Response(text=page("%s console of %s" % (console.capitalize(), vm), body, identity.user,
+                                  identity.session.csrf, styles=["/static/xterm/xterm.css"]),
+                        content_type="text/html", headers={"Content-Security-Policy": CONSOLE_CSP})
+
+
+async def relay(request):
+    """GET /relay/v1, a WebSocket: the page's first message is its relay ticket; then bytes both ways between the
+    browser and the console (through the VM node's proxy with the person's token, TLS to QEMU), until either side
+    ends, the session ends, the token expires or the console is cut."""
+    portal = _portal(request)
+    if request.headers.get("Origin") is None or not _same_origin(request):
+        raise Refused(403, "a browser console opens from this portal's own pages only", "cross_origin")
+    cookie = request.cookies.get(COOKIE)
+    session = portal.sessions.get(cookie)
+    if session is None:
+        raise Refused(401, "log in: a browser console belongs to a session", "no_session")
+    sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
+    await sock.prepare(request)
+    try:
+        first = await sock.receive(timeout=10)
+    except asyncio.TimeoutError:
+        first = None
+    ticket = first.data if first is not None and first.type == web.WSMsgType.TEXT else None
+    found = portal.relay_tickets.take(ticket, session.id)
+    if found is None:
+        portal.audit("portal_relay", request, user=session.user, result="refused", reason="ticket", session=session.id)
+        await sock.close(code=CLOSE_TICKET, message=b"relay ticket refused")
+        return sock
+    if not portal.relay_limits.acquire(found.user, found.vm):
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, result="refused",
+                     reason="limit", session=session.id)
+        await sock.close(code=CLOSE_LIMIT, message=b"too many browser consoles")
+        return sock
+    identity = Identity(session.user, tuple(session.groups), session.method, session)
+    started, counts, reason, node = time.monotonic(), [0, 0], "refused", None
+    ended = asyncio.Event()
+    portal.relays[session.id].add(ended)
+    try:
+        try:
+            entry, answer = await portal.issue(request, identity, found.vm, found.console)
+            node = entry["node"]
+            proxy = urlsplit(answer.get("proxy") or portal.config.proxy or "")
+            reader, writer = await open_through_proxy(proxy.hostname, proxy.port or 3128, answer["node"],
+                                                      answer["serial_port"], answer["proxy_username"], answer["token"],
+                                                      portal.client_context)
+        except (Refused, RelayError, KeyError) as exc:
+            reason = getattr(exc, "reason", "agent")
+            await sock.close(code=CLOSE_UNREACHABLE, message=str(exc)[:120].encode("utf-8", "replace"))
+            return sock
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
+                     result="open", session=session.id, proxy_token_expires=answer.get("proxy_token_expires"))
+        reason = await _pump(portal, sock, reader, writer, counts, cookie, answer.get("proxy_token_expires"), ended)
+        return sock
+    finally:
+        portal.relays[session.id].discard(ended)
+        if not portal.relays[session.id]:
+            portal.relays.pop(session.id, None)
+        portal.relay_limits.release(found.user, found.vm)
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
+                     result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
+                     seconds=round(time.monotonic() - started, 1), session=session.id)
+
+
+async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
+    """Copy bytes both ways until one side ends, the session is gone (``ended`` set at logout, or found gone) or the
+    token expires; why it ended."""
+
+    async def browser_to_console():
+        async for message in sock:
+            if message.type == web.WSMsgType.BINARY:
+                data = message.data
+            elif message.type == web.WSMsgType.TEXT:
+                data = message.data.encode("utf-8")
+            else:
+                break
+            try:
+                writer.write(data)
+                await writer.drain()
+            except OSError:                 # the console's end went away (a cut resets the proxy's tunnel)
+                return "console_closed"
+            counts[0] += len(data)
+        return "browser_closed"
+
+    async def console_to_browser():
+        while True:
+            try:
+                data = await reader.read(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                return "console_closed"
+            await sock.send_bytes(data)
+            counts[1] += len(data)
+
+    async def watch():
+        while True:
+            left = (expires - time.time()) if expires else SESSION_CHECK
+            if left <= 0:
+                return "token_expired"
+            try:
+                await asyncio.wait_for(ended.wait(), min(SESSION_CHECK, left))
+                return "session_ended"
+            except asyncio.TimeoutError:
+                pass
+            if portal.sessions.get(cookie) is None:
+                return "session_ended"
+
+    tasks = [asyncio.ensure_future(job()) for job in (browser_to_console, console_to_browser, watch)]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = next(iter(done))
+        reason = first.result() if not first.exception() else "error"
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+    codes = {"token_expired": CLOSE_TOKEN_EXPIRED, "session_ended": CLOSE_SESSION_ENDED}
+    if not sock.closed:
+        await sock.close(code=codes.get(reason, 1000), message=reason.encode("ascii"))
+    return reason
 
 
 async def disconnect(request):
@@ -693,8 +898,24 @@ async def cluster_agent(request):
     return web.json_response(answer)
 
 
-async def stylesheet(request):
-    return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+async def no_content(request):
+    """GET /favicon.ico: nothing (a browser asks for it on every page)."""
+    return web.Response(status=204)
+
+
+async def static(request):
+    """GET /static/NAME: the built-in stylesheet, or one of :data:`STATIC_FILES` from ``static_dir``; else 404."""
+    name = request.match_info["name"]
+    if name == "portal.css":
+        return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    try:
+        with open(os.path.join(_portal(request).config.static_dir, name), "rb") as handle:
+            body = handle.read()
+    except OSError:
+        raise web.HTTPNotFound() from None
+    return web.Response(body=body, content_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=3600"})
 
 
 def server_context(config):
@@ -704,6 +925,26 @@ def server_context(config):
     context.load_cert_chain(config.cert_file, config.key_file)
     context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+class ServerTLS:
+    """The server's TLS: ``listening`` is the context the socket holds; each new handshake is switched to
+    ``current`` (in the SNI callback, which runs with or without SNI), so :meth:`reload` takes a renewed
+    certificate, key and CA bundle (a rotated CA dropped too) for new connections while open ones and the
+    sessions stay."""
+
+    def __init__(self, config):
+        self.config = config
+        self.current = server_context(config)
+        self.listening = server_context(config)
+        self.listening.sni_callback = self._switch
+
+    def _switch(self, ssl_object, server_name, context):  # pylint: disable=unused-argument
+        ssl_object.context = self.current
+
+    def reload(self):
+        """Read the files again; ssl.SSLError or OSError (the old context stays) when they are unusable."""
+        self.current = server_context(self.config)
 
 
 def client_context(config):
@@ -728,6 +969,9 @@ def build_app(portal):
         web.post("/vms" + vm + "/spice.vv", spice_vv),
         web.post("/vms" + vm + "/serial", serial),
         web.post("/vms" + vm + "/disconnect", disconnect),
+        web.post("/vms" + vm + "/browser/{console}", browser_console),
+        web.post("/api/v1/vms" + vm + "/relay/{console}", browser_console),
+        web.get("/relay/v1", relay),
         web.get("/api/v1/vms", api_vms),
         web.get("/api/v1/vms" + vm, api_vm),
         web.get("/api/v1/vms" + vm + "/spice.vv", spice_vv),
@@ -735,7 +979,8 @@ def build_app(portal):
         web.post("/api/v1/vms" + vm + "/serial", serial),
         web.post("/api/v1/vms" + vm + "/disconnect", disconnect),
         web.post("/cluster/v1/agent", cluster_agent),
-        web.get("/static/portal.css", stylesheet),
+        web.get("/static/{name:.+}", static),
+        web.get("/favicon.ico", no_content),
     ])
 
     async def close_client(_app):
@@ -760,7 +1005,7 @@ def main(argv):
         config = load_config(argv[0])
         portal = Portal(config)
         portal.client_context = client_context(config)
-        context = server_context(config)
+        tls = ServerTLS(config)
     except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
         raise SystemExit("vmconsole-portal: %s: %s" % (argv[0], exc)) from None
     app = build_app(portal)
@@ -768,8 +1013,8 @@ def main(argv):
     def reload_certificate():
         # New handshakes get the renewed certificate; open connections and sessions stay.
         try:
-            for tls in (context, portal.client_context):
-                tls.load_cert_chain(config.cert_file, config.key_file)
+            tls.reload()
+            portal.reload_client_context(client_context(config))
             say("vmconsole-portal: certificate reloaded")
         except (OSError, ssl.SSLError) as exc:
             say("vmconsole-portal: the certificate could not be reloaded, the old one stays: %s" % exc)
@@ -778,5 +1023,5 @@ def main(argv):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_certificate)
     app.on_startup.append(on_startup)
     say("vmconsole-portal: %s serving https on port %d" % (config.node, config.port))
-    web.run_app(app, host=listen, port=config.port, ssl_context=context, print=None, access_log=None,
+    web.run_app(app, host=listen, port=config.port, ssl_context=tls.listening, print=None, access_log=None,
                 reuse_address=True)

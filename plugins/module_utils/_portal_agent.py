@@ -234,7 +234,8 @@ def issue_console(config, request):
         answer["vv"] = render_vv(password=params["password"], **result["vv"])
     else:
         answer.update(command=result["command"], argv=result["argv"], serial_port=result["serial_port"],
-                      proxy_username=result["proxy_username"], token=result["serial_handover"]["proxy_token"])
+                      proxy_username=result["proxy_username"], token=result["serial_handover"]["proxy_token"],
+                      proxy=module.params["proxy"])
     return answer
 
 

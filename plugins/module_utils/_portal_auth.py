@@ -239,18 +239,31 @@ def verify_password(hash_text, password):
     return _verify_crypt(hash_text, phrase)
 
 
-def _make_dummy_hash():
-    """A yescrypt hash (libxcrypt's default cost, as ``mkpasswd -m yescrypt``) of a random password, or None."""
+def hash_password(password):
+    """A yescrypt hash of ``password`` at libxcrypt's default cost (what ``mkpasswd -m yescrypt`` makes).
+
+    For tools that make a portal user (the lab's demo user). ValueError for a password that cannot be hashed
+    (not a string, empty, a NUL, over :data:`PASSWORD_MAX_BYTES`) or without libxcrypt.
+    """
+    phrase = _password_bytes(password) if isinstance(password, str) and password else None
+    if phrase is None:
+        raise ValueError("a password must be a non-empty string of at most %d bytes without NUL" % PASSWORD_MAX_BYTES)
     if not HAS_LIBCRYPT or _CRYPT_GENSALT is None:
-        return None
+        raise ValueError("libxcrypt (libcrypt.so.1) with crypt_gensalt_rn is needed to make a yescrypt hash")
     out = ctypes.create_string_buffer(CRYPT_GENSALT_OUTPUT_SIZE)
     setting = _CRYPT_GENSALT(b"$y$", 0, None, 0, out, CRYPT_GENSALT_OUTPUT_SIZE)
-    if not setting:
-        return None
-    result = _crypt(secrets.token_urlsafe(32).encode("ascii"), setting)
+    result = _crypt(phrase, setting) if setting else None
     if not result or not _HASH_FORMS["yescrypt"].fullmatch(result.decode("ascii")):
-        return None
+        raise ValueError("libxcrypt made no yescrypt hash")
     return result.decode("ascii")
+
+
+def _make_dummy_hash():
+    """A yescrypt hash (libxcrypt's default cost, as ``mkpasswd -m yescrypt``) of a random password, or None."""
+    try:
+        return hash_password(secrets.token_urlsafe(32))
+    except ValueError:
+        return None
 
 
 DUMMY_HASH = _make_dummy_hash()

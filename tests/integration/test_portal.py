@@ -21,9 +21,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -34,6 +36,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIM
 from ansible_collections.vmconsole.secure.tests.integration import _procs
 from ansible_collections.vmconsole.secure.tests.integration.test_console_ticket import start_viewer
 
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles", "console_portal", "files", "static")
 PASSWORDS = {"alice": "alice's long passphrase", "olga": "olga operates the cluster"}
 ACL = [{"users": ["alice", "carol"], "vms": ["vm1", "far*"], "role": "console"},
        {"users": ["olga"], "vms": ["*"], "role": "operator"}]
@@ -78,7 +81,7 @@ class PortalNode:
         portal = dict(node=name, public=public, hosts=[], port=self.port, nodes=nodes or {}, proxy=None,
                       agent_socket=self.socket, acl=ACL, vm_nodes={}, cert_file=self.cert_file,
                       key_file=self.key_file, ca_file=pki.ca_file, audit_log=self.audit_log, session_idle=900,
-                      session_absolute=3600, login=dict(max_failures=3, window=300, lockout=900),
+                      session_absolute=3600, login=dict(max_failures=3, window=300, lockout=900), static_dir=STATIC,
                       users={user: {"password_hash": yescrypt(password), "groups": []}
                              for user, password in PASSWORDS.items()})
         self.agent_config, self.portal_config = os.path.join(workdir, "agent.json"), os.path.join(workdir, "portal.json")
@@ -415,3 +418,277 @@ def test_the_agent_answers_only_its_user(cluster, tmp_path):
     assert ask(node.socket, {"op": "spice", "vm": "nosuch", "user": "alice"})["error"] == "unknown_vm"
     assert ask(node.socket, {"op": "set_password", "vm": "vm1", "user": "alice"})["error"] == "bad_request"
     assert ask(node.socket, {"op": "spice", "vm": "vm2", "user": "alice"})["error"] == "not_here"
+
+
+def presented_serial(node):
+    context = ssl.create_default_context(cafile=node.pki.ca_file)
+    with _procs.socket.create_connection(("127.0.0.1", node.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            from cryptography import x509  # pylint: disable=import-outside-toplevel
+            return x509.load_der_x509_certificate(tls.getpeercert(True)).serial_number
+
+
+def test_a_reload_takes_a_renewed_certificate_and_keeps_the_sessions(cluster, pki):
+    node, = cluster(1)
+    browser = Browser(node)
+    browser.login("alice")
+    before = presented_serial(node)
+    cert, key = pki.issue([("CN", node.name)], node=True)
+    _procs._write(node.cert_file, cert.encode(), 0o644)
+    _procs._write(node.key_file, key.encode(), 0o600)
+    node.portal.send_signal(signal.SIGHUP)
+    _procs.wait_until(lambda: "certificate reloaded" in _procs.read_log(os.path.join(node.workdir, "portal.out")), 10,
+                      what="the portal's reload")
+    after = presented_serial(node)
+    assert after != before
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    assert after == x509.load_pem_x509_certificate(cert.encode()).serial_number
+    assert browser.request("GET", "/")[0] == 200                      # the session survived the reload
+
+
+# --- the serial console in the browser: the relay ----------------------------------------------------
+
+@pytest.fixture
+def serial_portal(pki, squid_factory, tmp_path_factory):
+    """One node whose vm1 is the boot-sector guest with a TLS serial console (it prints a line every second and
+    echoes what it receives), behind squid and a portal."""
+    from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
+    from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SerialGuest  # pylint: disable=import-outside-toplevel
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    if not have_aiohttp():
+        pytest.skip("aiohttp is not installed")
+    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / "serial-guest.img"))
+    folder = _procs.short_tmpdir("vmc-relay-")
+    made = []
+    try:
+        vm = SerialGuest("vm1", folder, disk=disk, pki_dir=pki.dir)
+        made.append(vm)
+        squid = squid_factory([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
+            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": None,
+            "serial_port": vm.serial_port}})
+        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port())
+        made.append(node)
+        yield node
+    finally:
+        for thing in reversed(made):
+            thing.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def relay_ticket(browser, vm="vm1"):
+    status, _headers, page = browser.post("/vms/%s/browser/serial" % vm)
+    assert status == 200, page
+    assert "<script>" not in page and 'src="/static/browser-console.js"' in page
+    return re.search(r'data-ticket="([^"]+)"', page).group(1)
+
+
+async def open_relay(browser, ticket, origin=None, cookie=True):
+    """(WebSocket, session) of the relay, the ticket sent; the caller closes both."""
+    import aiohttp  # pylint: disable=import-outside-toplevel
+    headers = {"Origin": origin or browser.node.url}
+    if cookie and browser.cookie:
+        headers["Cookie"] = "vmc_session=%s" % browser.cookie
+    session = aiohttp.ClientSession()
+    try:
+        sock = await session.ws_connect(browser.node.url + "/relay/v1", ssl=browser.context, headers=headers)
+    except aiohttp.WSServerHandshakeError as exc:
+        await session.close()
+        return exc.status, None
+    await sock.send_str(ticket)
+    return sock, session
+
+
+async def read_until(sock, pattern, timeout):
+    import aiohttp  # pylint: disable=import-outside-toplevel
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, seen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no %r from the console in %s s; got %r" % (pattern, timeout, seen[-300:]))
+        message = await sock.receive(timeout=left)
+        if message.type != aiohttp.WSMsgType.BINARY:
+            raise AssertionError("the relay ended: %s %s %r" % (message.type, sock.close_code, message.extra))
+        seen += message.data
+    return seen
+
+
+def test_the_serial_console_in_the_browser_through_the_relay(serial_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = serial_portal
+    browser = Browser(node)
+    browser.login("alice")
+    ticket = relay_ticket(browser)
+
+    async def scenario():
+        sock, session = await open_relay(browser, ticket)
+        try:
+            await read_until(sock, rb"vmconsole serial console ok \d+", 20)     # the guest's own line
+            await sock.send_str("hello-relay")
+            await read_until(sock, rb"hello-relay", 20)                          # the guest's echo
+        finally:
+            await sock.close()
+            await session.close()
+        # The same ticket again: refused, single use.
+        sock, session = await open_relay(browser, ticket)
+        try:
+            message = await sock.receive(timeout=10)
+            return message.type, sock.close_code
+        finally:
+            await session.close()
+    kind, code = asyncio.run(scenario())
+    assert code == 4401, (kind, code)
+    records = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay"][2:] and
+                                [r for r in node.audit() if r["event"] == "portal_relay"], 10, what="three relay audit lines")
+    assert [(r["result"], r.get("reason")) for r in records] == [
+        ("open", None), ("closed", "browser_closed"), ("refused", "ticket")]
+    assert records[1]["bytes_to_console"] == len("hello-relay") and records[1]["bytes_to_browser"] > 0
+    assert_no_secret(node, ticket, browser.cookie)
+
+
+def test_the_relay_refuses_other_origins_other_sessions_and_ends_with_the_session(serial_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = serial_portal
+    alice, olga = Browser(node), Browser(node)
+    alice.login("alice")
+    olga.login("olga")
+
+    async def scenario():
+        out = {}
+        status, dummy = await open_relay(alice, relay_ticket(alice), origin="https://evil.example")
+        out["other origin"] = status
+        status, dummy = await open_relay(alice, relay_ticket(alice), cookie=False)
+        out["no session"] = status
+        sock, session = await open_relay(olga, relay_ticket(alice))     # alice's ticket in olga's session
+        out["another session's ticket"] = (await sock.receive(timeout=10)) and sock.close_code
+        await session.close()
+        sock, session = await open_relay(alice, relay_ticket(alice))
+        await read_until(sock, rb"vmconsole serial console ok", 20)
+        assert alice.post("/logout")[0] == 303                         # logout ends the browser console
+        message = await sock.receive(timeout=10)
+        out["after logout"] = sock.close_code
+        await session.close()
+        return out, message
+    out, dummy = asyncio.run(scenario())
+    assert out == {"other origin": 403, "no session": 401, "another session's ticket": 4401, "after logout": 4001}
+
+
+def test_the_relay_limit_per_person(serial_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = serial_portal
+    browser = Browser(node)
+    browser.login("alice")
+
+    async def scenario():
+        opened, codes = [], []
+        try:
+            for dummy in range(5):                                      # the default limit is 4 per person
+                sock, session = await open_relay(browser, relay_ticket(browser))
+                opened.append((sock, session))
+            message = await opened[4][0].receive(timeout=20)
+            codes.append(opened[4][0].close_code)
+            return codes, message
+        finally:
+            for sock, session in opened:
+                await sock.close()
+                await session.close()
+    codes, dummy = asyncio.run(scenario())
+    assert codes == [4429]
+
+
+def test_an_operators_cut_ends_the_browser_console(serial_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = serial_portal
+    alice, olga = Browser(node), Browser(node)
+    alice.login("alice")
+    olga.login("olga")
+
+    async def scenario():
+        sock, session = await open_relay(alice, relay_ticket(alice))
+        try:
+            await read_until(sock, rb"vmconsole serial console ok", 20)
+            loop = asyncio.get_running_loop()
+            status = (await loop.run_in_executor(None, olga.post, "/vms/vm1/disconnect"))[0]
+            message = await sock.receive(timeout=30)
+            return status, (message.type, message.data, message.extra), sock.close_code
+        finally:
+            await sock.close()
+            await session.close()
+    status, message, code = asyncio.run(scenario())
+    assert status == 303 and code == 1000, (status, message, code)
+    # The relay writes its audit line after it closed the WebSocket: wait for it.
+    closed = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"],
+                               10, what="the relay's closing audit line",
+                               logs={"portal": os.path.join(node.workdir, "portal.out"), "audit": node.audit_log,
+                                     "tickets": node.tickets_log})
+    assert [r["reason"] for r in closed] == ["console_closed"]
+
+
+# --- a real browser ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def chromium(tmp_path):
+    """Headless Chromium (Debian's chromium and chromium-driver) driven by Selenium; quit after the test."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.skip("chromium and chromium-driver are not installed")
+    from selenium import webdriver  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.chrome.service import Service  # pylint: disable=import-outside-toplevel
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--user-data-dir=%s" % (tmp_path / "chromium-profile"),
+                     # The test CA is not in Chromium's store; what the portal's TLS is worth is proven by the
+                     # tests above with a verifying client. Here: what the page and its script do.
+                     "--ignore-certificate-errors"):
+        options.add_argument(argument)
+    service = Service(shutil.which("chromedriver"), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_in_browser(driver, node, condition, timeout, what):
+    """WebDriverWait, failing with what the page, the browser's console and the portal said."""
+    from selenium.common.exceptions import TimeoutException  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=import-outside-toplevel
+    try:
+        return WebDriverWait(driver, timeout).until(condition)
+    except TimeoutException:
+        raise AssertionError("no %s within %s s\npage: %s\nbrowser log: %s\nportal: %s\naudit: %s" % (
+            what, timeout, driver.page_source[:2000], driver.get_log("browser"),
+            _procs.read_log(os.path.join(node.workdir, "portal.out")), node.audit()[-5:])) from None
+
+
+def terminal_text(driver):
+    return driver.execute_script(
+        "var rows = document.querySelector('.xterm-rows'); return rows ? rows.innerText : '';")
+
+
+def test_typing_in_the_browsers_serial_console_reaches_the_guest(serial_portal, chromium):
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    node, driver = serial_portal, chromium
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    driver.find_element(By.ID, "browser-serial-vm1").click()
+    wait_in_browser(driver, node, lambda d: re.search(r"vmconsole serial console ok \d+", terminal_text(d)), 30,
+                    "guest's line in the terminal")
+    assert driver.find_element(By.ID, "console-state").text == "connected"
+    driver.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys("typed-in-chromium")
+    wait_in_browser(driver, node, lambda d: "typed-in-chromium" in terminal_text(d), 30,
+                    "guest's echo of what was typed")
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors                                 # no script blocked, no CSP violation
+    # Logging out (in another tab of the same session) ends the console in this one.
+    driver.switch_to.new_window("tab")
+    driver.get(node.url + "/")
+    driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    driver.switch_to.window(driver.window_handles[0])
+    wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
+                    "end of the console at logout")

@@ -18,7 +18,8 @@ TEMPLATED = dict(console_portal_port=8443, vmconsole_proxy_port=3128, vmconsole_
                  vmconsole_vnc_ports=[5900, 5999], vmconsole_serial_ports=[62000, 62999],
                  vmconsole_migration_ports=[60000, 60050], user="vmconsole-portal",
                  agent_socket="/run/vmconsole-portal/agent.sock", cert_file="/c", key_file="/k", ca_file="/ca",
-                 audit_log="/var/log/vmconsole-portal/portal.log", tickets_log="/var/log/vmconsole/tickets.log")
+                 audit_log="/var/log/vmconsole-portal/portal.log", tickets_log="/var/log/vmconsole/tickets.log",
+                 static_dir="/usr/lib/vmconsole/portal/static")
 
 
 def settings(**changes):
@@ -46,7 +47,8 @@ def test_the_configuration_files_of_a_node():
         users={"alice": {"password_hash": YESCRYPT, "groups": ["dev"]}},
         acl=[{"groups": ["dev"], "vms": ["web*"], "role": "console"}], vm_nodes={"web1": "hv1", "web2": "hv2"},
         cert_file="/c", key_file="/k", ca_file="/ca", audit_log="/var/log/vmconsole-portal/portal.log",
-        session_idle=900, session_absolute=28800, login=dict(max_failures=5, window=300, lockout=900))
+        static_dir="/usr/lib/vmconsole/portal/static", relays=dict(per_user=4, per_vm=8), session_idle=900,
+        session_absolute=28800, login=dict(max_failures=5, window=300, lockout=900))
     assert out["agent"] == dict(node="hv1", allowed_users=["vmconsole-portal"], cluster_vms=["web1", "web2"],
                                 audit_log="/var/log/vmconsole/tickets.log", ticket_ttl=60, token_ttl=28800)
 
@@ -91,7 +93,12 @@ def test_the_filter_reads_every_nodes_guests():
                 "hv2": {"qemu_vm_guests": [{"name": "web2"}, {"nothing": 1}]}, "hv3": {}}
     s = settings()
     del s["nodes"]
-    out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars))
+    out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars,
+                                      required_files=["/a", "/b"], files={"/a": {"mode": "0644"}}))
+    assert out["errors"] == [] and out["missing"] == [
+        "hv1: the node's certificate, key or trust bundle is missing (/b): run the pki role first"]
+    out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars,
+                                      required_files=["/a"], files={"/a": {"mode": "0644"}}))
     assert out["portal"]["vm_nodes"] == {"db1": "hv1", "web1": "hv1", "web2": "hv2"}
     assert out["portal"]["nodes"] == {"hv1": "https://hv1:8443", "hv2": "https://hv2:8443", "hv3": "https://hv3:8443"}
 
@@ -104,7 +111,7 @@ def test_a_missing_certificate_is_named_apart_from_the_errors():
     # The pki role of the same play makes it: the role's dry run warns, a real run stops (preflight.yml).
     out = _console_portal.plan(settings(), host(cert_files={"/etc/pki/libvirt/servercert.pem": False}))
     assert out["errors"] == []
-    assert out["missing"] == ["hv1: the node's certificate or key is missing (/etc/pki/libvirt/servercert.pem): "
-                              "run the pki role first"]
+    assert out["missing"] == ["hv1: the node's certificate, key or trust bundle is missing "
+                              "(/etc/pki/libvirt/servercert.pem): run the pki role first"]
     assert out["portal"]["cert_file"] and out["agent"]["node"] == "hv1"
     assert _console_portal.plan(settings(), host())["missing"] == []

@@ -253,3 +253,31 @@ def test_a_page_escapes_what_it_shows():
     assert "<b>alice</b>" not in page and "&lt;b&gt;alice&lt;/b&gt;" in page
     assert "hv<1>" not in page and "<i>down</i>" not in page and 'value="c&quot;&gt;&lt;x"' in page
     assert re.search(r'id="disconnect-web1"', page)
+
+
+class MovingAgents(FakeAgents):
+    """web1 moves from hv1 to hv2 between the list and the issuance: hv1's agent says not_here."""
+
+    async def __call__(self, node, request, timeout=None):
+        if request["op"] == "spice" and node == "hv1":
+            self.asked.append((node, request))
+            self.vms = {"hv1": [vm("web1", here=False, state="postmigrate")], "hv2": [vm("web1")]}
+            return dict(ok=False, error="not_here", message="vm web1 does not run on hv1")
+        return await super().__call__(node, request, timeout)
+
+
+def test_an_issuance_right_after_a_migration_goes_to_the_new_node(portal):
+    p, _agents = portal
+    agents = MovingAgents({"hv1": [vm("web1")], "hv2": []})
+    p.agent = agents
+    run(p.visible_vms(identity(p, "alice")))                         # the list says: hv1
+    entry, answer = run(p.issue(FakeRequest(), identity(p, "alice"), "web1", "spice"))
+    assert (entry["node"], answer["node"]) == ("hv2", "hv2")
+    assert [(node, r["op"]) for node, r in agents.asked if r["op"] == "spice"] == [("hv1", "spice"), ("hv2", "spice")]
+
+
+def test_issuances_within_a_moment_ask_where_once(portal):
+    p, agents = portal
+    for dummy in range(3):
+        run(p.issue(FakeRequest(), identity(p, "alice"), "web1", "spice"))
+    assert len([r for dummy, r in agents.asked if r["op"] == "vms"]) == 2     # hv1 and hv2, once

@@ -904,3 +904,17 @@ def test_when_every_entry_is_locked_the_oldest_goes():
 def test_limiter_limits(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LoginLimiter(**kwargs)
+
+
+def test_hash_password_makes_a_yescrypt_hash_that_verifies():
+    made = _portal_auth.hash_password("demo passphrase")
+    assert _portal_auth.password_hash_kind(made) == "yescrypt"
+    assert _portal_auth.verify_password(made, "demo passphrase")
+    assert not _portal_auth.verify_password(made, "demo passphrase ")
+    assert made != _portal_auth.hash_password("demo passphrase")       # a fresh salt each time
+
+
+@pytest.mark.parametrize("bad", ["", None, "a\0b", "x" * 1025])
+def test_hash_password_refuses_what_cannot_be_a_password(bad):
+    with pytest.raises(ValueError, match="a password must be a non-empty string"):
+        _portal_auth.hash_password(bad)

@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The browser consoles' relay (private): relay tickets, relay limits, and the way to a console through the proxy.
+
+A browser console is a WebSocket to the portal (``_portal``), which relays its bytes to the console
+the way a person's own client goes: a CONNECT through the node's proxy with a proxy token for that
+person (minted by the agent of the VM's node), then TLS to QEMU with the host certificate verified.
+Console ports stay on 127.0.0.1 and every hop is encrypted. Stdlib only.
+
+- :class:`RelayTickets`: what a console page holds to open its WebSocket. Single use, short-lived
+  (:data:`RELAY_TICKET_TTL`), bound to the person's session, the VM and the console; kept as a hash.
+- :class:`RelayLimits`: at most so many relays per person and per VM at once.
+- :func:`open_through_proxy`: the CONNECT (with the proxy token) and the TLS handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import hashlib
+import secrets
+import threading
+import time
+
+RELAY_TICKET_TTL = 30
+RELAY_TICKETS_MAX = 10000
+CONSOLES = ("serial",)
+
+Relay = collections.namedtuple("Relay", "user vm console session expires")
+
+
+def _key(ticket):
+    return hashlib.sha256(ticket.encode("utf-8")).hexdigest()
+
+
+class RelayTickets:
+    """Single-use relay tickets: :meth:`mint` one for a page, :meth:`take` it once when its WebSocket opens."""
+
+    def __init__(self, ttl=RELAY_TICKET_TTL, clock=time.monotonic, limit=RELAY_TICKETS_MAX):
+        self.ttl, self.clock, self.limit = ttl, clock, limit
+        self._tickets = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def mint(self, user, vm, console, session):
+        """A new ticket (text) for ``user``'s ``console`` of ``vm``, usable once within ``ttl`` s by ``session`` (its id)."""
+        if console not in CONSOLES:
+            raise ValueError("console must be one of %s" % ", ".join(CONSOLES))
+        ticket = secrets.token_urlsafe(32)
+        with self._lock:
+            now = self.clock()
+            while self._tickets and (len(self._tickets) >= self.limit or next(iter(self._tickets.values())).expires <= now):
+                self._tickets.popitem(last=False)
+            self._tickets[_key(ticket)] = Relay(user, vm, console, session, now + self.ttl)
+        return ticket
+
+    def take(self, ticket, session):
+        """The :class:`Relay` of ``ticket`` when it is valid for ``session``; it is gone afterwards in any case.
+
+        None for an unknown, used or expired ticket, or one minted for another session.
+        """
+        if not isinstance(ticket, str) or not 0 < len(ticket) <= 128:
+            return None
+        with self._lock:
+            relay = self._tickets.pop(_key(ticket), None)
+        if relay is None or relay.expires <= self.clock() or relay.session != session:
+            return None
+        return relay
+
+
+class RelayLimits:
+    """At most ``per_user`` relays of one person and ``per_vm`` relays to one VM at once."""
+
+    def __init__(self, per_user=4, per_vm=8):
+        self.per_user, self.per_vm = per_user, per_vm
+        self._users = collections.Counter()
+        self._vms = collections.Counter()
+        self._lock = threading.Lock()
+
+    def acquire(self, user, vm):
+        """True (and counted) when one more relay of ``user`` to ``vm`` is within both limits, else False."""
+        with self._lock:
+            if self._users[user] >= self.per_user or self._vms[vm] >= self.per_vm:
+                return False
+            self._users[user] += 1
+            self._vms[vm] += 1
+            return True
+
+    def release(self, user, vm):
+        with self._lock:
+            self._users[user] -= 1
+            self._vms[vm] -= 1
+            for counter, key in ((self._users, user), (self._vms, vm)):
+                if counter[key] <= 0:
+                    del counter[key]
+
+
+class RelayError(Exception):
+    """The console cannot be reached: ``reason`` is a short word for the audit log, the text says why."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+def connect_request(node, port, username, token):
+    """The CONNECT request for ``node:port`` with the proxy token as Basic credentials (bytes)."""
+    basic = base64.b64encode(("%s:%s" % (username, token)).encode("utf-8")).decode("ascii")
+    target = "%s:%d" % ("[%s]" % node if ":" in node else node, port)
+    return ("CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n" % (target, target, basic)).encode()
+
+
+async def open_through_proxy(proxy_host, proxy_port, node, port, username, token, context, timeout=10):
+    """(reader, writer) of a TLS connection to ``node:port`` through the CONNECT proxy, the server certificate
+    verified by ``context`` for the name ``node``. RelayError when the proxy refuses or TLS fails."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(proxy_host, proxy_port), timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise RelayError("proxy_down", "the proxy %s:%s cannot be reached: %s" % (proxy_host, proxy_port, exc)) from None
+    try:
+        writer.write(connect_request(node, port, username, token))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b""
+        if status != b"200":
+            raise RelayError("proxy_refused", "the proxy refused the console (%s)" % status.decode("ascii", "replace"))
+        await asyncio.wait_for(writer.start_tls(context, server_hostname=node), timeout)
+    except RelayError:
+        writer.close()
+        raise
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        writer.close()
+        raise RelayError("console_unreachable", "the console did not answer through the proxy: %s"
+                         % (exc.__class__.__name__ if not str(exc) else exc)) from None
+    return reader, writer

@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The browser consoles' relay tickets and limits, and the CONNECT request (the relay itself runs against a real
+QEMU and squid in tests/integration/test_portal.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
+    RelayError,
+    RelayLimits,
+    RelayTickets,
+    connect_request,
+    open_through_proxy,
+)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_ticket_works_once_for_its_session():
+    tickets = RelayTickets()
+    ticket = tickets.mint("alice", "vm1", "serial", "s1")
+    relay = tickets.take(ticket, "s1")
+    assert (relay.user, relay.vm, relay.console, relay.session) == ("alice", "vm1", "serial", "s1")
+    assert tickets.take(ticket, "s1") is None                       # used
+
+
+def test_a_ticket_of_another_session_is_refused_and_gone():
+    tickets = RelayTickets()
+    ticket = tickets.mint("alice", "vm1", "serial", "s1")
+    assert tickets.take(ticket, "s2") is None
+    assert tickets.take(ticket, "s1") is None                       # a refused try used it up
+
+
+def test_a_ticket_expires():
+    clock = Clock()
+    tickets = RelayTickets(ttl=30, clock=clock)
+    early, late = tickets.mint("a", "vm1", "serial", "s"), tickets.mint("a", "vm1", "serial", "s")
+    clock.now += 29.9
+    assert tickets.take(early, "s") is not None
+    clock.now += 0.1
+    assert tickets.take(late, "s") is None
+
+
+@pytest.mark.parametrize("bad", [None, "", "x" * 129, 42, "unknown"])
+def test_no_ticket_is_no_relay(bad):
+    assert RelayTickets().take(bad, "s") is None
+
+
+def test_an_unknown_console_gets_no_ticket():
+    with pytest.raises(ValueError, match="console must be one of serial"):
+        RelayTickets().mint("a", "vm1", "telnet", "s")
+
+
+def test_the_store_is_bounded_oldest_first():
+    tickets = RelayTickets(limit=3)
+    made = [tickets.mint("a", "vm1", "serial", "s") for dummy in range(4)]
+    assert tickets.take(made[0], "s") is None and tickets.take(made[3], "s") is not None
+
+
+def test_limits_per_person_and_per_vm():
+    limits = RelayLimits(per_user=2, per_vm=3)
+    assert limits.acquire("alice", "vm1") and limits.acquire("alice", "vm2")
+    assert not limits.acquire("alice", "vm3")                       # alice has 2
+    assert limits.acquire("bob", "vm1") and limits.acquire("carol", "vm1")
+    assert not limits.acquire("dave", "vm1")                        # vm1 has 3
+    limits.release("alice", "vm1")
+    assert limits.acquire("dave", "vm1") and limits.acquire("alice", "vm3")
+
+
+def test_the_connect_request_carries_the_token():
+    request = connect_request("hv2", 62001, "alice__vm1", "v3_token")
+    assert request.startswith(b"CONNECT hv2:62001 HTTP/1.1\r\nHost: hv2:62001\r\n")
+    assert b"Proxy-Authorization: Basic " + base64.b64encode(b"alice__vm1:v3_token") in request
+    assert connect_request("fd00::2", 1, "u", "t").startswith(b"CONNECT [fd00::2]:1 ")
+
+
+def test_a_refusing_proxy_is_a_relay_error():
+    async def scenario():
+        async def proxy(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(RelayError) as info:
+                await open_through_proxy("127.0.0.1", port, "hv1", 62000, "u", "t", None, timeout=5)
+            return info.value.reason, str(info.value)
+        finally:
+            server.close()
+    assert asyncio.run(scenario()) == ("proxy_refused", "the proxy refused the console (403)")
+
+
+def test_an_unreachable_proxy_is_a_relay_error():
+    with pytest.raises(RelayError) as info:
+        asyncio.run(open_through_proxy("127.0.0.1", 1, "hv1", 62000, "u", "t", None, timeout=5))
+    assert info.value.reason == "proxy_down"
