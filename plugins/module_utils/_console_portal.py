@@ -94,23 +94,27 @@ def input_errors(s):
 
 
 def plan(s, host):
-    """{"errors": [...], "portal": {...}, "agent": {...}} for one node (see the module docstring).
+    """{"errors": [...], "missing": [...], "portal": {...}, "agent": {...}} for one node (see the module docstring).
+
+    ``missing``: what an earlier role of the play makes (the node certificate and key of the pki role), an
+    error in a real run and a warning in a dry run (the role decides); it does not keep the files from being
+    worked out.
 
     ``s``: the role's variables plus ``vmconsole_*`` ranges and ``nodes`` ({name: https URL of its portal}).
     ``host``: ``name``, ``proxy_url`` (this node's proxy, from the connect_proxy fact; None without one),
     ``cert_files`` ({path: exists}), ``listeners``, ``portal_pid``, ``cluster_vms`` ({vm: node}), ``public``.
     """
     errors = number_errors(s) + port_errors(s, host) + input_errors(s)
+    # A missing certificate apart: the pki role of the same play makes it, so a dry run only warns of it.
     missing = sorted(path for path, there in (host.get("cert_files") or {}).items() if not there)
-    if missing:
-        errors.append("%s: the node's certificate, key or trust bundle is missing (%s): run the pki role first"
-                      % (host.get("name"), ", ".join(missing)))
+    missing = ["%s: the node's certificate, key or trust bundle is missing (%s): run the pki role first"
+               % (host.get("name"), ", ".join(missing))] if missing else []
     vms = host.get("cluster_vms") or {}
     bad = sorted(name for name in vms if not isinstance(name, str) or not VM_NAME_PATTERN.fullmatch(name))
     if bad:
         errors.append("qemu_vm_guests: %s are not VM names" % ", ".join(map(str, bad)))
     if errors:
-        return dict(errors=errors, portal=None, agent=None)
+        return dict(errors=errors, missing=missing, portal=None, agent=None)
     portal = dict(
         node=host["name"],
         public=bool(host.get("public", True)),
@@ -142,7 +146,7 @@ def plan(s, host):
         ticket_ttl=_int(s["console_portal_ticket_ttl"]),
         token_ttl=_int(s["console_portal_token_ttl"]),
     )
-    return dict(errors=[], portal=portal, agent=agent)
+    return dict(errors=[], missing=missing, portal=portal, agent=agent)
 
 
 def vm_nodes(guests):

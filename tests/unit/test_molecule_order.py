@@ -21,7 +21,9 @@ def test_a_scenario_starts_whenever_a_slot_is_free():
 
 
 def test_the_order_that_ends_first_beats_longest_first():
-    seconds = dict(molecule_order.KNOWN)
+    # The seconds of 2026-12-07 (the module's docstring), before scenario portal existed.
+    seconds = {"migration": 683, "libvirt": 565, "proxy": 549, "qemu": 490, "qemu_source": 397, "pki": 323,
+               "firewall": 200}
     longest_first = sorted(seconds, key=lambda n: -seconds[n])
     best = molecule_order.best_order(seconds, 3)
     assert sorted(best) == sorted(seconds)

@@ -70,8 +70,6 @@ def test_the_configuration_files_of_a_node():
     (dict(console_portal_session_idle=7200, console_portal_session_absolute=3600), {},
      "console_portal_session_idle (7200) must not be above console_portal_session_absolute (3600)"),
     (dict(console_portal_login_max_failures=0), {}, "console_portal_login_max_failures must be a whole number of at least 1"),
-    ({}, dict(cert_files={"/etc/pki/libvirt/servercert.pem": False}),
-     "hv1: the node's certificate, key or trust bundle is missing (/etc/pki/libvirt/servercert.pem): run the pki role first"),
     ({}, dict(cluster_vms={"bad/name": "hv1"}), "qemu_vm_guests: bad/name are not VM names"),
 ])
 def test_bad_input_is_named(changes, hchanges, text):
@@ -97,7 +95,8 @@ def test_the_filter_reads_every_nodes_guests():
     del s["nodes"]
     out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars,
                                       required_files=["/a", "/b"], files={"/a": {"mode": "0644"}}))
-    assert out["errors"] == ["hv1: the node's certificate, key or trust bundle is missing (/b): run the pki role first"]
+    assert out["errors"] == [] and out["missing"] == [
+        "hv1: the node's certificate, key or trust bundle is missing (/b): run the pki role first"]
     out = console_portal_plan(s, dict(host(), nodes=["hv1", "hv2", "hv3"], hostvars=hostvars,
                                       required_files=["/a"], files={"/a": {"mode": "0644"}}))
     assert out["portal"]["vm_nodes"] == {"db1": "hv1", "web1": "hv1", "web2": "hv2"}
@@ -106,3 +105,13 @@ def test_the_filter_reads_every_nodes_guests():
 
 def test_node_urls_bracket_ipv6():
     assert _console_portal.node_urls(["fd00::1"], 8443) == {"fd00::1": "https://[fd00::1]:8443"}
+
+
+def test_a_missing_certificate_is_named_apart_from_the_errors():
+    # The pki role of the same play makes it: the role's dry run warns, a real run stops (preflight.yml).
+    out = _console_portal.plan(settings(), host(cert_files={"/etc/pki/libvirt/servercert.pem": False}))
+    assert out["errors"] == []
+    assert out["missing"] == ["hv1: the node's certificate, key or trust bundle is missing "
+                              "(/etc/pki/libvirt/servercert.pem): run the pki role first"]
+    assert out["portal"]["cert_file"] and out["agent"]["node"] == "hv1"
+    assert _console_portal.plan(settings(), host())["missing"] == []

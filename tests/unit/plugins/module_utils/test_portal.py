@@ -194,6 +194,21 @@ def test_every_answer_carries_the_security_headers(portal):
         assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store", path
 
 
+def test_browsers_send_the_portal_its_origin_with_its_own_forms(portal):
+    # Under Referrer-Policy no-referrer a browser sends "Origin: null" with every POST, a same-origin form's
+    # too (Fetch, "serializing a request origin"; Chromium does so): every login and button would be refused
+    # as cross-origin. same-origin keeps the origin for the portal's own forms only; "null" stays refused.
+    p, _agents = portal
+
+    async def check(client):
+        policy = (await client.get("/login")).headers["Referrer-Policy"]
+        null = (await client.post("/login", data=dict(user="a", password="b"), headers={"Origin": "null"})).status
+        return policy, null
+    policy, null = http(p, check)
+    assert policy in ("same-origin", "strict-origin", "strict-origin-when-cross-origin")
+    assert null == 403
+
+
 def test_the_login_page_has_no_inline_script_or_style(portal):
     p, _agents = portal
 

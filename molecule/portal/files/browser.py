@@ -1,0 +1,255 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium) against the console
+portal, for the portal scenario's verify (test code, runs on the client with the venv's Python).
+
+Reads one JSON object on stdin, so no password reaches a command line:
+
+  {"action": "password", "portal": "https://hv1:8443", "home": DIR, "user": U, "password": P,
+   "download": [VM, ...], "disconnect": VM, "forgery": true}
+      log in with the password form; the VMs listed; then, in this order and each when given: the
+      requests a forger would send (forgery), each VM's "Open SPICE" button (the .vv saved into
+      DIR/downloads), the VM's "Disconnect everyone" button.
+  {"action": "certificate", "portal": ..., "home": DIR, "download": [...]}
+      the same after the login with the client certificate in DIR's NSS database (Chromium picks it
+      without a prompt: the managed policy AutoSelectCertificateForUrls).
+  {"action": "lockout", "portal": ..., "home": DIR, "user": U, "password": P, "failures": N}
+      N wrong passwords, then the right one: the answers' messages.
+
+DIR is the browser's HOME: Chromium reads DIR/.pki/nssdb (the cluster's CA, and for "certificate" a
+person's certificate and key). Prints one JSON object; it holds the session cookie (for the scenario's
+check that no log holds it) and never a password. Exits non-zero, with the reason on stderr, when the
+portal does not behave: these are assertions, not only a driver.
+"""
+
+import http.server
+import json
+import os
+import ssl
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.common.exceptions import TimeoutException, WebDriverException
+
+CA_FILE = "/etc/vmconsole-scenario/cacert.pem"
+WAIT = 20        # seconds a page or a download may take
+CUT_WAIT = 60    # seconds a disconnect may take (the portal waits up to 30 s for every node's cut)
+
+
+def fail(message):
+    sys.stderr.write("browser.py: %s\n" % message)
+    sys.exit(1)
+
+
+def browser(home):
+    """Chromium with HOME=home (its NSS database), downloads into home/downloads without a prompt."""
+    downloads = os.path.join(home, "downloads")
+    os.makedirs(downloads, exist_ok=True)
+    for name in os.listdir(downloads):
+        os.unlink(os.path.join(downloads, name))
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--no-first-run", "--user-data-dir=%s" % os.path.join(home, "profile")):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {
+        "download.default_directory": downloads,
+        "download.prompt_for_download": False,
+        "safebrowsing.enabled": False,
+    })
+    env = dict(os.environ, HOME=home)
+    service = Service(executable_path="/usr/bin/chromedriver", env=env)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(CUT_WAIT)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads})
+    return driver, downloads
+
+
+def text_of(driver):
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_for(what, predicate, seconds=WAIT):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+        except WebDriverException:      # the page is being replaced (a POST that takes seconds): ask again
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    fail("timed out waiting for %s" % what)
+
+
+def vm_rows(driver):
+    """{vm: {"node", "state", "consoles", "buttons"}} of the VM table on the page."""
+    rows = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#vms tr[id^='vm-']"):
+        cells = row.find_elements(By.TAG_NAME, "td")
+        rows[cells[0].text] = dict(node=cells[1].text, state=cells[2].text, consoles=cells[3].text,
+                                   buttons=[b.get_attribute("id") for b in row.find_elements(By.TAG_NAME, "button")])
+    return rows
+
+
+def session_state(driver):
+    """The session cookie (HttpOnly, Secure, SameSite=Strict: checked) and the page's CSRF token."""
+    cookies = [c for c in driver.get_cookies() if c["name"] == "vmc_session"]
+    if len(cookies) != 1:
+        fail("no session cookie after the login: %s" % [c["name"] for c in driver.get_cookies()])
+    cookie = cookies[0]
+    if not (cookie.get("httpOnly") and cookie.get("secure") and cookie.get("sameSite") == "Strict"):
+        fail("the session cookie is not HttpOnly, Secure, SameSite=Strict: %s"
+             % {k: cookie.get(k) for k in ("httpOnly", "secure", "sameSite")})
+    csrf = driver.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value")
+    return cookie["value"], csrf
+
+
+def download(driver, downloads, vm):
+    """Click the VM's "Open SPICE" button; the saved .vv's path once Chromium has finished it."""
+    driver.find_element(By.ID, "spice.vv-%s" % vm).click()
+    path = os.path.join(downloads, "%s.vv" % vm)
+
+    def done():
+        names = os.listdir(downloads)
+        return os.path.exists(path) and not any(n.endswith(".crdownload") for n in names) and os.path.getsize(path) > 0
+    wait_for("Chromium to save %s.vv (folder: %s)" % (vm, os.listdir(downloads)), done)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if not text.startswith("[virt-viewer]"):
+        fail("%s.vv is not a virt-viewer file" % vm)
+    return path
+
+
+def post(portal, path, cookie=None, fields=None, headers=None):
+    """(status, content type) of a POST outside the browser, as a forger's or a script's request."""
+    data = urllib.parse.urlencode(fields or {}).encode()
+    request = urllib.request.Request(portal + path, data=data, method="POST", headers=dict(headers or {}))
+    if cookie:
+        request.add_header("Cookie", "vmc_session=" + cookie)
+    context = ssl.create_default_context(cafile=CA_FILE)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=WAIT) as answer:
+            return answer.status, answer.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", "")
+
+
+def forgery(driver, portal, cookie, csrf, downloads):
+    """A forger's requests, each refused; one request with everything right, accepted (the control)."""
+    origin = {"Origin": portal}
+    out = {
+        "no CSRF token": post(portal, "/vms/vm1/spice.vv", cookie, {}, origin)[0],
+        "wrong CSRF token": post(portal, "/vms/vm1/spice.vv", cookie, {"csrf": csrf[:-2] + "xx"}, origin)[0],
+        "other origin": post(portal, "/vms/vm1/spice.vv", cookie, {"csrf": csrf},
+                             {"Origin": "https://evil.example:8443"})[0],
+        "cross-site fetch": post(portal, "/vms/vm1/spice.vv", cookie, {"csrf": csrf},
+                                 {"Origin": portal, "Sec-Fetch-Site": "cross-site"})[0],
+        "header token, same origin (control)": post(portal, "/api/v1/vms/vm1/spice.vv", cookie, {},
+                                                    dict(origin, **{"X-CSRF-Token": csrf}))[0],
+    }
+    # A real cross-site form in the same browser: a page of another origin whose form posts to the
+    # portal (as an attacker's page would). Chromium sends Sec-Fetch-Site: cross-site and no cookie.
+    page = ('<!DOCTYPE html><html><body><form method="post" action="%s/vms/vm1/spice.vv">'
+            '<input type="hidden" name="csrf" value="guess"><button id="go" type="submit">win</button>'
+            '</form></body></html>' % portal).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        driver.get("http://127.0.0.1:%d/" % server.server_address[1])
+        driver.find_element(By.ID, "go").click()
+        wait_for("the portal's answer to the cross-site form", lambda: "Refused" in driver.title or "login" in driver.current_url)
+        out["cross-site form in the browser"] = text_of(driver)
+    finally:
+        server.shutdown()
+    time.sleep(1)
+    if os.listdir(downloads):
+        fail("the cross-site form made Chromium save %s" % os.listdir(downloads))
+    return out
+
+
+def log_in_with_password(driver, portal, user, password):
+    driver.get(portal + "/login")
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login").click()
+    wait_for("the page after the login", lambda: driver.find_elements(By.TAG_NAME, "h1"))
+
+
+def after_login(driver, downloads, job, result):
+    if driver.title != "Your consoles":
+        fail("the login did not lead to the VM list: %r: %s" % (driver.title, text_of(driver)[:300]))
+    result["cookie"], csrf = session_state(driver)
+    result["vms"] = vm_rows(driver)
+    result["user_line"] = driver.find_element(By.CSS_SELECTOR, "p.note").text
+    if job.get("forgery"):
+        result["forgery"] = forgery(driver, job["portal"], result["cookie"], csrf, downloads)
+        driver.get(job["portal"] + "/")
+    result["downloads"] = {vm: download(driver, downloads, vm) for vm in job.get("download", [])}
+    if job.get("disconnect"):
+        vm = job["disconnect"]
+        try:
+            driver.find_element(By.ID, "disconnect-%s" % vm).click()
+        except TimeoutException:          # the answer comes after every node's cut: waited for below
+            pass
+        start = time.monotonic()
+        wait_for("the answer to disconnect", lambda: "every session of" in text_of(driver) or "not cut" in text_of(driver)
+                 or driver.title == "Refused", CUT_WAIT)
+        result["disconnect_seconds"] = round(time.monotonic() - start, 1)
+        # The first note is the user line (name, log-out button); the message follows it.
+        notes = [note.text for note in driver.find_elements(By.CSS_SELECTOR, "p.note")]
+        result["disconnect"] = " | ".join(notes[1:]) if driver.title == "Your consoles" else text_of(driver)
+
+
+def main():
+    job = json.load(sys.stdin)
+    os.environ["SE_OFFLINE"] = "true"       # Selenium Manager must not look for drivers: Debian's are given
+    driver, downloads = browser(job["home"])
+    result = {}
+    try:
+        if job["action"] == "password":
+            log_in_with_password(driver, job["portal"], job["user"], job["password"])
+            after_login(driver, downloads, job, result)
+        elif job["action"] == "certificate":
+            driver.get(job["portal"] + "/login")
+            button = wait_for("the certificate login button", lambda: driver.find_elements(By.ID, "login-certificate"))
+            result["certificate_button"] = button[0].text
+            button[0].click()
+            wait_for("the page after the login", lambda: driver.title != "Console portal")
+            after_login(driver, downloads, job, result)
+        elif job["action"] == "lockout":
+            answers = []
+            for attempt in range(job["failures"] + 1):
+                password = job["password"] if attempt == job["failures"] else "wrong-%d" % attempt
+                log_in_with_password(driver, job["portal"], job["user"], password)
+                answers.append(driver.find_element(By.CSS_SELECTOR, "p.error").text
+                               if driver.find_elements(By.CSS_SELECTOR, "p.error") else driver.title)
+            result["answers"] = answers
+            result["cookies"] = [c["name"] for c in driver.get_cookies()]
+        else:
+            fail("unknown action %r" % job["action"])
+    finally:
+        driver.quit()
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
