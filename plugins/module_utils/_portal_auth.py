@@ -32,6 +32,8 @@ import string
 import threading
 import time
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import PROXY_USER_MAX, VM_NAME_PATTERN
+
 try:   # argon2id/argon2i hashes only; the crypt schemes need nothing beyond libxcrypt
     import argon2
     import argon2.exceptions
@@ -291,9 +293,8 @@ def dummy_verify(password):
 
 ROLES = ("console", "operator")    # lowest first: operator includes console
 METHODS = ("password", "certificate")
-NAME_MAX = 64                      # characters of a user or group name (a certificate CN's upper bound)
-VM_NAME_MAX = 64
-VM_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_MAX = PROXY_USER_MAX           # characters of a user or group name: portal users become proxy users
+VM_NAME_MAX = 64                    # what VM_NAME_PATTERN (the collection's one VM name grammar) allows
 VM_PATTERN_MAX = 256               # characters of an ACL pattern
 USER_KEYS = ("groups", "password_hash")
 ACL_KEYS = ("groups", "role", "users", "vms")

@@ -14,8 +14,6 @@ the cross-node tests: its VM is opened through the first node's portal, which as
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import http.client
 import json
 import os
@@ -30,6 +28,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth import hash_password
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_proxy_signer
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE, parse_vv
@@ -40,17 +39,6 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "r
 PASSWORDS = {"alice": "alice's long passphrase", "olga": "olga operates the cluster"}
 ACL = [{"users": ["alice", "carol"], "vms": ["vm1", "far*"], "role": "console"},
        {"users": ["olga"], "vms": ["*"], "role": "operator"}]
-
-
-def yescrypt(password):
-    """A yescrypt hash made by libxcrypt (low cost: a test)."""
-    lib = ctypes.CDLL(ctypes.util.find_library("crypt"))
-    lib.crypt_gensalt_rn.restype = ctypes.c_char_p
-    lib.crypt_rn.restype = ctypes.c_char_p
-    out = ctypes.create_string_buffer(192)
-    setting = lib.crypt_gensalt_rn(b"$y$", ctypes.c_ulong(1), None, 0, out, 192)
-    data = ctypes.create_string_buffer(32768)
-    return lib.crypt_rn(password.encode(), setting, data, 32768).decode()
 
 
 def have_aiohttp():
@@ -82,7 +70,7 @@ class PortalNode:
                       agent_socket=self.socket, acl=ACL, vm_nodes={}, cert_file=self.cert_file,
                       key_file=self.key_file, ca_file=pki.ca_file, audit_log=self.audit_log, session_idle=900,
                       session_absolute=3600, login=dict(max_failures=3, window=300, lockout=900), static_dir=STATIC,
-                      users={user: {"password_hash": yescrypt(password), "groups": []}
+                      users={user: {"password_hash": hash_password(password), "groups": []}
                              for user, password in PASSWORDS.items()})
         self.agent_config, self.portal_config = os.path.join(workdir, "agent.json"), os.path.join(workdir, "portal.json")
         _procs._write(self.agent_config, json.dumps(agent).encode(), 0o600)
