@@ -36,7 +36,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 
 CA_FILE = "/etc/vmconsole-scenario/cacert.pem"
 WAIT = 20        # seconds a page or a download may take
@@ -186,12 +186,24 @@ def forgery(driver, portal, cookie, csrf, downloads):
     return out
 
 
+def replaced(element):
+    """True once ``element``'s page is gone (the browser shows another document)."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
 def log_in_with_password(driver, portal, user, password):
     driver.get(portal + "/login")
     driver.find_element(By.ID, "user").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "login").click()
-    wait_for("the page after the login", lambda: driver.find_elements(By.TAG_NAME, "h1"))
+    # The login page has an h1 too: wait until the answer has replaced it (a busy machine may take seconds
+    # for the POST; reading the old page then gave its title instead of the answer).
+    form = driver.find_element(By.ID, "login")
+    form.click()
+    wait_for("the page after the login", lambda: replaced(form) and driver.find_elements(By.TAG_NAME, "h1"))
 
 
 def after_login(driver, downloads, job, result):
