@@ -26,8 +26,22 @@ def host_subject(value):
                              % type(value).__name__)
 
 
+def node_subjects(hosts, organization):
+    """The host certificate subject the pki role gives each of ``hosts`` (O=organization, CN=the inventory name),
+    in the order ``hosts`` has them: the identities of those nodes as QEMU compares a TLS client (see
+    node_subjects.yml)."""
+    if not isinstance(hosts, (list, tuple)) or not all(isinstance(host, str) and host for host in hosts):
+        raise AnsibleFilterError("node_subjects: give a list of inventory host names, not %r" % (hosts,))
+    if not isinstance(organization, str) or not organization:
+        raise AnsibleFilterError("node_subjects: the organization must be a non-empty string (pki_organization)")
+    try:
+        return [subject_from_pairs([("O", organization), ("CN", host)]) for host in hosts]
+    except ValueError as exc:
+        raise AnsibleFilterError("node_subjects: %s" % exc) from None
+
+
 class FilterModule:
     """Certificate subjects in the form spice-gtk and QEMU compare."""
 
     def filters(self):
-        return {"host_subject": host_subject}
+        return {"host_subject": host_subject, "node_subjects": node_subjects}

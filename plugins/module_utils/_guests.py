@@ -12,7 +12,8 @@ host to :func:`plan` (through the filter ``vmconsole.secure.qemu_vm_plan``) and 
 the answer into tasks. Every message names the variable (``qemu_vm_guests[<i>].<key>``) and
 the reason.
 
-Who may open a guest's serial console (``qemu_vm_serial_clients``, a guest's ``serial_clients``)
+Who may open a guest's serial console (``qemu_vm_serial_clients``, a guest's ``serial_clients``, and the
+console portals' nodes of ``qemu_vm_serial_relays``)
 is QEMU's TLS authorization list (``_serial_clients.py``): the command line reads it from the
 environment variable ``VMCONSOLE_SERIAL_AUTHZ``, set in its own drop-in
 (``serial-clients.conf``), so a change to the list does not change ``guest.conf`` and does not
@@ -182,6 +183,7 @@ def input_errors(settings):
     if _is_list(clients) and clients and not _bool(settings["qemu_vm_serial_verify_peer"]):
         out.append("qemu_vm_serial_clients is not empty, but qemu_vm_serial_verify_peer is false: QEMU checks the list "
                    "only while it verifies client certificates (set qemu_vm_serial_clients: [] to admit any client)")
+    out.extend(identities_errors("qemu_vm_serial_relays", settings["qemu_vm_serial_relays"]))
     user = settings["qemu_vm_user"]
     if not isinstance(user, str) or not USER_RE.match(user) or user == "root":
         out.append("qemu_vm_user '%s' must be an unprivileged system user name (not root)" % _text(user))
@@ -190,6 +192,11 @@ def input_errors(settings):
         out.append("qemu_vm_sandbox must keep elevateprivileges=allow: with deny or children "
                    "the filter kills QEMU when it gives up root (-runas, -run-with user=)")
     return out + ranges
+
+
+def _with_relays(clients, relays):
+    """``clients`` followed by the ``relays`` they do not name already."""
+    return list(clients) + [relay for relay in relays if relay not in clients]
 
 
 def guest_list(settings):
@@ -215,7 +222,9 @@ def guest_list(settings):
             "serial": serial,
             # QEMU's list of the client identities admitted to the serial console (verify-peer=on only).
             "serial_authz": serial and _bool(settings["qemu_vm_serial_verify_peer"]),
-            "serial_clients": list(g.get("serial_clients", settings["qemu_vm_serial_clients"])),
+            # The people, then the console portals' nodes that relay the browser's serial console.
+            "serial_clients": _with_relays(g.get("serial_clients", settings["qemu_vm_serial_clients"]),
+                                           settings["qemu_vm_serial_relays"]),
             "serial_clients_conf": dropin + "/serial-clients.conf",
             "spice_plain_port": spice and _bool(g.get("spice_plain_port", settings["qemu_vm_spice_plain_port"])),
             "incoming": state == "incoming",

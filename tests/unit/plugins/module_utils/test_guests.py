@@ -547,6 +547,28 @@ def test_by_default_no_serial_console_admits_anyone():
     assert [g["serial_clients"] for g in p["present"]] == [[], []]
 
 
+HV1, HV2 = "O=vmconsole.secure,CN=hv1", "O=vmconsole.secure,CN=hv2"
+
+
+def test_the_portal_nodes_join_every_guests_list_after_its_people():
+    s = settings([{"name": "a"}, {"name": "b", "serial_clients": [BOB, HV1]}, {"name": "d", "serial_clients": []}],
+                 qemu_vm_serial_clients=[ALICE], qemu_vm_serial_relays=[HV1, HV2])
+    p = _guests.plan(s, host())
+    assert [g["serial_clients"] for g in p["present"]] == [[ALICE, HV1, HV2], [BOB, HV1, HV2], [HV1, HV2]]
+    assert p["serial_closed"] == []           # reachable through a portal (whose ACL decides who)
+    assert '\\"match\\":\\"O=vmconsole.secure,CN=hv2\\"' in p["serial_env"]["d"]
+    assert SETTINGS["qemu_vm_serial_relays"] == []
+
+
+def test_malformed_relays_stop_the_role_naming_the_variable():
+    assert one_error([{"name": "a1"}], qemu_vm_serial_relays=["CN=hv1, O=x"]).startswith(
+        'qemu_vm_serial_relays[0] "CN=hv1, O=x" is not a client certificate subject as QEMU compares it')
+    assert one_error([{"name": "a1"}], qemu_vm_serial_relays=HV1).startswith(
+        "qemu_vm_serial_relays must be a list of client certificate subjects")
+    # Without verify-peer QEMU admits any certificate of the CA: the relays need no list then.
+    assert errors([{"name": "a1"}], qemu_vm_serial_relays=[HV1], qemu_vm_serial_verify_peer=False) == []
+
+
 def test_running_guests_that_do_not_restart_get_the_list_live():
     s = settings([{"name": "a"}, {"name": "b", "state": "incoming"}, {"name": "c"}, {"name": "d", "state": "stopped"},
                   {"name": "e"}, {"name": "f", "serial": False}], qemu_vm_serial_clients=[ALICE])
