@@ -6,10 +6,11 @@ portal, for the portal scenario's verify (test code, runs on the client with the
 Reads one JSON object on stdin, so no password reaches a command line:
 
   {"action": "password", "portal": "https://hv1:8443", "home": DIR, "user": U, "password": P,
-   "download": [VM, ...], "disconnect": VM, "forgery": true}
+   "download": [VM, ...], "serial": VM, "disconnect": VM, "forgery": true}
       log in with the password form; the VMs listed; then, in this order and each when given: the
       requests a forger would send (forgery), each VM's "Open SPICE" button (the .vv saved into
-      DIR/downloads), the VM's "Disconnect everyone" button.
+      DIR/downloads), the VM's "Serial in the browser" page (the guest's line shows in the terminal,
+      a typed word comes back: tests/guest_image.py's guest echoes), the VM's "Disconnect everyone" button.
   {"action": "certificate", "portal": ..., "home": DIR, "download": [...]}
       the same after the login with the client certificate in DIR's NSS database (Chromium picks it
       without a prompt: the managed policy AutoSelectCertificateForUrls).
@@ -25,6 +26,7 @@ portal does not behave: these are assertions, not only a driver.
 import http.server
 import json
 import os
+import re
 import ssl
 import sys
 import threading
@@ -206,6 +208,23 @@ def log_in_with_password(driver, portal, user, password):
     wait_for("the page after the login", lambda: replaced(form) and driver.find_elements(By.TAG_NAME, "h1"))
 
 
+def terminal_text(driver):
+    return driver.execute_script("var rows = document.querySelector('.xterm-rows'); return rows ? rows.innerText : '';")
+
+
+def serial_console(driver, portal, vm):
+    """The VM's "Serial in the browser" page: the guest's line in the terminal, then a typed word echoed; what the
+    page showed (its state line, the guest's last line, the echo)."""
+    driver.find_element(By.ID, "browser-serial-%s" % vm).click()
+    line = wait_for("the guest's line in the browser's terminal",
+                    lambda: re.search(r"vmconsole serial console ok \d+", terminal_text(driver)), CUT_WAIT)
+    state = driver.find_element(By.ID, "console-state").text
+    driver.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys("typed-in-chromium")
+    wait_for("the guest's echo of what was typed", lambda: "typed-in-chromium" in terminal_text(driver), CUT_WAIT)
+    errors = [entry["message"][:200] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return dict(state=state, line=line.group(0), echoed=True, errors=errors, url=driver.current_url.replace(portal, ""))
+
+
 def after_login(driver, downloads, job, result):
     if driver.title != "Your consoles":
         fail("the login did not lead to the VM list: %r: %s" % (driver.title, text_of(driver)[:300]))
@@ -216,6 +235,9 @@ def after_login(driver, downloads, job, result):
         result["forgery"] = forgery(driver, job["portal"], result["cookie"], csrf, downloads)
         driver.get(job["portal"] + "/")
     result["downloads"] = {vm: download(driver, downloads, vm) for vm in job.get("download", [])}
+    if job.get("serial"):
+        result["serial"] = serial_console(driver, job["portal"], job["serial"])
+        driver.get(job["portal"] + "/")
     if job.get("disconnect"):
         vm = job["disconnect"]
         try:
