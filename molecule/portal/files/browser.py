@@ -214,7 +214,8 @@ def terminal_text(driver):
 
 def serial_console(driver, portal, vm):
     """The VM's "Serial in the browser" page: the guest's line in the terminal, then a typed word echoed; what the
-    page showed (its state line, the guest's last line, the echo)."""
+    page showed (its state line, the guest's last line, the echo, the browser's errors on this page)."""
+    driver.get_log("browser")               # read (and so cleared): what earlier pages logged is not this page's
     driver.find_element(By.ID, "browser-serial-%s" % vm).click()
     line = wait_for("the guest's line in the browser's terminal",
                     lambda: re.search(r"vmconsole serial console ok \d+", terminal_text(driver)), CUT_WAIT)
