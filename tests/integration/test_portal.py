@@ -834,3 +834,132 @@ def test_the_vnc_console_in_the_browser_through_the_relay(vnc_portal):
     issued = [json.loads(line) for line in _procs.read_log(node.tickets_log, 10 ** 6).splitlines() if line.strip()]
     assert [(r["protocol"], r["proxy_user"]) for r in issued] == [("vnc", "alice")]
     assert_no_secret(node, ticket, browser.cookie)
+
+
+def test_the_vnc_relay_refuses_other_origins_and_ends_at_logout(vnc_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    alice = Browser(node)
+    alice.login("alice")
+
+    async def scenario():
+        out = {}
+        out["other origin"] = (await open_relay(alice, vnc_relay_ticket(alice), origin="https://evil.example"))[0]
+        out["no session"] = (await open_relay(alice, vnc_relay_ticket(alice), cookie=False))[0]
+        sock, session = await open_relay(alice, vnc_relay_ticket(alice))
+        try:
+            await rfb_viewer(sock)
+            loop = asyncio.get_running_loop()
+            assert (await loop.run_in_executor(None, alice.post, "/logout"))[0] == 303
+            while not sock.closed:
+                await sock.receive(timeout=20)                          # framebuffer updates, then the close
+            out["after logout"] = sock.close_code
+        finally:
+            await session.close()
+        return out
+    assert asyncio.run(scenario()) == {"other origin": 403, "no session": 401, "after logout": 4001}
+    closed = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"],
+                               10, what="the relay's closing audit line")
+    assert [(r["console"], r["reason"]) for r in closed] == [("vnc", "session_ended")]
+
+
+class SerialTap:
+    """What the guest writes on COM1, read through the portal's serial relay in a thread of its own (a session of
+    ``browser``'s), for a test that drives a real browser meanwhile."""
+
+    def __init__(self, browser):
+        import threading  # pylint: disable=import-outside-toplevel
+        self.browser, self.seen, self.lock = browser, b"", threading.Lock()
+        self.stop = threading.Event()
+        self.ticket = re.search(r'data-ticket="([^"]+)"', browser.post("/vms/vm1/browser/serial")[2]).group(1)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import asyncio  # pylint: disable=import-outside-toplevel
+
+        async def read():
+            sock, session = await open_relay(self.browser, self.ticket)
+            try:
+                while not self.stop.is_set() and not sock.closed:
+                    try:
+                        message = await sock.receive(timeout=0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                    if isinstance(message.data, bytes):
+                        with self.lock:
+                            self.seen += message.data
+            finally:
+                await sock.close()
+                await session.close()
+        asyncio.run(read())
+
+    def text(self):
+        with self.lock:
+            return self.seen
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+
+
+def canvas_colours(driver):
+    """How many distinct colours noVNC's canvas shows (1: blank)."""
+    return driver.execute_script(
+        "var c = document.querySelector('#console canvas'); if (!c || !c.width) { return 0; }"
+        "var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, seen = new Set();"
+        "for (var i = 0; i < d.length; i += 4) { seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }"
+        "return seen.size;")
+
+
+def german_key(driver, code, key, vk, modifiers=0):
+    """A key press as Chromium gets it from a German (de) keyboard layout: ``code`` is the physical key, ``key``
+    what the layout makes of it (CDP Input.dispatchKeyEvent, as the OS would deliver it)."""
+    for kind in ("rawKeyDown", "keyUp"):
+        event = dict(type=kind, code=code, key=key, windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk,
+                     modifiers=modifiers)
+        if kind == "rawKeyDown" and len(key) == 1:
+            driver.execute_cdp_cmd("Input.dispatchKeyEvent", dict(event, type="keyDown", text=key))
+        else:
+            driver.execute_cdp_cmd("Input.dispatchKeyEvent", event)
+
+
+def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_portal, chromium, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    node, driver = vnc_portal, chromium
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    driver.find_element(By.ID, "browser-vnc-vm1").click()
+    wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
+                    "noVNC connected")
+    wait_in_browser(driver, node, lambda d: canvas_colours(d) > 1, 30, "the VM's screen on the canvas")
+    canvas = driver.find_element(By.CSS_SELECTOR, "#console canvas")
+    (tmp_path / "vnc-canvas.png").write_bytes(canvas.screenshot_as_png)     # SeaBIOS's text screen, for a person
+    assert driver.find_element(By.ID, "console").get_attribute("data-desktop") == "QEMU (vm1)"
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors                                 # no script blocked, no CSP violation
+    other = Browser(node)
+    other.login("alice")
+    tap = SerialTap(other)
+    try:
+        ActionChains(driver).click(canvas).send_keys("hello").perform()
+        wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
+                        "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
+        # A German keyboard: the key labelled Z is where a US keyboard has Y. noVNC sends the physical key (QEMU's
+        # extended key events), so the guest gets its scan code (15) and its own (de) layout makes the "z"; the
+        # BIOS here maps with the US layout, so it reports "y".
+        german_key(driver, "KeyY", "z", 0x5A)
+        wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30, "the guest's report of de 'z'")
+    finally:
+        tap.close()
+    # Logging out (in another tab of the same session) ends the console in this one, with a clear message.
+    driver.switch_to.new_window("tab")
+    driver.get(node.url + "/")
+    driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    driver.switch_to.window(driver.window_handles[0])
+    wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
+                    "end of the console at logout")
