@@ -912,16 +912,21 @@ def canvas_colours(driver):
         "return seen.size;")
 
 
-def german_key(driver, code, key, vk, modifiers=0):
+def german_key(driver, code, key, vk, altgr=False):
     """A key press as Chromium gets it from a German (de) keyboard layout: ``code`` is the physical key, ``key``
-    what the layout makes of it (CDP Input.dispatchKeyEvent, as the OS would deliver it)."""
-    for kind in ("rawKeyDown", "keyUp"):
+    what the layout makes of it, ``altgr`` with AltGr (right Alt) held (CDP Input.dispatchKeyEvent, as the OS would
+    deliver them)."""
+    def send(kind, code, key, vk, text=None, modifiers=0):
         event = dict(type=kind, code=code, key=key, windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk,
                      modifiers=modifiers)
-        if kind == "rawKeyDown" and len(key) == 1:
-            driver.execute_cdp_cmd("Input.dispatchKeyEvent", dict(event, type="keyDown", text=key))
-        else:
-            driver.execute_cdp_cmd("Input.dispatchKeyEvent", event)
+        driver.execute_cdp_cmd("Input.dispatchKeyEvent", dict(event, text=text) if text else event)
+    modifiers = 1 if altgr else 0                                       # CDP: 1 = Alt
+    if altgr:
+        send("rawKeyDown", "AltRight", "AltGraph", 0x12, modifiers=modifiers)
+    send("keyDown", code, key, vk, text=key, modifiers=modifiers)
+    send("keyUp", code, key, vk, modifiers=modifiers)
+    if altgr:
+        send("keyUp", "AltRight", "AltGraph", 0x12)
 
 
 def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_portal, chromium, tmp_path):
@@ -949,11 +954,14 @@ def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_port
         ActionChains(driver).click(canvas).send_keys("hello").perform()
         wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
                         "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
-        # A German keyboard: the key labelled Z is where a US keyboard has Y. noVNC sends the physical key (QEMU's
-        # extended key events), so the guest gets its scan code (15) and its own (de) layout makes the "z"; the
-        # BIOS here maps with the US layout, so it reports "y".
+        # A German keyboard: the key labelled Z is where a US keyboard has Y, and "@" is AltGr+Q. noVNC sends the
+        # physical keys (QEMU's extended key events), so the guest gets their scan codes and its own (de) layout
+        # makes the characters; the BIOS here maps with the US layout: "y" for scan code 15, Alt+Q (scan code 10,
+        # no ASCII) for AltGr+Q.
         german_key(driver, "KeyY", "z", 0x5A)
         wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30, "the guest's report of de 'z'")
+        german_key(driver, "KeyQ", "@", 0x51, altgr=True)
+        wait_in_browser(driver, node, lambda d: b"[10\x00]" in tap.text(), 30, "the guest's report of de '@'")
     finally:
         tap.close()
     # Logging out (in another tab of the same session) ends the console in this one, with a clear message.
