@@ -971,3 +971,28 @@ def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_port
     driver.switch_to.window(driver.window_handles[0])
     wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
                     "end of the console at logout")
+
+
+def test_an_operators_cut_ends_the_vnc_console(vnc_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    alice, olga = Browser(node), Browser(node)
+    alice.login("alice")
+    olga.login("olga")
+
+    async def scenario():
+        sock, session = await open_relay(alice, vnc_relay_ticket(alice))
+        try:
+            await rfb_viewer(sock)
+            loop = asyncio.get_running_loop()
+            status = (await loop.run_in_executor(None, olga.post, "/vms/vm1/disconnect"))[0]
+            while not sock.closed:
+                await sock.receive(timeout=30)
+            return status, sock.close_code
+        finally:
+            await sock.close()
+            await session.close()
+    assert asyncio.run(scenario()) == (303, 1000)
+    closed = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"],
+                               10, what="the relay's closing audit line")
+    assert [(r["console"], r["reason"]) for r in closed] == [("vnc", "console_closed")]
