@@ -10,7 +10,10 @@ sets COM1 (I/O 0x3F8) to 115200 baud, 8N1, FIFOs on, no UART interrupts, then fo
 
 - prints ``vmconsole serial console ok <n>\\r\\n`` (n = 0, 1, 2, ... in decimal),
 - for about one second (18 BIOS timer ticks of 55 ms), echoes every byte received on COM1
-  back to COM1, sleeping with ``hlt`` between timer ticks so an idle guest costs no CPU.
+  back to COM1, and writes every key the BIOS keyboard buffer gets (INT 16h) to COM1 as
+  ``[`` + its scan code in two upper-case hex digits + the BIOS's ASCII byte (US layout; 0 for
+  none) + ``]`` (e.g. ``[15y]`` for the key right of T), sleeping with ``hlt`` between timer
+  ticks and keys so an idle guest costs no CPU.
 
 The bytes are assembled here by hand (two passes for the jump targets), the listing next to
 each instruction; no assembler is needed on a lab host. Use it as a script::
@@ -125,6 +128,30 @@ def boot_sector():
     op([0xE8], ("rel16", "putc"))           # call putc          (echo it)
     op([0xEB], ("rel8", "wait"))            # jmp  wait          (drain the FIFO first)
     label("idle")
+    op([0xB4, 0x01])                        # mov  ah, 1
+    op([0xCD, 0x16])                        # int  16h           (a key waiting? ZF=0 if so)
+    op([0x74], ("rel8", "ticks"))           # jz   ticks
+    op([0xB4, 0x00])                        # mov  ah, 0
+    op([0xCD, 0x16])                        # int  16h           (take it: ah = scan code, al = ASCII)
+    op([0x50])                              # push ax
+    op([0xB0, ord("[")])                    # mov  al, '['
+    op([0xE8], ("rel16", "putc"))           # call putc
+    op([0x58])                              # pop  ax
+    op([0x50])                              # push ax
+    op([0x88, 0xE0])                        # mov  al, ah
+    op([0xC0, 0xE8, 0x04])                  # shr  al, 4
+    op([0xE8], ("rel16", "hexdigit"))       # call hexdigit
+    op([0x58])                              # pop  ax
+    op([0x50])                              # push ax
+    op([0x88, 0xE0])                        # mov  al, ah
+    op([0x24, 0x0F])                        # and  al, 0x0F
+    op([0xE8], ("rel16", "hexdigit"))       # call hexdigit
+    op([0x58])                              # pop  ax
+    op([0xE8], ("rel16", "putc"))           # call putc          (the ASCII byte)
+    op([0xB0, ord("]")])                    # mov  al, ']'
+    op([0xE8], ("rel16", "putc"))           # call putc
+    op([0xEB], ("rel8", "wait"))            # jmp  wait
+    label("ticks")
     op(bytes([0xA1]) + _u16(BDA_TICKS))     # mov  ax, [0x046C]
     op([0x29, 0xD8])                        # sub  ax, bx
     op([0x83, 0xF8, TICKS_PER_LINE])        # cmp  ax, 18
@@ -132,6 +159,11 @@ def boot_sector():
     op([0xF4])                              # hlt                (sleep until the next interrupt)
     op([0xEB], ("rel8", "wait"))            # jmp  wait
 
+    label("hexdigit")                       # send the hex digit of al (0-15) on COM1
+    op([0x04, ord("0")])                    # add  al, '0'
+    op([0x3C, ord("9")])                    # cmp  al, '9'
+    op([0x76, 0x02])                        # jbe  +2            (skip the add)
+    op([0x04, 0x07])                        # add  al, 7         ('A'-'9'-1)
     label("putc")                           # send al on COM1; keeps every register
     op([0x52])                              # push dx
     op([0x50])                              # push ax

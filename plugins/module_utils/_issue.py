@@ -102,15 +102,16 @@ def _checked(check, value, prefix=""):
         raise OptionError(prefix + str(exc)) from None
 
 
-def node_proxy_defaults(params):
+def node_proxy_defaults(params, relay=False):
     """``proxy`` (and ``proxy_user``) from the node's connect_proxy fact where they are not given; ``proxy=""``: none.
 
-    Only for a qemu_vm guest (``vm``) and SPICE or serial: the proxy's destination check knows those guests only.
+    Only for a qemu_vm guest (``vm``) and SPICE or serial (or VNC for the portal's ``relay``): the proxy's destination
+    check knows those guests only, and remote-viewer takes a proxy for SPICE only.
     """
     if params["proxy"] == "":
         params["proxy"] = None
         return
-    if params["proxy"] is not None or params["vm"] is None or params["protocol"] == "vnc":
+    if params["proxy"] is not None or params["vm"] is None or (params["protocol"] == "vnc" and not relay):
         return
     fact = _checked(read_proxy_fact, params["proxy_fact_file"], "proxy_fact_file: ")
     if fact is None:
@@ -128,8 +129,12 @@ def node_proxy_defaults(params):
         params["proxy_user"] = params["controller_user"]
 
 
-def check_options(params, warn):
-    """Validate everything that needs no QEMU; the ttl as int. ``warn(text)`` gets warnings."""
+def check_options(params, warn, relay=False):
+    """Validate everything that needs no QEMU; the ttl as int. ``warn(text)`` gets warnings.
+
+    ``relay``: the console portal's relay is the VNC client (``_relay_vnc``), not remote-viewer: a VNC ticket may come
+    with a proxy and a proxy token then (the relay goes through the VM node's proxy as remote-viewer does for SPICE).
+    """
     protocol = params["protocol"]
     ttl = _checked(validate_ttl, params["ttl"])
     if protocol == "serial":
@@ -140,7 +145,7 @@ def check_options(params, warn):
     else:
         _checked(lambda password: validate_ticket(protocol, password), params["password"], "password: ")
     if protocol == "vnc":
-        for option in ("proxy", "host_subject"):
+        for option in ("host_subject",) if relay else ("proxy", "host_subject"):
             if params[option] is not None:
                 raise OptionError("%s is SPICE-only: remote-viewer cannot use it for a VNC console" % option)
         if params["connected"] != "keep":
@@ -149,7 +154,7 @@ def check_options(params, warn):
     if params["proxy"] is not None:
         _checked(check_proxy_url, params["proxy"])
     if params["proxy_user"] is not None:
-        check_proxy_token_options(params)
+        check_proxy_token_options(params, relay)
     if params["host_subject"] is not None:
         _checked(parse_subject, params["host_subject"], "host_subject: ")
     if params["libvirt_domain"] is None:
@@ -188,9 +193,9 @@ def vm_name(params):
     return params["vm"] or params["libvirt_domain"]
 
 
-def check_proxy_token_options(params):
-    """The options a proxy token needs, before anything is read or sent."""
-    if params["protocol"] == "vnc":
+def check_proxy_token_options(params, relay=False):
+    """The options a proxy token needs, before anything is read or sent (``relay``: see :func:`check_options`)."""
+    if params["protocol"] == "vnc" and not relay:
         raise OptionError("proxy_user is for SPICE and serial consoles only: remote-viewer uses a proxy for SPICE "
                           "consoles only")
     if params["proxy"] is None and params["protocol"] == "spice":
@@ -298,8 +303,12 @@ def issue_ticket(module, console, *, ttl, ca_pem, host_subject, keys, kept):
     if keys is not None:
         # The token leaves the node only inside "vv", which the action plugin drops.
         token = mint_token(params, keys)
-        parts = urlsplit(proxy)
-        proxy = proxy_url(parts.hostname, parts.port or 3128, token.username, token.token)
+        if protocol == "spice":
+            parts = urlsplit(proxy)
+            proxy = proxy_url(parts.hostname, parts.port or 3128, token.username, token.token)
+        else:       # VNC for the portal's relay (prepare(relay=True)): remote-viewer's .vv has no proxy for VNC
+            proxy = None
+            result["relay_handover"] = dict(proxy_token=token.token)
         result.update(proxy_username=token.username, proxy_token_expires=token.expires,
                       proxy_token_key_id=token.key_id)
     # What the .vv holds besides the ticket; the action plugin renders it and drops this key. With TLS the
@@ -369,15 +378,16 @@ def issue_serial(module, console, keys):
     return result
 
 
-def prepare(module):
+def prepare(module, relay=False):
     """Everything that needs no console, in the order the module checks it: ``(ttl, ca_pem, host_subject, keys, kept)``.
 
     Fills ``proxy``/``proxy_user`` from the node's proxy fact (:func:`node_proxy_defaults`); OptionError on bad input,
-    before anything is read from or sent to QEMU.
+    before anything is read from or sent to QEMU. ``relay``: for the console portal's VNC relay (see
+    :func:`check_options`); console_ticket never sets it.
     """
     params = module.params
-    node_proxy_defaults(params)
-    ttl = check_options(params, module.warn)
+    node_proxy_defaults(params, relay)
+    ttl = check_options(params, module.warn, relay)
     ca_pem, host_subject = spice_tls(params) if params["protocol"] == "spice" else (None, None)
     keys = read_proxy_signer(params)
     kept = ticket_file_path(params)

@@ -77,6 +77,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
     RelayTickets,
     open_through_proxy,
 )
+from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import BrowserBytes, greet_browser, open_vnc, vendored_static
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE
 
@@ -84,10 +85,13 @@ COOKIE = "vmc_session"
 STATIC_DIR = "/usr/lib/vmconsole/portal/static"
 # The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
 STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
-                "xterm/xterm.css": "text/css"}
+                "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript"}
+# ...and the vendored noVNC's ES modules (novnc/core/..., novnc/vendor/...), as its vendor.json lists them.
 # The browser console's page lets xterm.js add its own <style> elements (theme, cell size); scripts stay 'self'.
 CONSOLE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self'; "
                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# noVNC draws the VM's mouse pointer as a CSS cursor from a data: URL of its canvas.
+VNC_CSP = CONSOLE_CSP.replace("img-src 'self'", "img-src 'self' data:")
 MAX_BODY = 4096
 NODE_TIMEOUT = 5.0          # seconds a node's portal or agent may take to answer
 WHERE_CACHE = 2.0           # seconds an issuance may go by the last answer of where each VM runs
@@ -263,6 +267,8 @@ def vms_page(identity, vms, problems, message=None):
         actions = []
         if vm["here"] and "spice" in vm["consoles"]:
             actions.append(_button(vm["name"], "spice.vv", "Open SPICE (remote-viewer)", session.csrf))
+        if vm["here"] and "vnc" in vm["consoles"]:
+            actions.append(_button(vm["name"], "browser/vnc", "VNC in the browser", session.csrf))
         if vm["here"] and "serial" in vm["consoles"]:
             actions.append(_button(vm["name"], "browser/serial", "Serial in the browser", session.csrf))
             actions.append(_button(vm["name"], "serial", "Serial console command", session.csrf))
@@ -320,6 +326,7 @@ class Portal:
         self._where = None                              # (when, cluster_vms()) for issuances
         self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
         self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
+        self.static_files = dict(STATIC_FILES, **vendored_static(config.static_dir))
 
     # --- audit
     def audit(self, event, request, **fields):
@@ -694,6 +701,14 @@ CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the cons
 SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
 
 
+# What each browser console's page loads: (title, scripts, stylesheets, Content-Security-Policy).
+CONSOLE_PAGES = {
+    "serial": ("Serial", '<script src="/static/xterm/xterm.js"></script><script src="/static/browser-console.js"></script>',
+               ["/static/xterm/xterm.css"], CONSOLE_CSP),
+    "vnc": ("VNC", '<script type="module" src="/static/vnc-console.js"></script>', [], VNC_CSP),
+}
+
+
 async def browser_console(request):
     """A relay ticket for a browser console of the VM: the page (with the ticket in a data attribute; the script is a
     file of its own) or, for the API, JSON."""
@@ -713,13 +728,13 @@ async def browser_console(request):
     if _api(request):
         return web.json_response(dict(vm=vm, console=console, ticket=ticket, url="/relay/v1",
                                       expires_in=RELAY_TICKET_TTL))
+    title, scripts, styles, policy = CONSOLE_PAGES[console]
     body = ('<div id="console" data-ticket="%s" data-vm="%s" data-console="%s"></div>'
-            '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
-            '<script src="/static/xterm/xterm.js"></script><script src="/static/browser-console.js"></script>'
-            % (_e(ticket), _e(vm), _e(console)))
-    return web.Response(text=page("%s console of %s" % (console.capitalize(), vm), body, identity.user,
-                                  identity.session.csrf, styles=["/static/xterm/xterm.css"]),
-                        content_type="text/html", headers={"Content-Security-Policy": CONSOLE_CSP})
+            '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>%s'
+            % (_e(ticket), _e(vm), _e(console), scripts))
+    return web.Response(text=page("%s console of %s" % (title, vm), body, identity.user,
+                                  identity.session.csrf, styles=styles),
+                        content_type="text/html", headers={"Content-Security-Policy": policy})
 
 
 async def relay(request):
@@ -759,9 +774,21 @@ async def relay(request):
             entry, answer = await portal.issue(request, identity, found.vm, found.console)
             node = entry["node"]
             proxy = urlsplit(answer.get("proxy") or portal.config.proxy or "")
-            reader, writer = await open_through_proxy(proxy.hostname, proxy.port or 3128, answer["node"],
-                                                      answer["serial_port"], answer["proxy_username"], answer["token"],
-                                                      portal.client_context)
+            if found.console == "vnc":
+                reader, writer = await open_vnc(proxy.hostname, proxy.port or 3128, answer["node"], answer["vnc_port"],
+                                                answer["proxy_username"], answer["token"], answer["password"],
+                                                portal.client_context)
+                try:
+                    early = await _greet_vnc_browser(sock)
+                except RelayError:
+                    writer.close()
+                    raise
+                writer.write(early)                     # the browser's ClientInit, for QEMU
+                counts[0] += len(early)
+            else:
+                reader, writer = await open_through_proxy(proxy.hostname, proxy.port or 3128, answer["node"],
+                                                          answer["serial_port"], answer["proxy_username"],
+                                                          answer["token"], portal.client_context)
         except (Refused, RelayError, KeyError) as exc:
             reason = getattr(exc, "reason", "agent")
             await sock.close(code=CLOSE_UNREACHABLE, message=str(exc)[:120].encode("utf-8", "replace"))
@@ -778,6 +805,20 @@ async def relay(request):
         portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
                      result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
                      seconds=round(time.monotonic() - started, 1), session=session.id)
+
+
+async def _greet_vnc_browser(sock):
+    """RFB's handshake with noVNC (``_relay_vnc.greet_browser``, security type None) on the WebSocket; the bytes the
+    browser sent beyond it (its ClientInit)."""
+
+    async def receive():
+        message = await sock.receive()
+        if message.type == web.WSMsgType.BINARY:
+            return message.data
+        return message.data.encode("utf-8") if message.type == web.WSMsgType.TEXT else None
+    browser = BrowserBytes(receive)
+    await greet_browser(browser.read, sock.send_bytes)
+    return browser.rest
 
 
 async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
@@ -908,14 +949,15 @@ async def static(request):
     name = request.match_info["name"]
     if name == "portal.css":
         return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
-    if name not in STATIC_FILES:
+    kinds = _portal(request).static_files
+    if name not in kinds:
         raise web.HTTPNotFound()
     try:
         with open(os.path.join(_portal(request).config.static_dir, name), "rb") as handle:
             body = handle.read()
     except OSError:
         raise web.HTTPNotFound() from None
-    return web.Response(body=body, content_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=3600"})
+    return web.Response(body=body, content_type=kinds[name], headers={"Cache-Control": "max-age=3600"})
 
 
 def server_context(config):

@@ -22,6 +22,10 @@ ticket code of its own. What needs root goes through this agent, a root service 
       ``console_ticket`` (``_issue``); the answer holds the ``.vv`` text (the one renderer, ``_vv``).
   ``{"op": "serial", "vm": V, "user": U, "proxy": URL, "client": ADDRESS}``
       a proxy token for U to V's serial console and the client command (``_issue``, protocol=serial).
+  ``{"op": "vnc", "vm": V, "user": U, "proxy": URL, "client": ADDRESS}``
+      for the portal's VNC relay (``_relay_vnc``): a VNC ticket set on V (which must run here) and a proxy token
+      for U to V's VNC console (``_issue``, protocol=vnc, relay); the answer holds both, the port and the node. The
+      relay authenticates to QEMU with the ticket; the browser never sees it.
   ``{"op": "cut", "vm": V, "user": BY, "client": ADDRESS}``
       every console session of V cut and its tokens revoked on this node (``_sessions``, the code
       of ``console_session``); V need not run here (a hop through this node's proxy is cut too).
@@ -64,7 +68,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._vv import check_
 
 AGENT_SOCKET = "/run/vmconsole-portal/agent.sock"
 MAX_REQUEST = 8192
-OPS = ("vms", "spice", "serial", "cut")
+OPS = ("vms", "spice", "serial", "vnc", "cut")
 ERRORS = ("bad_request", "unknown_vm", "not_here", "console", "failed")
 # QMP run states in which the VM is this node's (a migration target waits in "inmigrate", a source that
 # handed over is "postmigrate").
@@ -198,7 +202,7 @@ def _audit_fields(request):
 
 
 def issue_console(config, request):
-    """op spice or serial: issue through ``_issue`` on the VM, which must run on this node."""
+    """op spice, serial or vnc: issue through ``_issue`` on the VM, which must run on this node."""
     vm, protocol = request["vm"], request["op"]
     if vm not in local_vms(config) or vm_state(config, vm) not in HERE_STATES:
         raise Refusal("not_here", "vm %s does not run on %s" % (vm, config.node))
@@ -217,9 +221,11 @@ def issue_console(config, request):
     if protocol == "spice":
         params.update(password=new_ticket("spice"), ttl=config.ticket_ttl, title=vm)
         params.pop("ticket_file")      # the default: kept for a migration, as console_ticket does
+    elif protocol == "vnc":
+        params.update(password=new_ticket("vnc"), ttl=config.ticket_ttl)
     module = LocalModule(ISSUE_ARGUMENT_SPEC, params, _audit_fields(request))
     try:
-        prepared = prepare(module)
+        prepared = prepare(module, relay=protocol == "vnc")
         with QMPConsole(module) as console:
             result = issue(module, console, prepared)
     except OptionError as exc:
@@ -232,6 +238,9 @@ def issue_console(config, request):
                   warnings=module.warnings)
     if protocol == "spice":
         answer["vv"] = render_vv(password=params["password"], **result["vv"])
+    elif protocol == "vnc":
+        answer.update(vnc_port=result["port"], password=params["password"], proxy_username=result["proxy_username"],
+                      token=result["relay_handover"]["proxy_token"], proxy=module.params["proxy"])
     else:
         answer.update(command=result["command"], argv=result["argv"], serial_port=result["serial_port"],
                       proxy_username=result["proxy_username"], token=result["serial_handover"]["proxy_token"],

@@ -28,7 +28,7 @@ import time
 
 RELAY_TICKET_TTL = 30
 RELAY_TICKETS_MAX = 10000
-CONSOLES = ("serial",)
+CONSOLES = ("serial", "vnc")
 
 Relay = collections.namedtuple("Relay", "user vm console session expires")
 
@@ -115,7 +115,10 @@ def connect_request(node, port, username, token):
 
 async def open_through_proxy(proxy_host, proxy_port, node, port, username, token, context, timeout=10):
     """(reader, writer) of a TLS connection to ``node:port`` through the CONNECT proxy, the server certificate
-    verified by ``context`` for the name ``node``. RelayError when the proxy refuses or TLS fails."""
+    verified by ``context`` for the name ``node``. RelayError when the proxy refuses or TLS fails.
+
+    ``context`` None: the tunnel as it is, for a console that starts TLS inside its own protocol (VNC's VeNCrypt,
+    ``_relay_vnc``)."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(proxy_host, proxy_port), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
@@ -126,7 +129,8 @@ async def open_through_proxy(proxy_host, proxy_port, node, port, username, token
         status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b""
         if status != b"200":
             raise RelayError("proxy_refused", "the proxy refused the console (%s)" % status.decode("ascii", "replace"))
-        await asyncio.wait_for(writer.start_tls(context, server_hostname=node), timeout)
+        if context is not None:
+            await asyncio.wait_for(writer.start_tls(context, server_hostname=node), timeout)
     except RelayError:
         writer.close()
         raise

@@ -79,6 +79,12 @@ class VNCClosed(VNCError):
     """The server closed the connection while the probe waited for data."""
 
 
+class VNCRefused(VNCError):
+    """The server refused the credentials (:func:`vnc_connect`)."""
+
+    status = "refused"
+
+
 class VNCTLSMismatch(VNCError):
     """The server certificate is not signed by the CA, or its subject is not the expected one."""
 
@@ -196,7 +202,7 @@ def _type_names(types):
 class _RFB:
     """One RFB connection with a deadline shared by every read and write."""
 
-    def __init__(self, host, port, timeout):
+    def __init__(self, host, port, timeout, sock=None):
         self.address = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
@@ -207,6 +213,9 @@ class _RFB:
         self.sasl_mechanism = None
         self.vencrypt_subtypes = None
         self.received = 0
+        if sock is not None:            # connected by the caller (vnc_connect): a socket, or anything shaped like one
+            self.sock = sock
+            return
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except socket.gaierror as exc:
@@ -261,11 +270,19 @@ class _RFB:
         return _U32.unpack(self.recv(4, what))[0]
 
     def start_tls(self):
-        """Wrap the socket in TLS, check the server certificate (CA, then subject); sets ``subject``."""
-        context = _tls_context(self.options)
+        """Wrap the socket in TLS, check the server certificate (CA, then subject); sets ``subject``.
+
+        ``options["context"]`` (with ``server_hostname``) replaces the context made from the CA options; a socket-like
+        object with a ``tls_context(context)`` method (``_relay_vnc.StreamBridge``) does the handshake its own way.
+        """
+        context = self.options.get("context") or _tls_context(self.options)
+        adapt = getattr(self.sock, "tls_context", None)
+        if adapt is not None:
+            context = adapt(context)
         self._arm("the TLS handshake")
         self.sock, der, self.subject = tls_handshake(
-            self.sock, context, address=self.address, timeout=self.timeout, mismatch=VNCTLSMismatch, unreachable=VNCError)
+            self.sock, context, address=self.address, timeout=self.timeout, mismatch=VNCTLSMismatch, unreachable=VNCError,
+            server_hostname=self.options.get("server_hostname"))
         check_host_subject(der, self.subject, self.options.get("host_subject"), address=self.address,
                            mismatch=VNCTLSMismatch)
 
@@ -507,6 +524,51 @@ def _handshake(rfb):
     return list(rfb.recv(count, "the security types"))
 
 
+def _authenticate(rfb, password, result, tls_only=False):
+    """The handshake and the best security type both sides have: (status, detail); fills ``result``'s
+    rfb_version and security_types. ``tls_only``: VeNCrypt or nothing."""
+    offered = _handshake(rfb)
+    result.update(rfb_version="%d.%d" % rfb.version, security_types=offered)
+    handlers = _SECURITY_HANDLERS if rfb.options.get("sasl_user") is None and not tls_only else _SECURITY_HANDLERS[:1]
+    for security_type, handler in handlers:
+        if security_type in offered:
+            if rfb.version >= (3, 7):
+                rfb.send(bytes([security_type]), "the chosen security type")
+            return handler(rfb, password)
+    detail = "%s offers security types %s; this client runs %s" % (
+        rfb.address, _type_names(offered), _type_names([t for t, dummy in handlers]))
+    if rfb.options.get("sasl_user") is not None:
+        detail += " (a SASL user name needs VeNCrypt X509SASL)"
+    elif tls_only:
+        detail += " (it must use VeNCrypt with x509 tls-creds: the console is never reached without TLS)"
+    return "unreachable", detail
+
+
+def vnc_connect(sock, password, *, address, context, server_hostname, timeout=10.0, sasl_user=None):
+    """Authenticate on ``sock`` (connected to a VNC server, nothing read yet) as a viewer does, up to the accepted
+    SecurityResult: the server waits for ClientInit next. VeNCrypt only (TLS with ``context``, which verifies the
+    certificate for ``server_hostname`` and may hold a client certificate), then the sub-type's authentication as
+    :func:`vnc_auth_probe` runs it. ``sock`` may be anything shaped like a socket (``_relay_vnc.StreamBridge``).
+
+    Returns (the socket to go on with, the probe's result dict). Raises VNCRefused (credentials refused),
+    VNCTLSMismatch or VNCError with a text that never holds the password.
+    """
+    if not HAS_CRYPTOGRAPHY:
+        raise RuntimeError("VNC authentication needs the Python library cryptography (DES), which is not installed")
+    host, dummy, port = address.rpartition(":")
+    rfb = _RFB(host.strip("[]"), int(port), float(timeout), sock=sock)
+    rfb.options = dict(context=context, server_hostname=server_hostname, sasl_user=sasl_user)
+    result = dict(rfb_version=None, security_types=None)
+    status, detail = _authenticate(rfb, password, result, tls_only=True)
+    if status == "refused":
+        raise VNCRefused(detail)
+    if status != "accepted":
+        raise VNCError(detail)
+    result.update(status=status, detail=detail, vencrypt_subtypes=rfb.vencrypt_subtypes,
+                  vencrypt_subtype=rfb.vencrypt_subtype, subject=rfb.subject, sasl_mechanism=rfb.sasl_mechanism)
+    return rfb.sock, result
+
+
 def vnc_auth_probe(host, port, password, *, timeout=10.0, ca_pem=None, ca_file=None, client_cert=None,
                    client_key=None, host_subject=None, sasl_user=None):
     """Check whether ``password`` opens the VNC console, without disturbing a viewer.
@@ -536,20 +598,7 @@ def vnc_auth_probe(host, port, password, *, timeout=10.0, ca_pem=None, ca_file=N
         rfb = _RFB(host, port, float(timeout))
         rfb.options = dict(ca_pem=ca_pem, ca_file=ca_file, client_cert=client_cert, client_key=client_key,
                            host_subject=host_subject, sasl_user=sasl_user)
-        offered = _handshake(rfb)
-        result.update(rfb_version="%d.%d" % rfb.version, security_types=offered)
-        handlers = _SECURITY_HANDLERS if sasl_user is None else _SECURITY_HANDLERS[:1]
-        for security_type, handler in handlers:
-            if security_type in offered:
-                if rfb.version >= (3, 7):
-                    rfb.send(bytes([security_type]), "the chosen security type")
-                status, detail = handler(rfb, password)
-                break
-        else:
-            status, detail = "unreachable", "%s offers security types %s; this probe runs %s" % (
-                rfb.address, _type_names(offered), _type_names([t for t, dummy in handlers]))
-            if sasl_user is not None:
-                detail += " (a SASL user name needs VeNCrypt X509SASL)"
+        status, detail = _authenticate(rfb, password, result)
     except VNCError as exc:
         status, detail = exc.status, str(exc)
     finally:

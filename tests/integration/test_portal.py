@@ -680,3 +680,319 @@ def test_typing_in_the_browsers_serial_console_reaches_the_guest(serial_portal, 
     driver.switch_to.window(driver.window_handles[0])
     wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
                     "end of the console at logout")
+
+
+# --- VNC in the browser: the relay is QEMU's VeNCrypt client and offers the browser security type None -----------
+
+class VncGuest(_procs.QemuVM):
+    """The boot-sector guest (COM1 on a TLS chardev, as for the serial tests) with a VGA screen and VNC as qemu_vm
+    starts it: 127.0.0.1, VeNCrypt with the node's X.509 certificate (tls-creds-x509, verify-peer as given;
+    qemu_vm's is off), password=on (only a ticket set over QMP gets in)."""
+
+    def __init__(self, name, workdir, *, disk, pki_dir, verify_peer=False, **kwargs):
+        self.disk, self.verify_peer = disk, verify_peer
+        self.serial_port = None
+        super().__init__(name, workdir, pki_dir=pki_dir, spice=False, **kwargs)
+
+    def _argv(self, pki_dir, **options):
+        from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SERIAL_PORTS  # pylint: disable=import-outside-toplevel
+        self.tls_port = self.plain_port = None
+        self.serial_port = _procs.free_console_port(*SERIAL_PORTS)
+        self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
+        return [
+            _procs.QEMU_BINARY, "-accel", "tcg", "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config",
+            "-display", "none", "-vga", "std", "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
+            "-drive", "file=%s,format=raw,if=virtio,readonly=on" % self.disk,
+            "-object", "tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=on,dir=%s" % pki_dir,
+            "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
+                        "tls-creds=vmconsole-serial-tls" % self.serial_port,
+            "-serial", "chardev:vmconsole-serial",
+            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=%s,dir=%s"
+                       % ("on" if self.verify_peer else "off", pki_dir),
+            "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900),
+        ]
+
+
+@pytest.fixture(params=[False, True], ids=["verify-peer-off", "verify-peer-on"])
+def vnc_portal(request, pki, squid_factory, tmp_path_factory):
+    """One node whose vm1 is the boot-sector guest with a VGA screen on VeNCrypt VNC (and its TLS serial console),
+    behind squid and a portal. Parametrized: QEMU without and with a client certificate check."""
+    from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    if not have_aiohttp():
+        pytest.skip("aiohttp is not installed")
+    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / "vnc-guest.img"))
+    folder = _procs.short_tmpdir("vmc-vnc-")
+    made = []
+    try:
+        vm = VncGuest("vm1", folder, disk=disk, pki_dir=pki.dir, verify_peer=request.param)
+        made.append(vm)
+        squid = squid_factory([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
+            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": vm.vnc_port,
+            "serial_port": vm.serial_port}})
+        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port())
+        made.append(node)
+        yield node
+    finally:
+        for thing in reversed(made):
+            thing.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def vnc_relay_ticket(browser, vm="vm1"):
+    status, _headers, page = browser.post("/vms/%s/browser/vnc" % vm)
+    assert status == 200, page
+    assert "<script>" not in page and 'type="module" src="/static/vnc-console.js"' in page
+    return re.search(r'data-ticket="([^"]+)"', page).group(1)
+
+
+class WSBytes:
+    """Exact reads from a relay WebSocket's binary messages (aiohttp client)."""
+
+    def __init__(self, sock):
+        self.sock, self.buffer = sock, b""
+
+    async def read(self, size, timeout=20):
+        import aiohttp  # pylint: disable=import-outside-toplevel
+        while len(self.buffer) < size:
+            message = await self.sock.receive(timeout=timeout)
+            if message.type != aiohttp.WSMsgType.BINARY:
+                raise AssertionError("the relay ended: %s %s %r" % (message.type, self.sock.close_code, message.extra))
+            self.buffer += message.data
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+async def rfb_viewer(sock):
+    """A minimal RFB 3.8 viewer on the relay: the handshake the relay offers (security type None), ClientInit, and
+    one full framebuffer update in raw 32-bit pixels; (security types offered, width, height, name, pixels)."""
+    import struct  # pylint: disable=import-outside-toplevel
+    wire = WSBytes(sock)
+    assert await wire.read(12) == b"RFB 003.008\n"
+    await sock.send_bytes(b"RFB 003.008\n")
+    count = (await wire.read(1))[0]
+    offered = list(await wire.read(count))
+    await sock.send_bytes(bytes([1]))
+    assert await wire.read(4) == b"\0\0\0\0"                            # SecurityResult: OK
+    await sock.send_bytes(b"\1")                                       # ClientInit: shared
+    width, height = struct.unpack(">HH", await wire.read(4))
+    await wire.read(16)                                                 # the server's pixel format
+    name = await wire.read(struct.unpack(">I", await wire.read(4))[0])
+    # SetPixelFormat 32 bpp true colour, SetEncodings [raw], FramebufferUpdateRequest (not incremental).
+    await sock.send_bytes(struct.pack(">B3xBBBBHHHBBB3x", 0, 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+                          + struct.pack(">BxHi", 2, 1, 0) + struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+    pixels = bytearray(width * height * 4)
+    covered = 0
+    while covered < width * height:
+        kind = (await wire.read(1))[0]
+        if kind != 0:                                                   # not a FramebufferUpdate (a bell, colours)
+            continue
+        await wire.read(1)
+        for dummy in range(struct.unpack(">H", await wire.read(2))[0]):
+            x, y, w, h, encoding = struct.unpack(">HHHHi", await wire.read(12))
+            assert encoding == 0, encoding
+            data = await wire.read(w * h * 4)
+            for row in range(h):
+                start = ((y + row) * width + x) * 4
+                pixels[start:start + w * 4] = data[row * w * 4:(row + 1) * w * 4]
+            covered += w * h
+    return offered, width, height, name, bytes(pixels)
+
+
+def test_the_vnc_console_in_the_browser_through_the_relay(vnc_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    browser = Browser(node)
+    browser.login("alice")
+    assert 'id="browser-vnc-vm1"' in browser.request("GET", "/")[2]
+    ticket = vnc_relay_ticket(browser)
+
+    async def scenario():
+        sock, session = await open_relay(browser, ticket)
+        try:
+            shown = await rfb_viewer(sock)
+        finally:
+            await sock.close()
+            await session.close()
+        sock, session = await open_relay(browser, ticket)                 # the same ticket again: refused
+        try:
+            await sock.receive(timeout=10)
+            return shown, sock.close_code
+        finally:
+            await session.close()
+    (offered, width, height, name, pixels), code = asyncio.run(scenario())
+    assert offered == [1]                       # None only: the relay authenticated to QEMU, the browser needs no password
+    assert (width, height) == (720, 400) and name == b"QEMU (vm1)"             # the VGA text mode screen of vm1
+    assert len(set(pixels[i:i + 3] for i in range(0, len(pixels), 4))) > 1   # not blank: SeaBIOS's text on it
+    assert code == 4401
+    records = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay"][2:] and
+                                [r for r in node.audit() if r["event"] == "portal_relay"], 10, what="three relay audit lines")
+    assert [(r["console"] if "console" in r else None, r["result"], r.get("reason")) for r in records] == [
+        ("vnc", "open", None), ("vnc", "closed", "browser_closed"), (None, "refused", "ticket")]
+    assert records[1]["bytes_to_console"] > 0 and records[1]["bytes_to_browser"] > width * height * 4
+    issued = [json.loads(line) for line in _procs.read_log(node.tickets_log, 10 ** 6).splitlines() if line.strip()]
+    assert [(r["protocol"], r["proxy_user"]) for r in issued] == [("vnc", "alice")]
+    assert_no_secret(node, ticket, browser.cookie)
+
+
+def test_the_vnc_relay_refuses_other_origins_and_ends_at_logout(vnc_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    alice = Browser(node)
+    alice.login("alice")
+
+    async def scenario():
+        out = {}
+        out["other origin"] = (await open_relay(alice, vnc_relay_ticket(alice), origin="https://evil.example"))[0]
+        out["no session"] = (await open_relay(alice, vnc_relay_ticket(alice), cookie=False))[0]
+        sock, session = await open_relay(alice, vnc_relay_ticket(alice))
+        try:
+            await rfb_viewer(sock)
+            loop = asyncio.get_running_loop()
+            assert (await loop.run_in_executor(None, alice.post, "/logout"))[0] == 303
+            while not sock.closed:
+                await sock.receive(timeout=20)                          # framebuffer updates, then the close
+            out["after logout"] = sock.close_code
+        finally:
+            await session.close()
+        return out
+    assert asyncio.run(scenario()) == {"other origin": 403, "no session": 401, "after logout": 4001}
+    closed = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"],
+                               10, what="the relay's closing audit line")
+    assert [(r["console"], r["reason"]) for r in closed] == [("vnc", "session_ended")]
+
+
+class SerialTap:
+    """What the guest writes on COM1, read through the portal's serial relay in a thread of its own (a session of
+    ``browser``'s), for a test that drives a real browser meanwhile."""
+
+    def __init__(self, browser):
+        import threading  # pylint: disable=import-outside-toplevel
+        self.browser, self.seen, self.lock = browser, b"", threading.Lock()
+        self.stop = threading.Event()
+        self.ticket = re.search(r'data-ticket="([^"]+)"', browser.post("/vms/vm1/browser/serial")[2]).group(1)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import asyncio  # pylint: disable=import-outside-toplevel
+
+        async def read():
+            sock, session = await open_relay(self.browser, self.ticket)
+            try:
+                while not self.stop.is_set() and not sock.closed:
+                    try:
+                        message = await sock.receive(timeout=0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                    if isinstance(message.data, bytes):
+                        with self.lock:
+                            self.seen += message.data
+            finally:
+                await sock.close()
+                await session.close()
+        asyncio.run(read())
+
+    def text(self):
+        with self.lock:
+            return self.seen
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+
+
+def canvas_colours(driver):
+    """How many distinct colours noVNC's canvas shows (1: blank)."""
+    return driver.execute_script(
+        "var c = document.querySelector('#console canvas'); if (!c || !c.width) { return 0; }"
+        "var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, seen = new Set();"
+        "for (var i = 0; i < d.length; i += 4) { seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }"
+        "return seen.size;")
+
+
+def german_key(driver, code, key, vk, altgr=False):
+    """A key press as Chromium gets it from a German (de) keyboard layout: ``code`` is the physical key, ``key``
+    what the layout makes of it, ``altgr`` with AltGr (right Alt) held (CDP Input.dispatchKeyEvent, as the OS would
+    deliver them)."""
+    def send(kind, code, key, vk, text=None, modifiers=0):
+        event = dict(type=kind, code=code, key=key, windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk,
+                     modifiers=modifiers)
+        driver.execute_cdp_cmd("Input.dispatchKeyEvent", dict(event, text=text) if text else event)
+    modifiers = 1 if altgr else 0                                       # CDP: 1 = Alt
+    if altgr:
+        send("rawKeyDown", "AltRight", "AltGraph", 0x12, modifiers=modifiers)
+    send("keyDown", code, key, vk, text=key, modifiers=modifiers)
+    send("keyUp", code, key, vk, modifiers=modifiers)
+    if altgr:
+        send("keyUp", "AltRight", "AltGraph", 0x12)
+
+
+def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_portal, chromium, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    node, driver = vnc_portal, chromium
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    driver.find_element(By.ID, "browser-vnc-vm1").click()
+    wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
+                    "noVNC connected")
+    wait_in_browser(driver, node, lambda d: canvas_colours(d) > 1, 30, "the VM's screen on the canvas")
+    canvas = driver.find_element(By.CSS_SELECTOR, "#console canvas")
+    (tmp_path / "vnc-canvas.png").write_bytes(canvas.screenshot_as_png)     # SeaBIOS's text screen, for a person
+    assert driver.find_element(By.ID, "console").get_attribute("data-desktop") == "QEMU (vm1)"
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors                                 # no script blocked, no CSP violation
+    other = Browser(node)
+    other.login("alice")
+    tap = SerialTap(other)
+    try:
+        ActionChains(driver).click(canvas).send_keys("hello").perform()
+        wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
+                        "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
+        # A German keyboard: the key labelled Z is where a US keyboard has Y, and "@" is AltGr+Q. noVNC sends the
+        # physical keys (QEMU's extended key events), so the guest gets their scan codes and its own (de) layout
+        # makes the characters; the BIOS here maps with the US layout: "y" for scan code 15, Alt+Q (scan code 10,
+        # no ASCII) for AltGr+Q.
+        german_key(driver, "KeyY", "z", 0x5A)
+        wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30, "the guest's report of de 'z'")
+        german_key(driver, "KeyQ", "@", 0x51, altgr=True)
+        wait_in_browser(driver, node, lambda d: b"[10\x00]" in tap.text(), 30, "the guest's report of de '@'")
+    finally:
+        tap.close()
+    # Logging out (in another tab of the same session) ends the console in this one, with a clear message.
+    driver.switch_to.new_window("tab")
+    driver.get(node.url + "/")
+    driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    driver.switch_to.window(driver.window_handles[0])
+    wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
+                    "end of the console at logout")
+
+
+def test_an_operators_cut_ends_the_vnc_console(vnc_portal):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    alice, olga = Browser(node), Browser(node)
+    alice.login("alice")
+    olga.login("olga")
+
+    async def scenario():
+        sock, session = await open_relay(alice, vnc_relay_ticket(alice))
+        try:
+            await rfb_viewer(sock)
+            loop = asyncio.get_running_loop()
+            status = (await loop.run_in_executor(None, olga.post, "/vms/vm1/disconnect"))[0]
+            while not sock.closed:
+                await sock.receive(timeout=30)
+            return status, sock.close_code
+        finally:
+            await sock.close()
+            await session.close()
+    assert asyncio.run(scenario()) == (303, 1000)
+    closed = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"],
+                               10, what="the relay's closing audit line")
+    assert [(r["console"], r["reason"]) for r in closed] == [("vnc", "console_closed")]

@@ -152,7 +152,7 @@ def dangling_references(members, read):
         text = URL.sub("", text)
         for ref in path_ref.findall(text):
             ref = re.split(r"[<*{]", ref)[0].rstrip("./")
-            if not ships(ref, role or here):
+            if not ships(ref, role or here) and not ships(ref, here):   # e.g. a vendored package's own docs/
                 found.add((name, ref))
         for ref in name_ref.findall(text):
             if not ships(ref, here):

@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import os
 import re
 
 import pytest
@@ -281,3 +282,57 @@ def test_issuances_within_a_moment_ask_where_once(portal):
     for dummy in range(3):
         run(p.issue(FakeRequest(), identity(p, "alice"), "web1", "spice"))
     assert len([r for dummy, r in agents.asked if r["op"] == "vms"]) == 2     # hv1 and hv2, once
+
+
+# --- VNC in the browser: the button, the page, noVNC's files ---------------------------------------------
+
+STATIC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "console_portal", "files", "static")
+
+
+def test_the_vnc_button_only_for_a_vm_with_vnc_here():
+    session = type("S", (), {"csrf": "c"})()
+    page = _portal.vms_page(_portal.Identity("alice", (), "password", session), [
+        dict(name="web1", node="hv1", state="running", here=True, consoles=["spice", "vnc"], role="console"),
+        dict(name="web2", node="hv1", state="running", here=True, consoles=["spice"], role="console"),
+        dict(name="web3", node="hv2", state="inmigrate", here=False, consoles=["vnc"], role="console")], [])
+    assert re.findall(r'id="browser-vnc-([^"]+)"', page) == ["web1"]
+    assert 'action="/vms/web1/browser/vnc"' in page
+
+
+def test_the_vnc_page_and_the_files_it_loads(portal):
+    p, _agents = portal
+    p = _portal.Portal(p.config._replace(static_dir=STATIC))
+    p.agent = FakeAgents({"hv1": [vm("web1", consoles=("spice", "vnc"))], "hv2": []})
+    cookie, session = p.sessions.create("alice", (), "password", "127.0.0.1")
+
+    async def check(client):
+        headers = {"Origin": "https://127.0.0.1:%d" % client.port, "Cookie": "vmc_session=%s" % cookie}
+        response = await client.post("/vms/web1/browser/vnc", data=dict(csrf=session.csrf), headers=headers)
+        out = dict(page=(response.status, await response.text(), response.headers["Content-Security-Policy"]))
+        for name in ("vnc-console.js", "novnc/core/rfb.js", "novnc/vendor/vendor.json", "novnc/vendor.json",
+                     "novnc/LICENSE.txt", "novnc/core/nosuch.js"):
+            answer = await client.get("/static/" + name)
+            out[name] = (answer.status, answer.headers.get("Content-Type").split(";")[0])
+        return out
+    out = http(p, check)
+    status, page, policy = out.pop("page")
+    assert status == 200 and "<title>VNC console of web1</title>" in page
+    assert '<script type="module" src="/static/vnc-console.js"></script>' in page and "<script>" not in page
+    assert re.search(r'data-ticket="[A-Za-z0-9_-]{40,}"', page) and 'data-console="vnc"' in page
+    assert "script-src 'self';" in policy and "img-src 'self' data:;" in policy    # noVNC's cursor is a data: URL
+    assert out == {"vnc-console.js": (200, "text/javascript"), "novnc/core/rfb.js": (200, "text/javascript"),
+                   "novnc/vendor/vendor.json": (404, "text/plain"), "novnc/vendor.json": (404, "text/plain"),
+                   "novnc/LICENSE.txt": (404, "text/plain"), "novnc/core/nosuch.js": (404, "text/plain")}
+    ticket = re.search(r'data-ticket="([^"]+)"', page).group(1)
+    relay = p.relay_tickets.take(ticket, session.id)
+    assert (relay.user, relay.vm, relay.console) == ("alice", "web1", "vnc")
+
+
+def test_no_vnc_page_for_a_vm_without_vnc(portal):
+    p, _agents = portal
+    cookie, session = p.sessions.create("alice", (), "password", "127.0.0.1")
+
+    async def check(client):
+        headers = {"Origin": "https://127.0.0.1:%d" % client.port, "Cookie": "vmc_session=%s" % cookie}
+        return (await client.post("/vms/web1/browser/vnc", data=dict(csrf=session.csrf), headers=headers)).status
+    assert http(p, check) == 404
