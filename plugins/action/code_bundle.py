@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Controller half of code_bundle (all of it): the collection's module_utils that ``entry`` needs, as one zip.
+"""Controller half of code_bundle (all of it): the collection's module_utils that ``entry`` needs, or the files of a
+controller ``folder``, as one zip.
 
 The zip holds ``ansible_collections/vmconsole/secure/plugins/module_utils/<name>.py`` for each module in
 ``entry`` and every module of this collection's module_utils they import (followed through the imports,
@@ -31,7 +32,7 @@ from ansible.plugins.action import ActionBase
 PACKAGE = "ansible_collections.vmconsole.secure.plugins.module_utils"
 MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
 EPOCH = (1980, 1, 1, 0, 0, 0)           # the earliest time a zip entry can carry
-ARGS = ("entry", "dest", "owner", "group", "mode")
+ARGS = ("entry", "folder", "dest", "owner", "group", "mode")
 
 
 def imported(source, filename="<module>"):
@@ -82,11 +83,42 @@ def build_zip(names, source_dir=MODULE_UTILS):
     for name in sorted(names):
         with open(os.path.join(source_dir, name + ".py"), "rb") as f:
             entries.append(_entry("%s/%s.py" % (folder, name), f.read()))
+    return _zip(entries)
+
+
+def _zip(entries):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for info, data in sorted(entries, key=lambda item: item[0].filename):
             archive.writestr(info, data, compresslevel=9)
     return buffer.getvalue()
+
+
+def folder_files(folder):
+    """The sorted paths (with ``/``) of the regular files under ``folder``; ValueError if it is not a folder, holds
+    none, or holds a symbolic link (the zip would not say what it points to)."""
+    if not os.path.isdir(folder):
+        raise ValueError("%s is not a folder on the controller" % folder)
+    names = []
+    for top, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+            path = os.path.join(top, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                raise ValueError("%s is not a regular file" % path)
+            names.append(os.path.relpath(path, folder).replace(os.sep, "/"))
+    if not names:
+        raise ValueError("%s holds no file" % folder)
+    return sorted(names)
+
+
+def build_folder_zip(folder, names):
+    """The zip's bytes: ``names`` (from :func:`folder_files`) with their paths under ``folder``."""
+    entries = []
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as f:
+            entries.append(_entry(name, f.read()))
+    return _zip(entries)
 
 
 class ActionModule(ActionBase):
@@ -101,23 +133,34 @@ class ActionModule(ActionBase):
         unknown = sorted(set(args) - set(ARGS))
         if unknown:
             return dict(result, failed=True, msg="unsupported option(s): %s (supported: %s)" % (", ".join(unknown), ", ".join(ARGS)))
-        entry = args.get("entry")
+        entry, folder = args.get("entry"), args.get("folder")
         if isinstance(entry, str):
             entry = [entry]
-        if not entry or not isinstance(entry, list) or not all(isinstance(name, str) for name in entry):
+        if (entry is None) == (folder is None):
+            return dict(result, failed=True, msg="give either entry (the module_utils modules the code starts from, "
+                                                 "e.g. [_portal]) or folder (a folder on the controller), not %s"
+                                                 % ("both" if entry is not None else "neither"))
+        if entry is not None and (not entry or not isinstance(entry, list) or not all(isinstance(name, str) for name in entry)):
             return dict(result, failed=True, msg="entry: give the module_utils modules the code starts from, e.g. [_portal]")
+        if folder is not None and (not isinstance(folder, str) or not folder):
+            return dict(result, failed=True, msg="folder: give a folder on the controller")
         if not args.get("dest"):
             return dict(result, failed=True, msg="dest: give the zip's path on the host")
         try:
-            names = closure(entry)
-        except (ValueError, SyntaxError) as exc:
-            return dict(result, failed=True, msg="entry: %s" % to_text(exc))
+            if entry is not None:
+                names = closure(entry)
+                data = build_zip(names)
+            else:
+                names = folder_files(folder)
+                data = build_folder_zip(folder, names)
+        except (ValueError, SyntaxError, OSError) as exc:
+            return dict(result, failed=True, msg="%s: %s" % ("entry" if entry is not None else "folder", to_text(exc)))
 
         folder = tempfile.mkdtemp(prefix="vmconsole-bundle-")
         try:
             source = os.path.join(folder, os.path.basename(args["dest"]) or "bundle.zip")
             with open(source, "wb") as f:
-                f.write(build_zip(names))
+                f.write(data)
             copy_task = self._task.copy()
             copy_task.args = dict(src=source, dest=args["dest"], owner=args.get("owner"), group=args.get("group"),
                                   mode=args.get("mode"))
@@ -130,5 +173,5 @@ class ActionModule(ActionBase):
             shutil.rmtree(folder, ignore_errors=True)
         copied.pop("src", None)
         result.update(copied)
-        result["modules"] = names
+        result["modules" if entry is not None else "files"] = names
         return result

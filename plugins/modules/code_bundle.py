@@ -8,7 +8,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: code_bundle
-short_description: Install the collection's Python code that a service on the host runs, as one zip
+short_description: Install the collection's Python code (or a folder's files) that a service on the host runs, as one zip
 version_added: 0.2.0
 description:
   - Puts the modules of this collection's C(module_utils) that O(entry) names, and every C(module_utils) module they
@@ -41,9 +41,15 @@ options:
     description:
       - The C(module_utils) modules the service starts from, by file name without C(.py), for example V(_portal). A name
         that is not a module of this collection's C(module_utils) fails the task before the host is touched.
+      - Exactly one of O(entry) and O(folder).
     type: list
     elements: str
-    required: true
+  folder:
+    description:
+      - A folder on the controller whose files go into the zip instead, by their paths below it (the console
+        portal's pages' scripts and styles, which it serves from the zip). Symbolic links are refused.
+      - Exactly one of O(entry) and O(folder).
+    type: path
   dest:
     description: The zip's path on the host.
     type: path
@@ -74,10 +80,16 @@ EXAMPLES = r"""
 RETURN = r"""
 modules:
   description: The C(module_utils) modules in the zip, sorted.
-  returned: always
+  returned: with O(entry)
   type: list
   elements: str
   sample: [_portal, _portal_agent, _qmp, _tickets]
+files:
+  description: The files of O(folder) in the zip, sorted.
+  returned: with O(folder)
+  type: list
+  elements: str
+  sample: [browser-console.js, xterm/xterm.css]
 checksum:
   description: The SHA-1 of the zip, as M(ansible.builtin.copy) returns it.
   returned: success

@@ -144,7 +144,10 @@ def test_an_unchanged_zip_reports_no_change():
 
 
 @pytest.mark.parametrize("args, message", [
-    (dict(dest="/x.zip"), "entry: give the module_utils"),
+    (dict(dest="/x.zip"), "give either entry"),
+    (dict(entry=["_portal"], folder="/tmp", dest="/x.zip"), "not both"),
+    (dict(folder="", dest="/x.zip"), "folder: give a folder"),
+    (dict(folder="/nonexistent-vmc", dest="/x.zip"), "folder: /nonexistent-vmc is not a folder on the controller"),
     (dict(entry=[], dest="/x.zip"), "entry: give the module_utils"),
     (dict(entry=[1], dest="/x.zip"), "entry: give the module_utils"),
     (dict(entry=["_portal"]), "dest: give the zip's path"),
@@ -155,3 +158,32 @@ def test_bad_input_fails_before_the_host_is_touched(args, message):
     result, seen = run(args)
     assert result["failed"] is True and message in result["msg"]
     assert "name" not in seen
+
+
+def test_a_folder_zip_holds_its_files_by_relative_path_with_fixed_bytes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.js").write_text("b")
+    (tmp_path / "sub" / "a.css").write_text("a")
+    names = action.folder_files(str(tmp_path))
+    assert names == ["b.js", "sub/a.css"]
+    first = action.build_folder_zip(str(tmp_path), names)
+    os.utime(tmp_path / "b.js", (1, 1))
+    assert action.build_folder_zip(str(tmp_path), names) == first
+    with zipfile.ZipFile(__import__("io").BytesIO(first)) as archive:
+        assert archive.read("sub/a.css") == b"a"
+
+
+def test_a_folder_with_a_link_or_without_files_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="holds no file"):
+        action.folder_files(str(tmp_path))
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        action.folder_files(str(tmp_path))
+
+
+def test_the_folder_zip_goes_through_copy_too(tmp_path):
+    (tmp_path / "x.js").write_text("x")
+    result, seen = run(dict(folder=str(tmp_path), dest="/usr/lib/x/static.zip"))
+    assert seen["args"]["dest"] == "/usr/lib/x/static.zip" and result["files"] == ["x.js"]
+    assert seen["bytes"] == action.build_folder_zip(str(tmp_path), ["x.js"])
