@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import default_ticket_file, read_ticket_file
 from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth import hash_password
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_proxy_signer
@@ -725,10 +726,12 @@ async def open_spice_channel(browser, ticket, channel_type, connection_id=0, ori
     if head is None:
         return sock, session, None
     reply = await read(struct.unpack_from("<I", head, 12)[0])
+    sock.spice_link = head + reply
     if struct.unpack_from("<I", reply)[0]:
         return sock, session, struct.unpack_from("<I", reply)[0]
     await sock.send_bytes(struct.pack("<I", 1) + b"\0" * 128)     # AUTH_SPICE and a "ticket" QEMU would refuse
     result = await read(4)
+    sock.spice_link += result
     sock.spice_received = received                                  # what followed the link (main: MAIN_INIT)
     sock.spice_read = read
     return sock, session, struct.unpack("<I", result)[0]
@@ -757,6 +760,8 @@ def test_spice_through_the_relay_links_every_channel_with_tls_and_refuses_the_re
             held.append((sock, session))
             out["main"] = result
             session_id = await spice_session_id(sock)
+            out["spice ticket"] = read_ticket_file(default_ticket_file(node.vm.qmp_path))["ticket"]
+            out["link bytes"] = sock.spice_link
             for channel in (2, 3, 4):                              # display, inputs, cursor
                 sock2, session2, result = await open_spice_channel(alice, ticket, channel, session_id)
                 held.append((sock2, session2))
@@ -793,7 +798,10 @@ def test_spice_through_the_relay_links_every_channel_with_tls_and_refuses_the_re
     refused = [(r.get("channel"), r["reason"]) for r in node.audit() if r["event"] == "portal_relay"
                and r["result"] == "refused"]
     assert ("main", "ticket") in refused and ("inputs", "channel") in refused, refused
-    assert_no_secret(node, ticket, alice.cookie)
+    # The SPICE ticket (the one the agent set and kept for a migration) linked every channel, yet never reached the
+    # browser's side, nor any log.
+    assert out["spice ticket"].encode() not in out["link bytes"]
+    assert_no_secret(node, ticket, alice.cookie, out["spice ticket"])
 
 
 def png_colours(data):
