@@ -21,6 +21,8 @@ Routes (all HTTPS; pages need a session, the API a session or a client certifica
   POST /vms/VM/serial                     the serial console's command, with its token
   POST /vms/VM/disconnect                 operators: every session of the VM cut, on every node
   GET  /api/v1/vms, GET /api/v1/vms/VM    the same as JSON
+  POST /vms/VM/browser/CONSOLE            a browser console's page (serial: xterm.js, spice: spice-html5)
+  GET  /relay/v1, GET /relay/v1/spice      the browser consoles' WebSockets (``_relay``, ``_relay_spice``)
   GET|POST /api/v1/vms/VM/spice.vv, POST /api/v1/vms/VM/serial, POST /api/v1/vms/VM/disconnect
   POST /cluster/v1/agent                  another node's portal (its node certificate) asks this node's agent
 
@@ -78,6 +80,19 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
     open_through_proxy,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import BrowserBytes, greet_browser, open_vnc, vendored_static
+from ansible_collections.vmconsole.secure.plugins.module_utils._relay_spice import (
+    CHANNEL_NAMES as SPICE_CHANNEL_NAMES,
+    LINK_TIMEOUT as SPICE_LINK_TIMEOUT,
+    ByteReader,
+    MainInitWatch,
+    SpiceRelays,
+    TappedReader,
+    console_from_vv,
+    link_channel,
+    open_spice,
+    read_link_mess,
+)
+from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN as SPICE_MAIN
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import VM_NAME_PATTERN
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE
 
@@ -85,8 +100,20 @@ COOKIE = "vmc_session"
 STATIC_DIR = "/usr/lib/vmconsole/portal/static"
 # The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
 STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
-                "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript"}
+                "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript",
+                "spice-console.js": "text/javascript"}
 # ...and the vendored noVNC's ES modules (novnc/core/..., novnc/vendor/...), as its vendor.json lists them.
+# spice-html5's ES modules, served as /static/spice-html5/NAME from spice_html5_dir (Debian's package spice-html5).
+SPICE_HTML5_DIR = "/usr/share/spice-html5"
+SPICE_HTML5_FILES = frozenset(
+    ["atKeynames.js", "bitmap.js", "cursor.js", "display.js", "enums.js", "filexfer.js", "inputs.js", "lz.js", "main.js",
+     "playback.js", "png.js", "port.js", "quic.js", "resize.js", "simulatecursor.js", "spicearraybuffer.js",
+     "spiceconn.js", "spicedataview.js", "spicemsg.js", "spicetype.js", "ticket.js", "utils.js", "webm.js", "wire.js",
+     "thirdparty/jsbn.js", "thirdparty/prng4.js", "thirdparty/rng.js", "thirdparty/rsa.js", "thirdparty/sha1.js"])
+# The SPICE page: spice-html5 draws JPEG images and cursors from data: URLs, plays video streams from blob: URLs and
+# places a video over the canvas with a style attribute; scripts stay 'self' (ES modules from /static).
+SPICE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self' data:; "
+             "media-src blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 # The browser console's page lets xterm.js add its own <style> elements (theme, cell size); scripts stay 'self'.
 CONSOLE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self'; "
                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -110,6 +137,7 @@ SECURITY_HEADERS = {
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}
 td,th{padding:.3em .8em;border-bottom:1px solid #ccc;text-align:left}form{display:inline}
 .error{color:#a00}.note{color:#555}code{background:#eee;padding:.2em;word-break:break-all}
+#spice-screen canvas{background:#000}
 """
 
 
@@ -118,7 +146,7 @@ PORTAL_KEY = web.AppKey("portal") if HAS_AIOHTTP and hasattr(web, "AppKey") else
 
 
 _PORTAL_FIELDS = ("node public hosts port nodes proxy agent_socket users acl vm_nodes cert_file key_file ca_file "
-                  "audit_log session_idle session_absolute login relays static_dir")
+                  "audit_log session_idle session_absolute login relays static_dir spice_html5_dir")
 
 
 class PortalConfig(collections.namedtuple("PortalConfig", _PORTAL_FIELDS)):
@@ -154,6 +182,7 @@ def portal_config(data):
         login={key: int(value) for key, value in login.items()},
         relays={key: int(value) for key, value in dict(dict(per_user=4, per_vm=8), **(data.get("relays") or {})).items()},
         static_dir=data.get("static_dir", STATIC_DIR),
+        spice_html5_dir=data.get("spice_html5_dir", SPICE_HTML5_DIR),
     )
 
 
@@ -267,6 +296,7 @@ def vms_page(identity, vms, problems, message=None):
         actions = []
         if vm["here"] and "spice" in vm["consoles"]:
             actions.append(_button(vm["name"], "spice.vv", "Open SPICE (remote-viewer)", session.csrf))
+            actions.append(_button(vm["name"], "browser/spice", "SPICE in the browser", session.csrf))
         if vm["here"] and "vnc" in vm["consoles"]:
             actions.append(_button(vm["name"], "browser/vnc", "VNC in the browser", session.csrf))
         if vm["here"] and "serial" in vm["consoles"]:
@@ -327,6 +357,7 @@ class Portal:
         self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
         self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
         self.static_files = dict(STATIC_FILES, **vendored_static(config.static_dir))
+        self.spice_relays = SpiceRelays()               # the open SPICE main relays, which admit their channels
 
     # --- audit
     def audit(self, event, request, **fields):
@@ -726,8 +757,10 @@ async def browser_console(request):
     portal.audit("portal_relay_ticket", request, user=identity.user, vm=vm, console=console, node=entry["node"],
                  session=identity.session.id)
     if _api(request):
-        return web.json_response(dict(vm=vm, console=console, ticket=ticket, url="/relay/v1",
-                                      expires_in=RELAY_TICKET_TTL))
+        return web.json_response(dict(vm=vm, console=console, ticket=ticket, expires_in=RELAY_TICKET_TTL,
+                                      url="/relay/v1/spice?ticket=" + ticket if console == "spice" else "/relay/v1"))
+    if console == "spice":
+        return _spice_page(identity, vm, ticket)
     title, scripts, styles, policy = CONSOLE_PAGES[console]
     body = ('<div id="console" data-ticket="%s" data-vm="%s" data-console="%s"></div>'
             '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>%s'
@@ -737,10 +770,8 @@ async def browser_console(request):
                         content_type="text/html", headers={"Content-Security-Policy": policy})
 
 
-async def relay(request):
-    """GET /relay/v1, a WebSocket: the page's first message is its relay ticket; then bytes both ways between the
-    browser and the console (through the VM node's proxy with the person's token, TLS to QEMU), until either side
-    ends, the session ends, the token expires or the console is cut."""
+def _relay_session(request):
+    """(portal, cookie, session) of a relay's WebSocket request; Refused from another origin or without a session."""
     portal = _portal(request)
     if request.headers.get("Origin") is None or not _same_origin(request):
         raise Refused(403, "a browser console opens from this portal's own pages only", "cross_origin")
@@ -748,6 +779,14 @@ async def relay(request):
     session = portal.sessions.get(cookie)
     if session is None:
         raise Refused(401, "log in: a browser console belongs to a session", "no_session")
+    return portal, cookie, session
+
+
+async def relay(request):
+    """GET /relay/v1, a WebSocket: the page's first message is its relay ticket; then bytes both ways between the
+    browser and the console (through the VM node's proxy with the person's token, TLS to QEMU), until either side
+    ends, the session ends, the token expires or the console is cut."""
+    portal, cookie, session = _relay_session(request)
     sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
     await sock.prepare(request)
     try:
@@ -880,6 +919,144 @@ async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
     return reason
 
 
+# --- SPICE in the browser (spice-html5; the link and the channels' admission: _relay_spice) --------------------
+
+def _spice_page(identity, vm, ticket):
+    """The SPICE page: spice-html5 (an ES module from /static) draws into #spice-screen; the relay ticket is in a
+    data attribute, the script a file of its own."""
+    body = ('<div id="spice-area"><div id="spice-screen" data-ticket="%s" data-vm="%s"></div></div>'
+            '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
+            '<script type="module" src="/static/spice-console.js"></script>' % (_e(ticket), _e(vm)))
+    return web.Response(text=page("SPICE console of %s" % vm, body, identity.user, identity.session.csrf),
+                        content_type="text/html", headers={"Content-Security-Policy": SPICE_CSP})
+
+
+def _track(portal, session, ended, add):
+    """Count ``ended`` among ``session``'s browser consoles (logout sets them), or drop it (``add`` False)."""
+    if add:
+        portal.relays[session.id].add(ended)
+        return
+    portal.relays[session.id].discard(ended)
+    if not portal.relays[session.id]:
+        portal.relays.pop(session.id, None)
+
+
+async def relay_spice(request):
+    """GET /relay/v1/spice?ticket=T, one WebSocket per SPICE channel of the page (spice-html5 opens them all to this
+    URL). The first links MAIN and takes the relay ticket; the others are that main relay's channels. Each is a TLS
+    connection to QEMU through the VM node's proxy whose link the relay completes with the ticket of the person's
+    .vv (``_relay_spice``); then bytes both ways until either side ends, the session ends or the token expires."""
+    portal, cookie, session = _relay_session(request)
+    ticket = request.query.get("ticket")
+    sock = web.WebSocketResponse(protocols=("binary",), heartbeat=30, max_msg_size=1 << 20)
+    await sock.prepare(request)
+
+    async def receive():
+        message = await sock.receive()
+        return message.data if message.type == web.WSMsgType.BINARY else b""
+    browser = ByteReader(receive)
+    try:
+        mess = await asyncio.wait_for(read_link_mess(browser), SPICE_LINK_TIMEOUT)
+    except (RelayError, asyncio.TimeoutError):
+        portal.audit("portal_relay", request, user=session.user, console="spice", result="refused", reason="link",
+                     session=session.id)
+        await sock.close(code=1002, message=b"not a SPICE link")
+        return sock
+    if mess.channel_type == SPICE_MAIN and mess.connection_id == 0:
+        return await _spice_main(portal, request, sock, browser, mess, ticket, cookie, session)
+    return await _spice_channel(portal, request, sock, browser, mess, ticket, cookie, session)
+
+
+async def _spice_link(sock, browser, mess, console):
+    """(reader, writer) of QEMU's channel, linked for the browser; RelayError when it cannot be."""
+    reader, writer = await open_spice(console)
+    try:
+        code, mini = await link_channel(browser, sock.send_bytes, reader, writer, mess, console["ticket"])
+        if code:
+            raise RelayError("link_refused", "QEMU refused the SPICE link (%d)" % code)
+    except BaseException:
+        writer.close()
+        raise
+    leftover = browser.leftover()
+    if leftover:
+        writer.write(leftover)
+    return reader, writer, mini
+
+
+async def _spice_main(portal, request, sock, browser, mess, ticket, cookie, session):
+    found = portal.relay_tickets.take(ticket, session.id)
+    if found is None or found.console != "spice":
+        portal.audit("portal_relay", request, user=session.user, console="spice", channel="main", result="refused",
+                     reason="ticket", session=session.id)
+        await sock.close(code=CLOSE_TICKET, message=b"relay ticket refused")
+        return sock
+    if not portal.relay_limits.acquire(found.user, found.vm):
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console="spice", channel="main",
+                     result="refused", reason="limit", session=session.id)
+        await sock.close(code=CLOSE_LIMIT, message=b"too many browser consoles")
+        return sock
+    identity = Identity(session.user, tuple(session.groups), session.method, session)
+    started, counts, reason, node, main = time.monotonic(), [0, 0], "refused", None, None
+    ended = asyncio.Event()
+    _track(portal, session, ended, True)
+    try:
+        try:
+            entry, answer = await portal.issue(request, identity, found.vm, "spice")
+            node = entry["node"]
+            console = console_from_vv(answer.get("vv") or "", answer.get("proxy_token_expires"))
+            reader, writer, mini = await _spice_link(sock, browser, mess, console)
+        except (Refused, RelayError) as exc:
+            reason = exc.reason
+            await sock.close(code=CLOSE_UNREACHABLE, message=str(exc)[:120].encode("utf-8", "replace"))
+            return sock
+        watch = MainInitWatch(mini)
+        main = portal.spice_relays.open_main(ticket, found, session.id, console, watch)
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console="spice", channel="main", node=node,
+                     result="open", session=session.id, proxy_token_expires=console["expires"])
+        reason = await _pump(portal, sock, TappedReader(reader, watch), writer, counts, cookie, console["expires"],
+                             ended)
+        return sock
+    finally:
+        if main is not None:
+            portal.spice_relays.close_main(ticket)
+        _track(portal, session, ended, False)
+        portal.relay_limits.release(found.user, found.vm)
+        portal.audit("portal_relay", request, user=found.user, vm=found.vm, console="spice", channel="main", node=node,
+                     result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
+                     seconds=round(time.monotonic() - started, 1), session=session.id)
+
+
+async def _spice_channel(portal, request, sock, browser, mess, ticket, cookie, session):
+    ended = asyncio.Event()
+    channel = SPICE_CHANNEL_NAMES.get(mess.channel_type, str(mess.channel_type))
+    main, why = portal.spice_relays.admit(ticket, session.id, mess, ended)
+    if main is None:
+        portal.audit("portal_relay", request, user=session.user, console="spice", channel=channel, result="refused",
+                     reason=why, session=session.id)
+        await sock.close(code=CLOSE_LIMIT if why == "limit" else CLOSE_TICKET, message=b"channel refused")
+        return sock
+    relay = main.relay
+    started, counts, reason = time.monotonic(), [0, 0], "refused"
+    _track(portal, session, ended, True)
+    try:
+        try:
+            reader, writer, _mini = await _spice_link(sock, browser, mess, main.console)
+        except RelayError as exc:
+            reason = exc.reason
+            await sock.close(code=CLOSE_UNREACHABLE, message=str(exc)[:120].encode("utf-8", "replace"))
+            return sock
+        portal.audit("portal_relay", request, user=relay.user, vm=relay.vm, console="spice", channel=channel,
+                     node=main.console["host"], result="open", session=session.id)
+        reason = await _pump(portal, sock, reader, writer, counts, cookie, main.console["expires"], ended)
+        return sock
+    finally:
+        portal.spice_relays.release(main, ended)
+        _track(portal, session, ended, False)
+        portal.audit("portal_relay", request, user=relay.user, vm=relay.vm, console="spice", channel=channel,
+                     node=main.console["host"], result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
+                     seconds=round(time.monotonic() - started, 1), session=session.id)
+
+
 async def disconnect(request):
     portal = _portal(request)
     vm = request.match_info["vm"]
@@ -945,19 +1122,25 @@ async def no_content(request):
 
 
 async def static(request):
-    """GET /static/NAME: the built-in stylesheet, or one of :data:`STATIC_FILES` from ``static_dir``; else 404."""
+    """GET /static/NAME: the built-in stylesheet, one of :data:`STATIC_FILES` from ``static_dir`` or
+    ``spice-html5/`` and one of :data:`SPICE_HTML5_FILES` from ``spice_html5_dir``; else 404."""
     name = request.match_info["name"]
     if name == "portal.css":
         return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
-    kinds = _portal(request).static_files
-    if name not in kinds:
+    portal = _portal(request)
+    config = portal.config
+    if name.startswith("spice-html5/") and name[len("spice-html5/"):] in SPICE_HTML5_FILES:
+        path, kind = os.path.join(config.spice_html5_dir, name[len("spice-html5/"):]), "text/javascript"
+    elif name in portal.static_files:
+        path, kind = os.path.join(config.static_dir, name), portal.static_files[name]
+    else:
         raise web.HTTPNotFound()
     try:
-        with open(os.path.join(_portal(request).config.static_dir, name), "rb") as handle:
+        with open(path, "rb") as handle:
             body = handle.read()
     except OSError:
         raise web.HTTPNotFound() from None
-    return web.Response(body=body, content_type=kinds[name], headers={"Cache-Control": "max-age=3600"})
+    return web.Response(body=body, content_type=kind, headers={"Cache-Control": "max-age=3600"})
 
 
 def server_context(config):
@@ -1014,6 +1197,7 @@ def build_app(portal):
         web.post("/vms" + vm + "/browser/{console}", browser_console),
         web.post("/api/v1/vms" + vm + "/relay/{console}", browser_console),
         web.get("/relay/v1", relay),
+        web.get("/relay/v1/spice", relay_spice),
         web.get("/api/v1/vms", api_vms),
         web.get("/api/v1/vms" + vm, api_vm),
         web.get("/api/v1/vms" + vm + "/spice.vv", spice_vv),

@@ -28,7 +28,7 @@ import time
 
 RELAY_TICKET_TTL = 30
 RELAY_TICKETS_MAX = 10000
-CONSOLES = ("serial", "vnc")
+CONSOLES = ("serial", "vnc", "spice")
 
 Relay = collections.namedtuple("Relay", "user vm console session expires")
 

@@ -14,6 +14,7 @@ the cross-node tests: its VM is opened through the first node's portal, which as
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
@@ -21,13 +22,16 @@ import re
 import shutil
 import signal
 import ssl
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from urllib.parse import urlencode
 
 import pytest
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import default_ticket_file, read_ticket_file
 from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth import hash_password
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_proxy_signer
@@ -996,3 +1000,213 @@ def test_an_operators_cut_ends_the_vnc_console(vnc_portal):
     closed = _procs.wait_until(lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"],
                                10, what="the relay's closing audit line")
     assert [(r["console"], r["reason"]) for r in closed] == [("vnc", "console_closed")]
+
+
+# --- SPICE in the browser (spice-html5 through the relay) ---------------------------------------------
+
+def spice_relay_ticket(browser, vm="vm1"):
+    status, headers, page = browser.post("/vms/%s/browser/spice" % vm)
+    assert status == 200, page
+    assert "<script>" not in page and 'src="/static/spice-console.js"' in page
+    assert "script-src 'self';" in headers["content-security-policy"]
+    return re.search(r'data-ticket="([^"]+)"', page).group(1)
+
+
+async def open_spice_channel(browser, ticket, channel_type, connection_id=0, origin=None):
+    """(WebSocket, client session, link result) of one SPICE channel through the relay, linked as spice-html5 links
+    (its caps; 128 bytes of its own in place of the ticket, which it does not have): the relay completes the link."""
+    import aiohttp  # pylint: disable=import-outside-toplevel
+    headers = {"Origin": origin or browser.node.url, "Cookie": "vmc_session=%s" % browser.cookie}
+    session = aiohttp.ClientSession()
+    try:
+        sock = await session.ws_connect("%s/relay/v1/spice?ticket=%s" % (browser.node.url, ticket), ssl=browser.context,
+                                        headers=headers, protocols=("binary",))
+    except aiohttp.WSServerHandshakeError as exc:
+        await session.close()
+        return exc.status, None, None
+    caps = (1 << 0) | (1 << 3)                              # PROTOCOL_AUTH_SELECTION, MINI_HEADER
+    mess = struct.pack("<IBBIIII", connection_id, channel_type, 0, 1, 0, 18, caps)
+    await sock.send_bytes(struct.pack("<4sIII", b"REDQ", 2, 2, len(mess)) + mess)
+    received = bytearray()
+
+    async def read(size):
+        while len(received) < size:
+            message = await sock.receive(timeout=20)
+            if message.type != aiohttp.WSMsgType.BINARY:
+                return None
+            received.extend(message.data)
+        data = bytes(received[:size])
+        del received[:size]
+        return data
+    head = await read(16)
+    if head is None:
+        return sock, session, None
+    reply = await read(struct.unpack_from("<I", head, 12)[0])
+    sock.spice_link = head + reply
+    if struct.unpack_from("<I", reply)[0]:
+        return sock, session, struct.unpack_from("<I", reply)[0]
+    await sock.send_bytes(struct.pack("<I", 1) + b"\0" * 128)     # AUTH_SPICE and a "ticket" QEMU would refuse
+    result = await read(4)
+    sock.spice_link += result
+    sock.spice_received = received                                  # what followed the link (main: MAIN_INIT)
+    sock.spice_read = read
+    return sock, session, struct.unpack("<I", result)[0]
+
+
+async def spice_session_id(sock):
+    """The session id of QEMU's MAIN_INIT (mini headers) on a linked main channel."""
+    while True:
+        msg_type, size = struct.unpack("<HI", await sock.spice_read(6))
+        payload = await sock.spice_read(size)
+        if msg_type == 103:
+            return struct.unpack_from("<I", payload)[0]
+
+
+def test_spice_through_the_relay_links_every_channel_with_tls_and_refuses_the_rest(cluster):
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node, = cluster(1)
+    alice = Browser(node)
+    alice.login("alice")
+    ticket = spice_relay_ticket(alice)
+
+    async def scenario():
+        out, held = {}, []
+        try:
+            sock, session, result = await open_spice_channel(alice, ticket, MAIN)
+            held.append((sock, session))
+            out["main"] = result
+            session_id = await spice_session_id(sock)
+            out["spice ticket"] = read_ticket_file(default_ticket_file(node.vm.qmp_path))["ticket"]
+            out["link bytes"] = sock.spice_link
+            for channel in (2, 3, 4):                              # display, inputs, cursor
+                sock2, session2, result = await open_spice_channel(alice, ticket, channel, session_id)
+                held.append((sock2, session2))
+                out[channel] = result
+            out["channels"] = sorted((c["channel-type"], c["tls"]) for c in spice_clients(node.vm))
+            again, session3, result = await open_spice_channel(alice, ticket, MAIN)      # the ticket again
+            held.append((again, session3))
+            out["main again"] = (result, again.close_code)
+            other, session4, result = await open_spice_channel(alice, ticket, 3, session_id ^ 1)   # not its session
+            held.append((other, session4))
+            out["other connection id"] = (result, other.close_code)
+            out["other origin"] = (await open_spice_channel(alice, spice_relay_ticket(alice), MAIN,
+                                                            origin="https://evil.example"))[0]
+            assert alice.post("/logout")[0] == 303
+            message = await sock.receive(timeout=20)
+            while message.type == __import__("aiohttp").WSMsgType.BINARY:
+                message = await sock.receive(timeout=20)
+            out["after logout"] = sock.close_code
+            return out
+        finally:
+            for one, session in held:
+                await one.close()
+                await session.close()
+    out = asyncio.run(scenario())
+    assert out["main"] == 0 and out[2] == 0 and out[3] == 0 and out[4] == 0, out
+    assert out["channels"] == [(1, True), (2, True), (3, True), (4, True)], out
+    assert out["main again"] == (None, 4401) and out["other connection id"] == (None, 4401), out
+    assert out["other origin"] == 403 and out["after logout"] == 4001, out
+    _procs.wait_until(lambda: not spice_clients(node.vm), 20, what="QEMU to drop the relay's channels")
+    records = _procs.wait_until(
+        lambda: [r for r in node.audit() if r["event"] == "portal_relay" and r["result"] == "closed"
+                 and r.get("channel") == "main" and r.get("reason") != "refused"], 20, what="the main relay's closing line")
+    assert records[0]["reason"] == "session_ended" and records[0]["bytes_to_browser"] > 0 and "seconds" in records[0]
+    refused = [(r.get("channel"), r["reason"]) for r in node.audit() if r["event"] == "portal_relay"
+               and r["result"] == "refused"]
+    assert ("main", "ticket") in refused and ("inputs", "channel") in refused, refused
+    # The SPICE ticket (the one the agent set and kept for a migration) linked every channel, yet never reached the
+    # browser's side, nor any log.
+    assert out["spice ticket"].encode() not in out["link bytes"]
+    assert_no_secret(node, ticket, alice.cookie, out["spice ticket"])
+
+
+def png_colours(data):
+    """{(r, g, b): pixels} of a PNG screenshot (8-bit RGB or RGBA, not interlaced: what Chromium writes)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, []
+    while pos < len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + size]
+        pos += 12 + size
+        if kind == b"IHDR":
+            width, height, depth, colour_type, dummy, dummy, interlace = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+    assert depth == 8 and colour_type in (2, 6) and interlace == 0, (depth, colour_type, interlace)
+    step = 3 if colour_type == 2 else 4
+    raw, stride = zlib.decompress(b"".join(idat)), width * step
+    previous, colours = bytearray(stride), collections.Counter()
+    for row in range(height):
+        kind, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
+        for x in range(stride):
+            left, up = line[x - step] if x >= step else 0, previous[x]
+            corner = previous[x - step] if x >= step else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 255
+            elif kind == 2:
+                line[x] = (line[x] + up) & 255
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 255
+            elif kind == 4:
+                guess = left + up - corner
+                near = min((abs(guess - left), 0, left), (abs(guess - up), 1, up), (abs(guess - corner), 2, corner))
+                line[x] = (line[x] + near[2]) & 255
+        colours.update(tuple(line[i:i + 3]) for i in range(0, stride, step))
+        previous = line
+    return colours
+
+
+def test_spice_in_chromium_shows_the_vms_screen(cluster, chromium, tmp_path):
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    if not os.path.exists("/usr/share/spice-html5/main.js"):
+        pytest.skip("Debian's spice-html5 is not installed")
+    (node,), driver = cluster(1), chromium
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    driver.find_element(By.ID, "browser-spice-vm1").click()
+    wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
+                    "SPICE main channel")
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "spice_surface_0"), 30, "display canvas")
+    channels = _procs.wait_until(lambda: len(spice_clients(node.vm)) >= 4 and spice_clients(node.vm), 30,
+                                 what="the relay's channels in query-spice")
+    assert {c["channel-type"] for c in channels} >= {1, 2, 3, 4} and all(c["tls"] for c in channels), channels
+
+    # The guest's screen as QEMU has it (SeaBIOS's text: light grey on black), and the canvas until it shows it.
+    screendump = str(tmp_path / "screen.ppm")
+    with node.vm.qmp() as qmp:
+        qmp.execute("screendump", {"filename": screendump})
+    with open(screendump, "rb") as handle:
+        pixels = handle.read().split(b"\n", 3)[3]
+    guest = collections.Counter(tuple(pixels[i:i + 3]) for i in range(0, len(pixels), 3))
+    (background, dummy), (text_colour, dummy) = guest.most_common(2)
+
+    def near(colours, colour):
+        return sum(count for found, count in colours.items() if max(abs(a - b) for a, b in zip(found, colour)) <= 8)
+
+    def screen():
+        from selenium.common.exceptions import StaleElementReferenceException  # pylint: disable=import-outside-toplevel
+        try:            # spice-html5 makes a new canvas when the guest's mode (the surface) changes
+            shot = driver.find_element(By.ID, "spice_surface_0").screenshot_as_png
+        except StaleElementReferenceException:
+            return False
+        colours = png_colours(shot)
+        (tmp_path / "spice-canvas.png").write_bytes(shot)
+        return near(colours, background) > sum(colours.values()) // 2 and near(colours, text_colour) >= 500 and colours
+    colours = wait_in_browser(driver, node, lambda d: screen(), 30, "the VM's screen (%s on %s) on the canvas"
+                              % (text_colour, background))
+    chrome = png_colours(driver.find_element(By.TAG_NAME, "h1").screenshot_as_png)     # the page's own
+    assert near(chrome, background) < sum(chrome.values()) // 2, chrome.most_common(3)
+    assert near(chrome, text_colour) * 10 < near(colours, text_colour), (chrome.most_common(5), colours.most_common(5))
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors                                 # no script blocked, no CSP violation
+    # Logging out (in another tab of the same session) ends the console in this one, with a clear message.
+    driver.switch_to.new_window("tab")
+    driver.get(node.url + "/")
+    driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    driver.switch_to.window(driver.window_handles[0])
+    wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
+                    "end of the console at logout")
+    _procs.wait_until(lambda: not spice_clients(node.vm), 20, what="QEMU to drop the relay's channels")

@@ -16,6 +16,7 @@ import os
 import re
 
 import pytest
+import struct
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
@@ -336,3 +337,83 @@ def test_no_vnc_page_for_a_vm_without_vnc(portal):
         headers = {"Origin": "https://127.0.0.1:%d" % client.port, "Cookie": "vmc_session=%s" % cookie}
         return (await client.post("/vms/web1/browser/vnc", data=dict(csrf=session.csrf), headers=headers)).status
     assert http(p, check) == 404
+
+
+# --- SPICE in the browser -----------------------------------------------------------------------------
+
+def test_the_vm_list_offers_spice_in_the_browser_next_to_the_vv():
+    session = type("S", (), {"csrf": "c"})()
+    page = _portal.vms_page(_portal.Identity("alice", (), "password", session),
+                            [dict(name="web1", node="hv1", state="running", here=True, consoles=["spice"],
+                                  role="console")], [])
+    assert 'id="spice.vv-web1"' in page and 'action="/vms/web1/browser/spice"' in page
+    assert 'id="browser-spice-web1">SPICE in the browser<' in page
+
+
+def test_spice_html5_is_served_from_its_package_and_nothing_else(portal, tmp_path):
+    p, _agents = portal
+    (tmp_path / "spice").mkdir()
+    (tmp_path / "spice" / "main.js").write_text("export {};")
+    (tmp_path / "spice" / "thirdparty").mkdir()
+    (tmp_path / "spice" / "thirdparty" / "rsa.js").write_text("export {};")
+    (tmp_path / "spice" / "spice_auto.html").write_text("<script>inline</script>")
+    p.config = p.config._replace(spice_html5_dir=str(tmp_path / "spice"))
+
+    async def get(client):
+        out = {}
+        for name in ("main.js", "thirdparty/rsa.js", "spice_auto.html", "../spice/main.js", "nosuch.js"):
+            response = await client.get("/static/spice-html5/" + name)
+            out[name] = (response.status, response.headers.get("Content-Type"))
+        return out
+    assert http(p, get) == {"main.js": (200, "text/javascript"), "thirdparty/rsa.js": (200, "text/javascript"),
+                            "spice_auto.html": (404, "text/plain; charset=utf-8"),
+                            "../spice/main.js": (404, "text/plain; charset=utf-8"),
+                            "nosuch.js": (404, "text/plain; charset=utf-8")}
+
+
+def test_the_spice_page_and_its_relay_refusals(portal):
+    p, _agents = portal
+    cookie, session = p.sessions.create("alice", (), "password", "127.0.0.1")
+
+    async def check(client):
+        origin = "https://127.0.0.1:%d" % client.port
+        headers = {"Origin": origin, "Cookie": "vmc_session=" + cookie, "X-CSRF-Token": session.csrf}
+        response = await client.post("/vms/web1/browser/spice", headers=headers)
+        page, csp = await response.text(), response.headers["Content-Security-Policy"]
+        ticket = re.search(r'data-ticket="([^"]+)"', page).group(1)
+        api = await (await client.post("/api/v1/vms/web1/relay/spice", headers=headers)).json()
+        out = dict(page=(response.status, page, csp), api=api)
+        url = "/relay/v1/spice?ticket=" + ticket
+        for label, sent in (("other origin", {"Origin": "https://evil.example", "Cookie": headers["Cookie"]}),
+                            ("no session", {"Origin": origin})):
+            try:
+                await client.ws_connect(url, headers=sent, protocols=("binary",))
+            except aiohttp.WSServerHandshakeError as exc:
+                out[label] = exc.status
+        sent = {"Origin": origin, "Cookie": headers["Cookie"]}
+        for label, first in (("not spice", b"GET / HTTP/1.0\r\n\r\n" + b"x" * 16),
+                             ("a channel without its main relay", link_mess(channel_type=2, connection_id=42))):
+            sock = await client.ws_connect(url, headers=sent, protocols=("binary",))
+            out["protocol"] = sock.protocol
+            await sock.send_bytes(first)
+            await sock.receive(timeout=10)
+            out[label] = sock.close_code
+            await sock.close()
+        return out
+    out = http(p, check)
+    status, page, csp = out["page"]
+    assert status == 200 and '<script type="module" src="/static/spice-console.js"></script>' in page
+    assert "<script>" not in page and "style=" not in page
+    assert "script-src 'self';" in csp and "img-src 'self' data:;" in csp and "media-src blob:;" in csp
+    assert out["api"]["console"] == "spice" and out["api"]["url"] == "/relay/v1/spice?ticket=" + out["api"]["ticket"]
+    assert out["protocol"] == "binary"                  # spice-html5 asks for it; without it Chromium drops the socket
+    assert (out["other origin"], out["no session"]) == (403, 401)
+    assert (out["not spice"], out["a channel without its main relay"]) == (1002, 4401)
+    records = [json.loads(line) for line in open(p.config.audit_log, encoding="utf-8")]
+    assert [(r.get("channel"), r.get("reason")) for r in records if r["event"] == "portal_relay"] == [
+        (None, "link"), ("display", "ticket")]
+
+
+def link_mess(channel_type=1, connection_id=0):
+    body = struct.pack("<IBBIIII", connection_id, channel_type, 0, 1, 0, 18, (1 << 0) | (1 << 3))
+    return struct.pack("<4sIII", b"REDQ", 2, 2, len(body)) + body
