@@ -130,7 +130,7 @@ def plan(s, host):
         key_file=s["key_file"],
         ca_file=s["ca_file"],
         audit_log=s["audit_log"],
-        static_dir=s["static_dir"],
+        static_zip=s["static_zip"],
         relays=dict(per_user=_int(s["console_portal_relays_per_user"]), per_vm=_int(s["console_portal_relays_per_vm"])),
         session_idle=_int(s["console_portal_session_idle"]),
         session_absolute=_int(s["console_portal_session_absolute"]),

@@ -44,6 +44,7 @@ import signal
 import ssl
 import sys
 import time
+import zipfile
 from urllib.parse import urlencode, urlsplit
 
 try:
@@ -146,7 +147,7 @@ PORTAL_KEY = web.AppKey("portal") if HAS_AIOHTTP and hasattr(web, "AppKey") else
 
 
 _PORTAL_FIELDS = ("node public hosts port nodes proxy agent_socket users acl vm_nodes cert_file key_file ca_file "
-                  "audit_log session_idle session_absolute login relays static_dir spice_html5_dir")
+                  "audit_log session_idle session_absolute login relays static_dir static_zip spice_html5_dir")
 
 
 class PortalConfig(collections.namedtuple("PortalConfig", _PORTAL_FIELDS)):
@@ -182,6 +183,7 @@ def portal_config(data):
         login={key: int(value) for key, value in login.items()},
         relays={key: int(value) for key, value in dict(dict(per_user=4, per_vm=8), **(data.get("relays") or {})).items()},
         static_dir=data.get("static_dir", STATIC_DIR),
+        static_zip=data.get("static_zip"),
         spice_html5_dir=data.get("spice_html5_dir", SPICE_HTML5_DIR),
     )
 
@@ -356,7 +358,8 @@ class Portal:
         self._where = None                              # (when, cluster_vms()) for issuances
         self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
         self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
-        self.static_files = dict(STATIC_FILES, **vendored_static(config.static_dir))
+        self.static = StaticFiles(zip_path=config.static_zip, folder=config.static_dir)
+        self.static_files = dict(STATIC_FILES, **vendored_static(self.static.read))
         self.spice_relays = SpiceRelays()               # the open SPICE main relays, which admit their channels
 
     # --- audit
@@ -1122,25 +1125,44 @@ async def no_content(request):
 
 
 async def static(request):
-    """GET /static/NAME: the built-in stylesheet, one of :data:`STATIC_FILES` from ``static_dir`` or
+    """GET /static/NAME: the built-in stylesheet, one of :data:`STATIC_FILES` (and noVNC's) from :class:`StaticFiles`, or
     ``spice-html5/`` and one of :data:`SPICE_HTML5_FILES` from ``spice_html5_dir``; else 404."""
     name = request.match_info["name"]
     if name == "portal.css":
         return web.Response(text=STYLE, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
     portal = _portal(request)
-    config = portal.config
-    if name.startswith("spice-html5/") and name[len("spice-html5/"):] in SPICE_HTML5_FILES:
-        path, kind = os.path.join(config.spice_html5_dir, name[len("spice-html5/"):]), "text/javascript"
-    elif name in portal.static_files:
-        path, kind = os.path.join(config.static_dir, name), portal.static_files[name]
-    else:
-        raise web.HTTPNotFound()
     try:
-        with open(path, "rb") as handle:
-            body = handle.read()
-    except OSError:
+        if name.startswith("spice-html5/") and name[len("spice-html5/"):] in SPICE_HTML5_FILES:
+            kind = "text/javascript"
+            with open(os.path.join(portal.config.spice_html5_dir, name[len("spice-html5/"):]), "rb") as handle:
+                body = handle.read()
+        elif name in portal.static_files:
+            kind, body = portal.static_files[name], portal.static.read(name)
+        else:
+            raise web.HTTPNotFound()
+    except (OSError, KeyError):
         raise web.HTTPNotFound() from None
     return web.Response(body=body, content_type=kind, headers={"Cache-Control": "max-age=3600"})
+
+
+class StaticFiles:
+    """The pages' own files: read once from ``zip_path`` (the zip the role installs, ``code_bundle`` with
+    ``folder``) into memory, or each time from ``folder`` (a checkout, the tests) when there is no zip."""
+
+    def __init__(self, zip_path=None, folder=STATIC_DIR):
+        self.folder, self.files = folder, None
+        if zip_path:
+            with zipfile.ZipFile(zip_path) as archive:
+                self.files = {name: archive.read(name) for name in archive.namelist() if not name.endswith("/")}
+
+    def read(self, name):
+        """The file's bytes; KeyError or OSError when there is none."""
+        if self.files is not None:
+            return self.files[name]
+        if ".." in name.split("/"):
+            raise KeyError(name)
+        with open(os.path.join(self.folder, name), "rb") as handle:
+            return handle.read()
 
 
 def server_context(config):

@@ -42,13 +42,13 @@ _U32 = struct.Struct(">I")
 _TYPES = {".js": "text/javascript", ".css": "text/css"}
 
 
-def vendored_static(static_dir, folder=NOVNC_FOLDER):
+def vendored_static(read, folder=NOVNC_FOLDER):
     """{name under /static/: content type} of the scripts a vendored package's ``vendor.json`` lists (its sha256
-    keys), e.g. ``novnc/core/rfb.js``; {} when the folder or its manifest is missing."""
+    keys), e.g. ``novnc/core/rfb.js``; {} when the manifest is missing. ``read(name)`` gives a static file's bytes
+    (``_portal.StaticFiles.read``)."""
     try:
-        with open(os.path.join(static_dir, folder, "vendor.json"), encoding="utf-8") as handle:
-            names = json.load(handle)["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        names = json.loads(read(folder + "/vendor.json").decode("utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
     found = {}
     for name in names:

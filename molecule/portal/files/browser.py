@@ -6,11 +6,12 @@ portal, for the portal scenario's verify (test code, runs on the client with the
 Reads one JSON object on stdin, so no password reaches a command line:
 
   {"action": "password", "portal": "https://hv1:8443", "home": DIR, "user": U, "password": P,
-   "download": [VM, ...], "serial": VM, "disconnect": VM, "forgery": true}
+   "download": [VM, ...], "serial": VM, "spice": VM, "vnc": VM, "disconnect": VM, "forgery": true}
       log in with the password form; the VMs listed; then, in this order and each when given: the
       requests a forger would send (forgery), each VM's "Open SPICE" button (the .vv saved into
       DIR/downloads), the VM's "Serial in the browser" page (the guest's line shows in the terminal,
-      a typed word comes back: tests/guest_image.py's guest echoes), the VM's "Disconnect everyone" button.
+      a typed word comes back: tests/guest_image.py's guest echoes), the "SPICE in the browser" and "VNC in
+      the browser" pages (connected, the VM's screen on the canvas), the VM's "Disconnect everyone" button.
   {"action": "certificate", "portal": ..., "home": DIR, "download": [...]}
       the same after the login with the client certificate in DIR's NSS database (Chromium picks it
       without a prompt: the managed policy AutoSelectCertificateForUrls).
@@ -226,6 +227,30 @@ def serial_console(driver, portal, vm):
     return dict(state=state, line=line.group(0), echoed=True, errors=errors, url=driver.current_url.replace(portal, ""))
 
 
+CANVAS_COLOURS = """
+var best = null;
+document.querySelectorAll('canvas').forEach(function (c) { if (!best || c.width * c.height > best.width * best.height) best = c; });
+if (!best || !best.width || !best.height) return [0, 0, 0];
+var data = best.getContext('2d').getImageData(0, 0, best.width, best.height).data, seen = {}, n = 0;
+for (var i = 0; i < data.length; i += 4 * 7) { var k = data[i] + ',' + data[i + 1] + ',' + data[i + 2]; if (!seen[k]) { seen[k] = 1; n++; } }
+return [best.width, best.height, n];
+"""
+
+
+def screen_console(driver, console, vm):
+    """The VM's "SPICE/VNC in the browser" page: connected, and its canvas shows the VM's screen (more than one
+    colour: SeaBIOS's text on its background); what the page showed."""
+    driver.get_log("browser")               # read (and so cleared): what earlier pages logged is not this page's
+    driver.find_element(By.ID, "browser-%s-%s" % (console, vm)).click()
+    wait_for("the %s page to connect" % console, lambda: driver.find_element(By.ID, "console-state").text == "connected",
+             CUT_WAIT)
+    width, height, colours = wait_for("the VM's screen on the %s page's canvas" % console,
+                                      lambda: [v for v in [driver.execute_script(CANVAS_COLOURS)] if v[2] >= 2], CUT_WAIT)[0]
+    errors = [entry["message"][:200] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return dict(state=driver.find_element(By.ID, "console-state").text, width=width, height=height, colours=colours,
+                errors=errors)
+
+
 def after_login(driver, downloads, job, result):
     if driver.title != "Your consoles":
         fail("the login did not lead to the VM list: %r: %s" % (driver.title, text_of(driver)[:300]))
@@ -239,6 +264,10 @@ def after_login(driver, downloads, job, result):
     if job.get("serial"):
         result["serial"] = serial_console(driver, job["portal"], job["serial"])
         driver.get(job["portal"] + "/")
+    for console in ("spice", "vnc"):
+        if job.get(console):
+            result[console] = screen_console(driver, console, job[console])
+            driver.get(job["portal"] + "/")
     if job.get("disconnect"):
         vm = job["disconnect"]
         try:

@@ -19,7 +19,7 @@ TEMPLATED = dict(console_portal_port=8443, vmconsole_proxy_port=3128, vmconsole_
                  vmconsole_migration_ports=[60000, 60050], user="vmconsole-portal",
                  agent_socket="/run/vmconsole-portal/agent.sock", cert_file="/c", key_file="/k", ca_file="/ca",
                  audit_log="/var/log/vmconsole-portal/portal.log", tickets_log="/var/log/vmconsole/tickets.log",
-                 static_dir="/usr/lib/vmconsole/portal/static")
+                 static_zip="/usr/lib/vmconsole/portal/static.zip")
 
 
 def settings(**changes):
@@ -47,7 +47,7 @@ def test_the_configuration_files_of_a_node():
         users={"alice": {"password_hash": YESCRYPT, "groups": ["dev"]}},
         acl=[{"groups": ["dev"], "vms": ["web*"], "role": "console"}], vm_nodes={"web1": "hv1", "web2": "hv2"},
         cert_file="/c", key_file="/k", ca_file="/ca", audit_log="/var/log/vmconsole-portal/portal.log",
-        static_dir="/usr/lib/vmconsole/portal/static", relays=dict(per_user=4, per_vm=8), session_idle=900,
+        static_zip="/usr/lib/vmconsole/portal/static.zip", relays=dict(per_user=4, per_vm=8), session_idle=900,
         session_absolute=28800, login=dict(max_failures=5, window=300, lockout=900))
     assert out["agent"] == dict(node="hv1", allowed_users=["vmconsole-portal"], cluster_vms=["web1", "web2"],
                                 audit_log="/var/log/vmconsole/tickets.log", ticket_ttl=60, token_ttl=28800)

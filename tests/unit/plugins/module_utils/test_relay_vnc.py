@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ansible_collections.vmconsole.secure.plugins.module_utils._portal import StaticFiles
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay import RelayError
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import (
     BrowserBytes,
@@ -198,7 +199,7 @@ def test_a_silent_browser_times_out():
 # --- noVNC's files -----------------------------------------------------------------------------------
 
 def test_the_vendored_novnc_modules_are_served_and_nothing_else(tmp_path):
-    found = vendored_static(STATIC)
+    found = vendored_static(StaticFiles(folder=STATIC).read)
     assert found["novnc/core/rfb.js"] == "text/javascript"
     assert "novnc/vendor/pako/lib/zlib/inflate.js" in found and "novnc/LICENSE.txt" not in found
     imported = set()
@@ -207,7 +208,22 @@ def test_the_vendored_novnc_modules_are_served_and_nothing_else(tmp_path):
             for target in re.findall(r"""^\s*import\b[^'"]*['"]([^'"]+)['"]""", handle.read(), re.M):
                 imported.add(os.path.normpath(os.path.join(os.path.dirname(name), target)))
     assert imported and imported <= set(found)
-    assert vendored_static(str(tmp_path)) == {}
+    assert vendored_static(StaticFiles(folder=str(tmp_path)).read) == {}
     (tmp_path / "novnc").mkdir()
     (tmp_path / "novnc" / "vendor.json").write_text(json.dumps({"sha256": {"../x.js": "", "a.js": "", "b.txt": ""}}))
-    assert vendored_static(str(tmp_path)) == {"novnc/a.js": "text/javascript"}
+    assert vendored_static(StaticFiles(folder=str(tmp_path)).read) == {"novnc/a.js": "text/javascript"}
+
+
+def test_the_static_files_come_from_the_zip_the_role_installs(tmp_path):
+    """The role's zip (code_bundle with folder: files/static) gives the same files and the same noVNC list."""
+    from ansible_collections.vmconsole.secure.plugins.action import code_bundle  # pylint: disable=import-outside-toplevel
+    bundle = tmp_path / "static.zip"
+    bundle.write_bytes(code_bundle.build_folder_zip(STATIC, code_bundle.folder_files(STATIC)))
+    zipped, folder = StaticFiles(zip_path=str(bundle), folder="/nonexistent"), StaticFiles(folder=STATIC)
+    assert vendored_static(zipped.read) == vendored_static(folder.read) != {}
+    for name in ["browser-console.js", "vnc-console.js", "spice-console.js", "xterm/xterm.js", "novnc/core/rfb.js"]:
+        assert zipped.read(name) == folder.read(name)
+    with pytest.raises(KeyError):
+        zipped.read("../../etc/passwd")
+    with pytest.raises(KeyError):
+        folder.read("../vnc-console.js")
