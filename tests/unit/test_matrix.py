@@ -120,3 +120,13 @@ def test_the_table_has_a_row_per_entry():
     assert lines[0].split()[:5] == ["release", "version", "python", "where", "stage"]
     assert "10 passed, 0 failed, 2 skipped" in lines[1]
     assert lines[2].split()[4:6] == ["sanity", "1"]
+
+
+def test_the_pinned_minor_is_read_from_requirements_txt(tmp_path):
+    assert matrix.pinned_minor() in minors()
+    path = tmp_path / "requirements.txt"
+    path.write_text("# pins\nmolecule==26.10.0\nansible-core==2.19.14\n")
+    assert matrix.pinned_minor(str(path)) == "2.19"
+    path.write_text("molecule==26.10.0\n")
+    with pytest.raises(ValueError, match="pins no ansible-core"):
+        matrix.pinned_minor(str(path))
