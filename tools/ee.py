@@ -13,7 +13,7 @@ registry or Galaxy:
    Debian 13 base image (lab/build-image.sh base trixie). Each collection's
    meta/execution-environment.yml adds its Python and system packages (introspect).
 2. ``lab``: a lab of one Debian 13 hypervisor (hv1, guest vm1; lab name vmc-ee, 10.89.20.0/24
-   and 10.90.20.0/24) made by molecule/shared/create.yml, with an SSH server and a key of this
+   and 10.90.20.0/24; tools/ee/lab.yml) made by molecule/shared/create.yml, with an SSH server and a key of this
    run: from inside a container Ansible reaches nodes as it reaches real ones, over SSH.
 3. ``run``: ``ansible-navigator run`` in the EE (pull policy never, the host's network to reach
    the lab's bridge): playbooks ``vmconsole.secure.site`` (the whole rollout) and
@@ -21,7 +21,7 @@ registry or Galaxy:
    the EE, into a folder mounted from here), from the collection installed in the image; no
    file of this checkout is on the EE's Ansible path (only the lab's folder is mounted: the
    inventory, the CA, the .vv). The .vv is checked: vm1's SPICE console through hv1's proxy.
-4. ``down``: the lab removed.
+4. ``down``: the lab removed. The lab's description: tools/ee/lab.yml.
 
 Usage: python3 tools/ee.py [build] [lab] [run] [down]   (none: all four, down also after a failure)
 Each step prints its seconds; the exit status is non-zero when a step failed.
@@ -46,22 +46,7 @@ VENV = os.path.join(ROOT, ".work", "ee-venv")
 IMAGE = "localhost/vmconsole-ee:test"
 LAB = "vmc-ee"
 LAB_DIR = os.path.join(ROOT, ".work", "lab", LAB)
-# The hypervisor and its guest (lab/topology.py's hv1 with vm1, on this lab's subnets).
-LAB_VARS = {
-    "lab_name": LAB,
-    "lab_reuse": False,
-    "lab_release": "trixie",
-    "lab_networks": {"cluster": {"subnet": "10.89.20.0/24"}, "public": {"subnet": "10.90.20.0/24"}},
-    "lab_platforms": [{"name": "hv1", "groups": ["hypervisors"], "release": "trixie",
-                       "addresses": {"cluster": "10.89.20.11", "public": "10.90.20.11"},
-                       "vars": {"qemu_vm_guests": [{"name": "vm1", "memory": "128M", "cpus": 1}]}}],
-    "lab_vars": {"vmconsole_cluster_name": LAB, "vmconsole_client_networks": ["10.90.20.0/24"], "qemu_vm_stop_timeout": 3,
-                 "pki_ca_dir": "{{ lab_dir }}/pki/ca",
-                 "pki_ca_passphrase": "{{ lookup('ansible.builtin.password', lab_dir ~ '/pki/ca-passphrase', "
-                                      "chars=['ascii_letters', 'digits'], length=40) }}",
-                 "console_portal_users": {"demo": {"password_hash": "{{ lookup('ansible.builtin.file', lab_dir ~ '/portal-demo.hash') }}"}},
-                 "console_portal_acl": [{"users": ["demo"], "vms": ["*"], "role": "operator"}]},
-}
+LAB_SPEC = os.path.join(ROOT, "tools", "ee", "lab.yml")    # molecule/shared/create.yml's inputs
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
 
@@ -112,6 +97,16 @@ def check_vv(text, node_names, proxy_port=3128):
     if proxy.scheme != "http" or proxy.hostname not in node_names or proxy.port != proxy_port or not proxy.password:
         errors.append("proxy is not a proxy token for port %d of %s" % (proxy_port, "/".join(sorted(node_names))))
     return errors
+
+
+def node_names(lab_spec, node):
+    """A lab host's inventory name and its addresses (a .vv may name its proxy by either)."""
+    loader = type("Loader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!unsafe", lambda load, value: load.construct_scalar(value))
+    with open(lab_spec) as handle:
+        spec = yaml.load(handle, Loader=loader)  # nosec B506: SafeLoader plus one tag
+    [platform] = [p for p in spec["lab_platforms"] if p["name"] == node]
+    return {node} | set(platform["addresses"].values())
 
 
 def pack_dependency(name, dest):
@@ -178,13 +173,7 @@ def step_build():
 
 
 def step_lab():
-    os.makedirs(WORK, exist_ok=True)
-    spec = os.path.join(WORK, "lab.json")
-    with open(spec, "w") as handle:
-        # The lab's variables stay templates in its inventory (create.yml writes them as they are).
-        json.dump(LAB_VARS, handle)
-    run(["ansible-playbook", os.path.join(ROOT, "molecule", "shared", "create.yml"), "-e", "@" + spec,
-         "-e", "lab_platforms=" + json.dumps(LAB_VARS["lab_platforms"])])
+    run(["ansible-playbook", os.path.join(ROOT, "molecule", "shared", "create.yml"), "-e", "@" + LAB_SPEC])
     run([sys.executable, os.path.join(ROOT, "lab", "portal_user.py"), LAB_DIR, "demo"])
     key = os.path.join(LAB_DIR, "ee_ssh_key")
     if not os.path.exists(key):
@@ -217,10 +206,19 @@ def navigator(playbook, *extra):
         # Nothing of this checkout on the EE's Ansible path: the collection comes from the image.
         if name.startswith("ANSIBLE_") or name in ("PYTHONPATH",):
             del env[name]
-    argv = [os.path.join(VENV, "bin", "ansible-navigator"), "run", "play.yml", "-i", os.path.join(LAB_DIR, "ee-inventory.yml"),
-            "--ee", "true", "--ce", "podman", "--eei", IMAGE, "--pp", "never", "--mode", "stdout",
-            "--eev", "%s:%s:Z" % (LAB_DIR, LAB_DIR), "--co", "--network=host", "--co", "--user=0",
-            "--lf", os.path.join(WORK, "navigator.log"), "--pae", "false"] + list(extra)
+    # ansible-navigator's settings file (the command line cannot pass container options that start with --).
+    settings = {"ansible-navigator": {
+        "execution-environment": {
+            "enabled": True, "container-engine": "podman", "image": IMAGE, "pull": {"policy": "never"},
+            # The host's network reaches the lab's bridge; root writes the CA into the mounted lab folder.
+            "container-options": ["--network=host", "--user=0"],
+            "volume-mounts": [{"src": LAB_DIR, "dest": LAB_DIR, "options": "Z"}]},
+        "mode": "stdout", "playbook-artifact": {"enable": False},
+        "logging": {"file": os.path.join(WORK, "navigator.log"), "level": "warning"}}}
+    with open(os.path.join(rundir, "ansible-navigator.yml"), "w") as handle:
+        yaml.safe_dump(settings, handle)
+    env["ANSIBLE_NAVIGATOR_CONFIG"] = os.path.join(rundir, "ansible-navigator.yml")
+    argv = [os.path.join(VENV, "bin", "ansible-navigator"), "run", "play.yml", "-i", os.path.join(LAB_DIR, "ee-inventory.yml")] + list(extra)
     run(argv, cwd=rundir, env=env)
 
 
@@ -231,7 +229,7 @@ def step_run():
         os.unlink(vv)
     navigator("vmconsole.secure.console", "-e", "vm=vm1", "-e", "target=hv1", "-e", "proxy_user=demo", "-e", "dest=" + vv)
     with open(vv) as handle:
-        errors = check_vv(handle.read(), {"hv1", "10.89.20.11", "10.90.20.11"})
+        errors = check_vv(handle.read(), node_names(LAB_SPEC, "hv1"))
     if errors:
         raise RuntimeError("%s: %s" % (vv, "; ".join(errors)))
     log("%s: vm1's SPICE console through hv1's proxy (mode %o)" % (vv, os.stat(vv).st_mode & 0o777))

@@ -92,3 +92,10 @@ def test_a_vv_that_does_not_go_through_the_nodes_proxy_or_lacks_the_ticket_fails
     assert ee.check_vv(vv(tls_port=None, port=5900), {"hv1"}) == ["no tls-port"]
     assert ee.check_vv("[virt-viewer]\ntype=vnc\n", {"hv1"})[0] == "type is 'vnc', not spice"
     assert ee.check_vv("not a vv", {"hv1"})
+
+
+def test_the_vv_check_accepts_the_labs_node_by_name_or_address():
+    names = ee.node_names(str(ROOT / "tools" / "ee" / "lab.yml"), "hv1")
+    assert names == {"hv1", "10.89.20.11", "10.90.20.11"}
+    spec_name = (ROOT / "tools" / "ee" / "lab.yml").read_text().split("lab_name: ", 1)[1].split()[0]
+    assert spec_name == ee.LAB
