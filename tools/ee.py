@@ -15,8 +15,8 @@ registry or Galaxy:
 2. ``lab``: a lab of one Debian 13 hypervisor (hv1, guest vm1; lab name vmc-ee, 10.89.20.0/24
    and 10.90.20.0/24; tools/ee/lab.yml) made by molecule/shared/create.yml, with an SSH server and a key of this
    run: from inside a container Ansible reaches nodes as it reaches real ones, over SSH.
-3. ``run``: ``ansible-navigator run`` in the EE (pull policy never, the host's network to reach
-   the lab's bridge): playbooks ``vmconsole.secure.site`` (the whole rollout) and
+3. ``run``: ``ansible-runner run`` with the EE as its container (what AWX does for a job; the
+   host's network to reach the lab's bridge): playbooks ``vmconsole.secure.site`` (the whole rollout) and
    ``vmconsole.secure.console`` (a ticket and a .vv written on the controller, that is inside
    the EE, into a folder mounted from here), from the collection installed in the image; no
    file of this checkout is on the EE's Ansible path (only the lab's folder is mounted: the
@@ -195,39 +195,40 @@ def step_lab():
     os.chmod(key, 0o600)
 
 
-def navigator(playbook, *extra):
-    """ansible-navigator run in the EE; a playbook file in the run folder imports the collection's."""
-    rundir = os.path.join(WORK, "run")
-    os.makedirs(rundir, exist_ok=True)
-    with open(os.path.join(rundir, "play.yml"), "w") as handle:
+def runner(playbook, *extra_vars):
+    """``ansible-runner run`` in the EE (as AWX runs a job): a project playbook that imports the collection's.
+
+    ansible-navigator would do the same through ansible-runner, but refuses to start on a machine
+    without /dev/mqueue (this lab's), although podman runs containers here without one.
+    """
+    private = os.path.join(WORK, "runner")
+    shutil.rmtree(private, ignore_errors=True)
+    os.makedirs(os.path.join(private, "project"))
+    with open(os.path.join(private, "project", "play.yml"), "w") as handle:
         handle.write("---\n- name: %s from the execution environment\n  ansible.builtin.import_playbook: %s\n" % (playbook, playbook))
     env = dict(os.environ)
     for name in list(env):
         # Nothing of this checkout on the EE's Ansible path: the collection comes from the image.
-        if name.startswith("ANSIBLE_") or name in ("PYTHONPATH",):
+        if name.startswith("ANSIBLE_") or name == "PYTHONPATH":
             del env[name]
-    # ansible-navigator's settings file (the command line cannot pass container options that start with --).
-    settings = {"ansible-navigator": {
-        "execution-environment": {
-            "enabled": True, "container-engine": "podman", "image": IMAGE, "pull": {"policy": "never"},
+    argv = [os.path.join(VENV, "bin", "ansible-runner"), "run", private, "-p", "play.yml",
+            "--inventory", os.path.join(LAB_DIR, "ee-inventory.yml"),
+            "--process-isolation", "--process-isolation-executable", "podman", "--container-image", IMAGE,
             # The host's network reaches the lab's bridge; root writes the CA into the mounted lab folder.
-            "container-options": ["--network=host", "--user=0"],
-            "volume-mounts": [{"src": LAB_DIR, "dest": LAB_DIR, "options": "Z"}]},
-        "mode": "stdout", "playbook-artifact": {"enable": False},
-        "logging": {"file": os.path.join(WORK, "navigator.log"), "level": "warning"}}}
-    with open(os.path.join(rundir, "ansible-navigator.yml"), "w") as handle:
-        yaml.safe_dump(settings, handle)
-    env["ANSIBLE_NAVIGATOR_CONFIG"] = os.path.join(rundir, "ansible-navigator.yml")
-    argv = [os.path.join(VENV, "bin", "ansible-navigator"), "run", "play.yml", "-i", os.path.join(LAB_DIR, "ee-inventory.yml")] + list(extra)
-    run(argv, cwd=rundir, env=env)
+            "--container-option=--network=host", "--container-option=--user=0",
+            "--container-volume-mount", "%s:%s:Z" % (LAB_DIR, LAB_DIR)]
+    if extra_vars:
+        argv += ["--cmdline", " ".join("-e %s" % pair for pair in extra_vars)]
+    run(argv, env=env)
 
 
 def step_run():
-    navigator("vmconsole.secure.site")
+    tool_venv()
+    runner("vmconsole.secure.site")
     vv = os.path.join(LAB_DIR, "vm1-from-ee.vv")
     if os.path.exists(vv):
         os.unlink(vv)
-    navigator("vmconsole.secure.console", "-e", "vm=vm1", "-e", "target=hv1", "-e", "proxy_user=demo", "-e", "dest=" + vv)
+    runner("vmconsole.secure.console", "vm=vm1", "target=hv1", "proxy_user=demo", "dest=" + vv)
     with open(vv) as handle:
         errors = check_vv(handle.read(), node_names(LAB_SPEC, "hv1"))
     if errors:

@@ -70,6 +70,7 @@ CONTAINER_PYTHON = (3, 13)
 # GLib: test_vv.py checks .vv files against GLib's own key-file parser (skipped without it).
 CONTAINER_PACKAGES = ["python3-venv", "git", "libglib2.0-0t64"]
 CONTAINER_IMAGE = "localhost/vmconsole-matrix"
+MACHINE_HOME = "/var/cache/vmconsole-lab/matrix/home-trixie"
 
 
 def python_of(release, host_python):
@@ -374,9 +375,11 @@ def run_in_container(entries):
     logfile = os.path.join(results_dir, "container.log")
     open(logfile, "w").close()
     image = container_image(logfile)
-    home = os.path.join(WORK, "home-trixie")
+    # The container's home holds ansible-test's sanity venvs and pip's cache: like ~/.ansible/test
+    # on this machine it outlives a checkout (a fresh clone does not build them again).
+    home = MACHINE_HOME
     os.makedirs(home, exist_ok=True)
-    argv = ["podman", "run", "--rm", "--network=host", "-v", "%s:%s" % (ROOT, ROOT), "-w", ROOT,
+    argv = ["podman", "run", "--rm", "--network=host", "-v", "%s:%s" % (ROOT, ROOT), "-v", "%s:%s" % (home, home), "-w", ROOT,
             "-e", "HOME=" + home, "-e", "VMC_MATRIX_INSIDE=1", "-e", "LANG=C.UTF-8"]
     # The machine's trust store (a TLS-inspecting proxy's CA, where there is one) for PyPI.
     bundle = "/etc/ssl/certs/ca-certificates.crt"
