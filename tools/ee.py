@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -204,6 +205,9 @@ def runner(playbook, *extra_vars):
     private = os.path.join(WORK, "runner")
     shutil.rmtree(private, ignore_errors=True)
     os.makedirs(os.path.join(private, "project"))
+    # ansible-runner mounts its private data folder as /runner: the inventory goes in there.
+    os.makedirs(os.path.join(private, "inventory"))
+    shutil.copy(os.path.join(LAB_DIR, "ee-inventory.yml"), os.path.join(private, "inventory", "hosts.yml"))
     with open(os.path.join(private, "project", "play.yml"), "w") as handle:
         handle.write("---\n- name: %s from the execution environment\n  ansible.builtin.import_playbook: %s\n" % (playbook, playbook))
     env = dict(os.environ)
@@ -212,7 +216,6 @@ def runner(playbook, *extra_vars):
         if name.startswith("ANSIBLE_") or name == "PYTHONPATH":
             del env[name]
     argv = [os.path.join(VENV, "bin", "ansible-runner"), "run", private, "-p", "play.yml",
-            "--inventory", os.path.join(LAB_DIR, "ee-inventory.yml"),
             "--process-isolation", "--process-isolation-executable", "podman", "--container-image", IMAGE,
             # The host's network reaches the lab's bridge; root writes the CA into the mounted lab folder.
             "--container-option=--network=host", "--container-option=--user=0",
@@ -220,15 +223,40 @@ def runner(playbook, *extra_vars):
     if extra_vars:
         argv += ["--cmdline", " ".join("-e %s" % pair for pair in extra_vars)]
     run(argv, env=env)
+    with open(os.path.join(private, "artifacts", os.listdir(os.path.join(private, "artifacts"))[0], "stdout")) as handle:
+        return recap(handle.read())
+
+
+def recap(stdout):
+    """``{host: {"ok": n, "changed": n, "unreachable": n, "failed": n, ...}}`` of a PLAY RECAP."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", stdout)
+    hosts = {}
+    for line in text.split("PLAY RECAP", 1)[-1].splitlines()[1:]:
+        match = re.match(r"^(\S+)\s+:\s+(.*)$", line)
+        if match:
+            hosts[match.group(1)] = dict((key, int(value)) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2)))
+    return hosts
+
+
+def check_recap(hosts, names):
+    """What is wrong with a run whose recap is ``hosts``, which must have reached every one of ``names``."""
+    errors = ["%s did not run" % name for name in sorted(names) if name not in hosts]
+    errors += ["%s: %s" % (name, counts) for name, counts in sorted(hosts.items())
+               if counts.get("failed", 0) or counts.get("unreachable", 0)]
+    return errors
 
 
 def step_run():
     tool_venv()
-    runner("vmconsole.secure.site")
+    errors = check_recap(runner("vmconsole.secure.site"), {"hv1"})
+    if errors:
+        raise RuntimeError("site.yml: " + "; ".join(errors))
     vv = os.path.join(LAB_DIR, "vm1-from-ee.vv")
     if os.path.exists(vv):
         os.unlink(vv)
-    runner("vmconsole.secure.console", "vm=vm1", "target=hv1", "proxy_user=demo", "dest=" + vv)
+    errors = check_recap(runner("vmconsole.secure.console", "vm=vm1", "target=hv1", "proxy_user=demo", "dest=" + vv), {"hv1", "localhost"})
+    if errors:
+        raise RuntimeError("console.yml: " + "; ".join(errors))
     with open(vv) as handle:
         errors = check_vv(handle.read(), node_names(LAB_SPEC, "hv1"))
     if errors:

@@ -99,3 +99,22 @@ def test_the_vv_check_accepts_the_labs_node_by_name_or_address():
     assert names == {"hv1", "10.89.20.11", "10.90.20.11"}
     spec_name = (ROOT / "tools" / "ee" / "lab.yml").read_text().split("lab_name: ", 1)[1].split()[0]
     assert spec_name == ee.LAB
+
+
+RECAP = """PLAY [x] ***
+TASK [y] ***
+ok: [hv1]
+
+PLAY RECAP *********************************************************************
+\x1b[0;33mhv1\x1b[0m                        : \x1b[0;32mok=120 \x1b[0m \x1b[0;33mchanged=40  \x1b[0m unreachable=0    failed=0    skipped=12   rescued=0    ignored=0
+localhost                  : ok=3    changed=0    unreachable=0    failed=1    skipped=0    rescued=0    ignored=0
+"""
+
+
+def test_a_run_counts_only_when_it_reached_every_node_and_nothing_failed():
+    hosts = ee.recap(RECAP)
+    assert hosts["hv1"]["ok"] == 120 and hosts["hv1"]["changed"] == 40
+    assert ee.check_recap({"hv1": hosts["hv1"]}, {"hv1"}) == []
+    assert ee.check_recap(hosts, {"hv1"}) == ["localhost: %s" % hosts["localhost"]]
+    # site.yml against an inventory that was not read: every play skipped, only localhost ran.
+    assert ee.check_recap(ee.recap("PLAY RECAP ***\nlocalhost : ok=1 changed=0 unreachable=0 failed=0\n"), {"hv1"}) == ["hv1 did not run"]
