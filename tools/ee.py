@@ -24,7 +24,8 @@ registry or Galaxy:
 4. ``down``: the lab removed. The lab's description: tools/ee/lab.yml.
 
 Usage: python3 tools/ee.py [build] [lab] [run] [down]   (none: all four, down also after a failure)
-Each step prints its seconds; the exit status is non-zero when a step failed.
+Each step prints its seconds; the exit status is non-zero when a step failed. VMC_EE_NO_CACHE=1 builds
+every layer again (podman's layer cache otherwise makes a rebuild take seconds).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def step_build():
         extra += " --volume=%s:%s:ro" % (bundle, bundle)
     run([os.path.join(VENV, "bin", "ansible-builder"), "build", "-f", os.path.join(definition, "execution-environment.yml"),
          "-c", os.path.join(WORK, "context"), "-t", IMAGE, "--container-runtime", "podman",
-         "--build-arg", "EE_BASE_IMAGE=" + base, "--extra-build-cli-args", extra, "-v", "2"])
+         "--build-arg", "EE_BASE_IMAGE=" + base, "--extra-build-cli-args", extra, "-v", "2"]
+        + (["--no-cache"] if os.environ.get("VMC_EE_NO_CACHE") == "1" else []))
     # What the image holds: the pinned ansible-core, both collections, the packages their
     # meta/execution-environment.yml ask for.
     listing = subprocess.run(["podman", "run", "--rm", IMAGE, "sh", "-c",
