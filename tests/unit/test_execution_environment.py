@@ -106,7 +106,7 @@ TASK [y] ***
 ok: [hv1]
 
 PLAY RECAP *********************************************************************
-\x1b[0;33mhv1\x1b[0m                        : \x1b[0;32mok=120 \x1b[0m \x1b[0;33mchanged=40  \x1b[0m unreachable=0    failed=0    skipped=12   rescued=0    ignored=0
+\x1b[0;33mhv1\x1b[0m    : \x1b[0;32mok=120 \x1b[0m \x1b[0;33mchanged=40  \x1b[0m unreachable=0    failed=0    skipped=12   rescued=0
 localhost                  : ok=3    changed=0    unreachable=0    failed=1    skipped=0    rescued=0    ignored=0
 """
 
