@@ -20,7 +20,8 @@ registry or Galaxy:
    ``vmconsole.secure.console`` (a ticket and a .vv written on the controller, that is inside
    the EE, into a folder mounted from here), from the collection installed in the image; no
    file of this checkout is on the EE's Ansible path (only the lab's folder is mounted: the
-   inventory, the CA, the .vv). The .vv is checked: vm1's SPICE console through hv1's proxy.
+   inventory, the CA, the .vv). A run counts when its recap reached every node with nothing
+   failed or unreachable; the .vv is checked: vm1's SPICE console through hv1's proxy with a token.
 4. ``down``: the lab removed. The lab's description: tools/ee/lab.yml.
 
 Usage: python3 tools/ee.py [build] [lab] [run] [down]   (none: all four, down also after a failure)
