@@ -136,7 +136,8 @@ def probe_binary(binary, machine=None, timeout=60.0):
         listener.listen(1)
         fd = listener.fileno()
         with tempfile.TemporaryFile(mode="w+") as errors:
-            proc = subprocess.Popen(probe_argv(binary, machine, folder, fd), pass_fds=(fd,), stdin=subprocess.DEVNULL,
+            # run_command cannot pass the listening socket to QEMU (pass_fds).
+            proc = subprocess.Popen(probe_argv(binary, machine, folder, fd), pass_fds=(fd,), stdin=subprocess.DEVNULL,  # pylint: disable=ansible-bad-function
                                     stdout=subprocess.DEVNULL, stderr=errors, close_fds=True)
             listener.close()
             quit_sent = False

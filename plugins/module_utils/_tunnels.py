@@ -136,7 +136,8 @@ def cut(tunnel, run=subprocess.run):
     Raises OSError when ``ss`` cannot run, RuntimeError when it fails (e.g. without CAP_NET_ADMIN).
     """
     argv = ["ss", "-K", "-H", "-tn", "src", _ss_address(tunnel.local), "dst", _ss_address(tunnel.client)]
-    done = run(argv, capture_output=True, text=True, check=False)
+    # The portal agent calls this without an AnsibleModule (no run_command); tests pass a fake run.
+    done = run(argv, capture_output=True, text=True, check=False)  # pylint: disable=ansible-bad-function
     if done.returncode != 0:
         raise RuntimeError("ss -K failed (%d): %s" % (done.returncode, (done.stderr or "").strip()[:300]))
     return bool(done.stdout.strip())
