@@ -2,7 +2,7 @@
 # All tests of vmconsole.secure: ansible-lint and the contract check, ansible-test sanity, unit, integration
 # (real QEMU, squid, Xvfb, remote-viewer) and every Molecule scenario (real podman labs).
 # The integration tests run first, alone; then the scenarios run in the background (a
-# few at a time) while lint, sanity and unit run in the foreground.
+# few at a time) while lint, sanity, unit and the ansible-core matrix run in the foreground.
 # Every stage runs even when an earlier one failed; the exit status is non-zero when
 # anything failed, and the last line counts tests in pytest's "N passed, N failed" form
 # (pytest tests counted one by one; lint, sanity and each scenario count as one test).
@@ -10,7 +10,7 @@
 # The end is a time table: every stage and every scenario with its seconds (also in
 # .work/test/times.tsv), so each change shows what it cost.
 #
-# Usage: tools/test.sh [stage...]   stages: lint sanity unit integration molecule
+# Usage: tools/test.sh [stage...]   stages: lint sanity unit matrix integration molecule
 # VMC_MOLECULE_JOBS: scenarios run at once (default 3; 2 cores do not gain from more).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +21,7 @@ bash tools/bootstrap.sh test || exit 1
 . tools/env.sh
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(lint sanity unit integration molecule)
+[ ${#stages[@]} -gt 0 ] || stages=(lint sanity unit matrix integration molecule)
 out=$VMC_WORK/test
 rm -rf "$out"; mkdir -p "$out"
 times=$out/times.tsv
@@ -96,6 +96,11 @@ run_stage() {  # stage
     timed unit pytest -q -p no:cacheprovider tests/unit --junitxml="$out/unit.xml"
     count_junit unit $? "$out/unit.xml"
     ;;
+  matrix)
+    note "ansible-core matrix (tools/matrix.py: unit tests on every other release requires_ansible admits, sanity on the oldest and newest; 2.20+ in a Debian 13 container)"
+    timed matrix python3 tools/matrix.py run --skip-pinned --junit "$out/matrix.xml"
+    count_junit matrix $? "$out/matrix.xml"
+    ;;
   integration)
     note "integration tests (pytest tests/integration: real QEMU, Xvfb, remote-viewer)"
     # Two workers, each test file on one worker: files share no process, port or display
@@ -155,8 +160,8 @@ molecule_collect() {  # pid of molecule_start
 }
 
 for stage in "${stages[@]}"; do
-  case $stage in lint|sanity|unit|integration|molecule) ;;
-  *) echo "unknown stage: $stage (lint sanity unit integration molecule)"; exit 2 ;;
+  case $stage in lint|sanity|unit|matrix|integration|molecule) ;;
+  *) echo "unknown stage: $stage (lint sanity unit matrix integration molecule)"; exit 2 ;;
   esac
 done
 # Order: the integration tests first, alone (they start real daemons and wait for them),
@@ -172,7 +177,7 @@ if want molecule; then
   molecule_start > "$out/molecule-stage.log" 2>&1 &
   molecule_pid=$!
 fi
-for stage in lint sanity unit; do want $stage && run_stage $stage; done
+for stage in lint sanity unit matrix; do want $stage && run_stage $stage; done
 [ -n "$molecule_pid" ] && molecule_collect "$molecule_pid"
 
 printf 'total\t%s\t0\n' "$(( $(date +%s) - t0 ))" >> "$times"
