@@ -49,6 +49,8 @@ def pki(tmp_path_factory):
             .issuer_name(ca[1].subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("hv1")]), critical=False)
+            # Python 3.13's default context (VERIFY_X509_STRICT) wants it, as the pki role's certificates have it.
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca[1].public_key()), critical=False)
             .sign(ca[0], hashes.SHA256()))
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=fakespice.pem(ca[1]))   # as the portal's
     other = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=fakespice.pem(fakespice.make_ca()[1]))
