@@ -440,24 +440,22 @@ def test_a_reload_takes_a_renewed_certificate_and_keeps_the_sessions(cluster, pk
 
 # --- the serial console in the browser: the relay ----------------------------------------------------
 
-@pytest.fixture
-def serial_portal(pki, squid_factory, tmp_path_factory):
-    """One node whose vm1 is the boot-sector guest with a TLS serial console (it prints a line every second and
-    echoes what it receives), behind squid and a portal."""
+def one_guest_portal(pki, squid_factory, tmp_path_factory, prefix, make_guest):
+    """Yields one node whose vm1 is the boot-sector guest ``make_guest(folder, disk)`` starts, behind squid and a
+    portal; stops them all after."""
     from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
-    from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SerialGuest  # pylint: disable=import-outside-toplevel
     if not _procs.have_qemu():
         pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
     if not have_aiohttp():
         pytest.skip("aiohttp is not installed")
-    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / "serial-guest.img"))
-    folder = _procs.short_tmpdir("vmc-relay-")
+    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / ("%sguest.img" % prefix)))
+    folder = _procs.short_tmpdir(prefix)
     made = []
     try:
-        vm = SerialGuest("vm1", folder, disk=disk, pki_dir=pki.dir)
+        vm = make_guest(folder, disk)
         made.append(vm)
         squid = squid_factory([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
-            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": None,
+            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": vm.vnc_port,
             "serial_port": vm.serial_port}})
         node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port())
         made.append(node)
@@ -466,6 +464,15 @@ def serial_portal(pki, squid_factory, tmp_path_factory):
         for thing in reversed(made):
             thing.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def serial_portal(pki, squid_factory, tmp_path_factory):
+    """One node whose vm1 is the boot-sector guest with a TLS serial console (it prints a line every second and
+    echoes what it receives), behind squid and a portal."""
+    from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SerialGuest  # pylint: disable=import-outside-toplevel
+    yield from one_guest_portal(pki, squid_factory, tmp_path_factory, "vmc-relay-",
+                                lambda folder, disk: SerialGuest("vm1", folder, disk=disk, pki_dir=pki.dir))
 
 
 def relay_ticket(browser, vm="vm1"):
@@ -721,27 +728,9 @@ class VncGuest(_procs.QemuVM):
 def vnc_portal(request, pki, squid_factory, tmp_path_factory):
     """One node whose vm1 is the boot-sector guest with a VGA screen on VeNCrypt VNC (and its TLS serial console),
     behind squid and a portal. Parametrized: QEMU without and with a client certificate check."""
-    from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
-    if not _procs.have_qemu():
-        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
-    if not have_aiohttp():
-        pytest.skip("aiohttp is not installed")
-    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / "vnc-guest.img"))
-    folder = _procs.short_tmpdir("vmc-vnc-")
-    made = []
-    try:
-        vm = VncGuest("vm1", folder, disk=disk, pki_dir=pki.dir, verify_peer=request.param)
-        made.append(vm)
-        squid = squid_factory([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
-            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": vm.vnc_port,
-            "serial_port": vm.serial_port}})
-        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port())
-        made.append(node)
-        yield node
-    finally:
-        for thing in reversed(made):
-            thing.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    yield from one_guest_portal(pki, squid_factory, tmp_path_factory, "vmc-vnc-",
+                                lambda folder, disk: VncGuest("vm1", folder, disk=disk, pki_dir=pki.dir,
+                                                              verify_peer=request.param))
 
 
 def vnc_relay_ticket(browser, vm="vm1"):
