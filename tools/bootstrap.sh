@@ -39,8 +39,10 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # Another checkout's bootstrap (or the machine's own apt) may hold dpkg's lock: wait for it
+  # rather than fail.
+  apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   # The tests run squid themselves: the distribution's service, started by the install
   # on a systemd host, is not wanted (it would listen on *:3128).
   if [[ " ${missing[*]} " == *" squid "* ]] && [ -d /run/systemd/system ]; then

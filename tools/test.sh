@@ -57,12 +57,23 @@ PY
   fi
 }
 timed() {  # name command...
-  local name=$1 start rc; shift
+  local name=$1 start end rc; shift
   start=$(date +%s)
   "$@"; rc=$?
-  echo "-- $name: rc=$rc in $(( $(date +%s) - start )) s"
-  printf '%s\t%s\t%s\n' "$name" "$(( $(date +%s) - start ))" "$rc" >> "$times"
+  end=$(date +%s)
+  echo "-- $name: rc=$rc in $(( end - start )) s"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(( end - start ))" "$rc" "$start" "$end" >> "$times"
   return $rc
+}
+# How busy the cores are through the run (the time table's "cpu N%"): the busy and the total
+# jiffies of /proc/stat every 5 s, until the run ends.
+cpu_sampler() {
+  local _ u n s i w q sq st
+  while :; do
+    read -r _ u n s i w q sq st _ < /proc/stat
+    echo "$(date +%s) $(( u + n + s + q + sq + st )) $(( u + n + s + i + w + q + sq + st ))"
+    sleep 5
+  done
 }
 
 run_stage() {  # stage
@@ -130,24 +141,25 @@ molecule_start() {
   while read -r s; do
     while [ "$(jobs -rp | wc -l)" -ge "${VMC_MOLECULE_JOBS:-3}" ]; do sleep 2; done
     ( start=$(date +%s); molecule test -s "$s" >"$out/molecule-$s.log" 2>&1; rc=$?
-      echo $(( $(date +%s) - start )) > "$out/molecule-$s.secs"; echo $rc > "$out/molecule-$s.rc" ) &
+      echo "$(( $(date +%s) - start )) $start $(date +%s)" > "$out/molecule-$s.secs"; echo $rc > "$out/molecule-$s.rc" ) &
     pids+=($!)
   done < "$out/molecule-order"
   wait "${pids[@]}"
-  echo $(( $(date +%s) - mstart )) > "$out/molecule-wall.secs"
+  echo "$(( $(date +%s) - mstart )) $mstart $(date +%s)" > "$out/molecule-wall.secs"
 }
 
 molecule_collect() {  # pid of molecule_start
-  local s rc secs
+  local s rc secs start end
   wait "$1"
   note "molecule scenarios (${VMC_MOLECULE_JOBS:-3} at a time, in the order that ends first; logs in $out)"
   if [ -f "$out/lab-images.rc" ]; then count_one lab-images 1; return; fi
   : > "$out/molecule-times.tsv"
   while read -r s; do
     rc=$(cat "$out/molecule-$s.rc" 2>/dev/null || echo 1)
-    secs=$(cat "$out/molecule-$s.secs" 2>/dev/null || echo 0)
+    start='' end=''
+    read -r secs start end < "$out/molecule-$s.secs" 2>/dev/null || secs=0
     echo "-- molecule $s: rc=$rc in $secs s" | tee -a "$out/molecule-$s.log"
-    printf 'molecule %s\t%s\t%s\n' "$s" "$secs" "$rc" >> "$times"
+    printf 'molecule %s\t%s\t%s\t%s\t%s\n' "$s" "$secs" "$rc" "${start:-}" "${end:-}" >> "$times"
     printf '%s\t%s\n' "$s" "$secs" >> "$out/molecule-times.tsv"
     if [ "$rc" != 0 ]; then
       echo "---- molecule $s failed; the end of its log ($out/molecule-$s.log):"
@@ -156,7 +168,9 @@ molecule_collect() {  # pid of molecule_start
     count_one "molecule-$s" "$rc"
   done < "$out/molecule-order"
   cp "$out/molecule-times.tsv" "$VMC_WORK/molecule-times.tsv"
-  printf 'molecule (wall)\t%s\t0\n' "$(cat "$out/molecule-wall.secs" 2>/dev/null || echo 0)" >> "$times"
+  start='' end=''
+  read -r secs start end < "$out/molecule-wall.secs" 2>/dev/null || secs=0
+  printf 'molecule (wall)\t%s\t0\t%s\t%s\n' "$secs" "${start:-}" "${end:-}" >> "$times"
 }
 
 for stage in "${stages[@]}"; do
@@ -171,6 +185,9 @@ done
 # first and the integration tests beside them (both compete for the two cores, and the
 # longest scenarios, started first, took 30-50 % longer).
 want() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+cpu_sampler > "$out/cpu.tsv" &
+sampler_pid=$! sampler_start=$(date +%s)
+trap 'kill "$sampler_pid" 2>/dev/null' EXIT
 want integration && run_stage integration
 molecule_pid=
 if want molecule; then
@@ -180,9 +197,12 @@ fi
 for stage in lint sanity unit matrix; do want $stage && run_stage $stage; done
 [ -n "$molecule_pid" ] && molecule_collect "$molecule_pid"
 
-printf 'total\t%s\t0\n' "$(( $(date +%s) - t0 ))" >> "$times"
+# (The total's cpu share counts from the end of the bootstrap, when the sampler started.)
+printf 'total\t%s\t0\t%s\t%s\n' "$(( $(date +%s) - t0 ))" "$sampler_start" "$(date +%s)" >> "$times"
+sleep 5   # one more sample after the end; the EXIT trap stops the sampler
 echo
-echo "time table (seconds; scenarios overlap, 'molecule (wall)' is their stage; under each scenario its phases):"
+echo "time table (seconds; scenarios overlap, 'molecule (wall)' is their stage; under each scenario its phases;"
+echo "cpu: how busy both cores were meanwhile, near 100 % only less work is faster):"
 python3 tools/time_table.py "$out"
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed stages: ${failures[*]}"

@@ -3,9 +3,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The time table at the end of `make test`, from .work/test/times.tsv and the scenario logs.
 
-Each line of times.tsv is ``name<TAB>seconds<TAB>rc``. A line ``molecule <scenario>`` is
-followed by that scenario's phases (create, converge, verify, ...) with their seconds, read
-from the ``Playbook run took`` lines of the ansible.posix.timer callback in its log.
+Each line of times.tsv is ``name<TAB>seconds<TAB>rc`` and, where known, ``<TAB>start<TAB>end``
+(epoch seconds). A line ``molecule <scenario>`` is followed by that scenario's phases (create,
+converge, verify, ...) with their seconds, read from the ``Playbook run took`` lines of the
+ansible.posix.timer callback in its log.
+
+Where cpu.tsv exists (``epoch busy total`` per line: the machine's CPU jiffies from /proc/stat,
+sampled every few seconds through the run), each line with a start and an end also shows how
+busy the machine's cores were meanwhile, e.g. ``cpu 97%``: near 100 % the stage waited for the
+cores and only less work makes it faster; well below, it waited on something else.
 
 Usage: python3 tools/time_table.py TEST_OUTPUT_DIR
 """
@@ -35,12 +41,48 @@ def phases(log_text):
     return out
 
 
+def cpu_samples(text):
+    """[(epoch, busy, total)] from cpu.tsv's text, in time order; malformed lines left out."""
+    samples = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            samples.append(tuple(int(f) for f in fields))
+    return sorted(samples)
+
+
+def busy_share(samples, start, end):
+    """The share (0..1) of the cores' time spent busy between start and end, from the last sample
+    at or before start to the first at or after end; None when the samples do not cover it."""
+    before = [s for s in samples if s[0] <= start]
+    after = [s for s in samples if s[0] >= end]
+    if not before or not after:
+        return None
+    first, last = before[-1], after[0]
+    total = last[2] - first[2]
+    if total <= 0:
+        return None
+    return (last[1] - first[1]) / total
+
+
 def table(out_dir):
     lines = []
     with open(os.path.join(out_dir, "times.tsv")) as f:
         rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-    for name, seconds, rc in rows:
-        lines.append("  %-30s %6d%s" % (name, int(seconds), "  (failed)" if rc != "0" else ""))
+    try:
+        with open(os.path.join(out_dir, "cpu.tsv")) as f:
+            samples = cpu_samples(f.read())
+    except OSError:
+        samples = []
+    for row in rows:
+        name, seconds, rc = row[:3]
+        share = None
+        if len(row) >= 5 and row[3].isdigit() and row[4].isdigit():
+            share = busy_share(samples, int(row[3]), int(row[4]))
+        lines.append("  %-30s %6d%s%s" % (
+            name, int(seconds),
+            "  cpu %3d%%" % round(share * 100) if share is not None else "",
+            "  (failed)" if rc != "0" else ""))
         if name.startswith("molecule ") and name != "molecule (wall)":
             try:
                 with open(os.path.join(out_dir, "molecule-%s.log" % name.split(" ", 1)[1]), errors="replace") as f:

@@ -39,3 +39,27 @@ def test_the_table_puts_each_scenario_s_phases_under_it(tmp_path):
         "      create 14  converge 3723  destroy 5",
         "  molecule (wall)                  3800",
     ]
+
+
+def test_each_timed_line_shows_how_busy_the_cores_were_meanwhile(tmp_path):
+    # Two cores: 200 jiffies a second. Busy 50 % over 0..10, 100 % over 10..20.
+    (tmp_path / "cpu.tsv").write_text("0 0 0\n5 500 1000\nnot a sample\n10 1000 2000\n20 3000 4000\n")
+    (tmp_path / "times.tsv").write_text(
+        "bootstrap\t3\t0\n"            # no start and end: no share
+        "unit\t10\t0\t0\t10\n"
+        "lint\t10\t1\t10\t20\n"
+        "late\t5\t0\t18\t25\n")        # the samples end before it did: no share
+    assert time_table.table(str(tmp_path)).splitlines() == [
+        "  bootstrap                           3",
+        "  unit                               10  cpu  50%",
+        "  lint                               10  cpu 100%  (failed)",
+        "  late                                5",
+    ]
+
+
+def test_busy_share_takes_the_samples_around_the_interval():
+    samples = time_table.cpu_samples("0 0 0\n10 1000 2000\n20 1500 4000\n")
+    assert time_table.busy_share(samples, 2, 12) == 1500 / 4000
+    assert time_table.busy_share(samples, 10, 20) == 500 / 2000
+    assert time_table.busy_share(samples, -1, 5) is None
+    assert time_table.busy_share(time_table.cpu_samples("5 1 1\n"), 5, 5) is None
