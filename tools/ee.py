@@ -203,8 +203,8 @@ def step_build():
     image = "%s:%s" % (IMAGE, image_key(base, inputs))
     no_cache = os.environ.get("VMC_EE_NO_CACHE") == "1"
     if no_cache:
-        subprocess.run(["podman", "rmi", image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if no_cache or subprocess.run(["podman", "image", "exists", image]).returncode != 0:
+        subprocess.run(["podman", "rmi", image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if no_cache or subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
         # The build's RUN steps reach Debian's mirror and PyPI on the host's network, with the
         # machine's trust store (a TLS-inspecting proxy's CA, where there is one). No layer images:
         # the keyed image is the cache, and nothing else of a build stays in podman's storage.
@@ -221,7 +221,7 @@ def step_build():
             tags = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE],
                                   capture_output=True, text=True, check=True).stdout.split()
             for stale in stale_images(tags, image):
-                subprocess.run(["podman", "rmi", stale], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(["podman", "rmi", stale], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     else:
         log("%s exists (built from the same inputs): no build" % image)
     # What the image holds: the pinned ansible-core, both collections, the packages their
@@ -245,7 +245,7 @@ def built_image():
             image = handle.read().strip()
     except OSError:
         raise RuntimeError("no EE image yet: run tools/ee.py build first") from None
-    if subprocess.run(["podman", "image", "exists", image]).returncode != 0:
+    if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
         raise RuntimeError("%s is gone: run tools/ee.py build again" % image)
     return image
 
