@@ -119,3 +119,80 @@ def test_a_run_counts_only_when_it_reached_every_node_and_nothing_failed():
     # site.yml against an inventory that was not read: every play skipped, only localhost ran.
     only_localhost = ee.recap("PLAY RECAP ***\nlocalhost : ok=1 changed=0 unreachable=0 failed=0\n")
     assert ee.check_recap(only_localhost, {"hv1"}) == ["hv1 did not run"]
+
+
+SECOND_RUN = """PLAY [Roll out] ***
+TASK [vmconsole.secure.qemu_spice : Install QEMU] ******************************
+ok: [hv1]
+
+TASK [vmconsole.secure.connect_proxy : Write squid.conf] ***********************
+\x1b[0;33mchanged: [hv1]\x1b[0m
+
+RUNNING HANDLER [vmconsole.secure.connect_proxy : Reload squid] ****************
+changed: [hv1] => (item=squid)
+
+PLAY RECAP *********************************************************************
+hv1                        : ok=90   changed=2    unreachable=0    failed=0    skipped=30   rescued=0    ignored=0
+"""
+
+
+def test_a_second_run_counts_only_with_nothing_changed_and_names_what_changed():
+    hosts = ee.recap(SECOND_RUN)
+    errors = ee.check_unchanged(hosts, SECOND_RUN)
+    assert errors == ["hv1: changed=2", "changed: vmconsole.secure.connect_proxy : Write squid.conf (hv1)",
+                      "changed: vmconsole.secure.connect_proxy : Reload squid (hv1)"]
+    quiet = SECOND_RUN.replace("changed=2 ", "changed=0 ")
+    assert ee.check_unchanged(ee.recap(quiet), quiet) == []
+
+
+def test_the_image_key_follows_every_input_and_nothing_else():
+    inputs = {"execution-environment.yml": b"version: 3\n", "vmconsole-secure.tar.gz:FILES.json": b'{"files": []}'}
+    key = ee.image_key("localhost/vmconsole-lab:trixie-base-0123456789ab", inputs)
+    assert re.fullmatch(r"[0-9a-f]{12}", key)
+    assert ee.image_key("localhost/vmconsole-lab:trixie-base-0123456789ab", dict(inputs)) == key
+    assert ee.image_key("localhost/vmconsole-lab:trixie-base-ba9876543210", inputs) != key      # a new base image
+    assert ee.image_key("localhost/vmconsole-lab:trixie-base-0123456789ab",
+                        dict(inputs, **{"vmconsole-secure.tar.gz:FILES.json": b'{"files": [1]}'})) != key  # a changed file
+
+
+def test_the_image_key_reads_what_a_collection_tarball_holds_not_its_timestamps(tmp_path):
+    import io
+    import tarfile
+
+    def tarball(name, mtime, files=b'{"files": []}'):
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in (("MANIFEST.json", b"{}"), ("FILES.json", files)):
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime = len(data), mtime
+                tar.addfile(info, io.BytesIO(data))
+        return str(path)
+
+    first = ee.tarball_listing(tarball("a-vmconsole-secure.tar.gz", 1))
+    assert set(first) == {"a-vmconsole-secure.tar.gz:MANIFEST.json", "a-vmconsole-secure.tar.gz:FILES.json"}
+    assert ee.tarball_listing(tarball("a-vmconsole-secure.tar.gz", 2)) == first
+    assert ee.tarball_listing(tarball("a-vmconsole-secure.tar.gz", 2, b'{"files": [1]}')) != first
+
+
+def test_a_build_removes_only_the_ee_images_other_tags():
+    tags = ["localhost/vmconsole-ee:aaaaaaaaaaaa", "localhost/vmconsole-ee:bbbbbbbbbbbb", "localhost/vmconsole-ee:test",
+            "localhost/vmconsole-lab:trixie-base-aaaaaaaaaaaa", "localhost/vmconsole-ee-other:x"]
+    assert ee.stale_images(tags, "localhost/vmconsole-ee:bbbbbbbbbbbb") == [
+        "localhost/vmconsole-ee:aaaaaaaaaaaa", "localhost/vmconsole-ee:test"]
+
+
+def test_what_is_left_behind_is_this_tests_lab_and_jobs_only():
+    containers = ["vmc-ee-hv1", "ansible_runner_vmc-ee-site", "vmc-demo-hv1", "ansible_runner_other", "vmc-eex-hv1"]
+    networks = ["podman", "vmc-ee-cluster", "vmc-demo-public"]
+    assert ee.left_behind(containers, networks) == [
+        "container ansible_runner_vmc-ee-site", "container vmc-ee-hv1", "network vmc-ee-cluster"]
+    assert ee.left_behind(["vmc-demo-hv1"], ["podman"]) == []
+
+
+def test_the_artifact_scan_names_the_files_that_hold_a_secret_without_printing_it(tmp_path):
+    (tmp_path / "artifacts" / "vmc-ee-console").mkdir(parents=True)
+    (tmp_path / "artifacts" / "vmc-ee-console" / "stdout").write_text("ok: [hv1]\n")
+    (tmp_path / "artifacts" / "vmc-ee-console" / "job_events").mkdir()
+    (tmp_path / "artifacts" / "vmc-ee-console" / "job_events" / "1.json").write_text('{"password": "TICKET123"}')
+    assert ee.files_holding(str(tmp_path), ["TICKET123", "tok-en"]) == ["artifacts/vmc-ee-console/job_events/1.json"]
+    assert ee.files_holding(str(tmp_path), ["tok-en"]) == []
