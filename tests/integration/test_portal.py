@@ -15,6 +15,7 @@ the cross-node tests: its VM is opened through the first node's portal, which as
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -56,7 +57,7 @@ def have_aiohttp():
 class PortalNode:
     """One node's portal (web process and agent) in ``workdir``: ``port``, ``url``, ``audit_log``, ``tickets_log``."""
 
-    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True):
+    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True, relays=None):
         self.workdir, self.name, self.pki, self.squid, self.vm = workdir, name, pki, squid, vm
         cert, key = pki.issue([("CN", name)], node=True)
         self.cert_file, self.key_file = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
@@ -76,6 +77,8 @@ class PortalNode:
                       session_absolute=3600, login=dict(max_failures=3, window=300, lockout=900), static_dir=STATIC,
                       users={user: {"password_hash": hash_password(password), "groups": []}
                              for user, password in PASSWORDS.items()})
+        if relays:
+            portal["relays"] = relays                   # {per_user, per_vm}: the relay limits (default 4 and 8)
         self.agent_config, self.portal_config = os.path.join(workdir, "agent.json"), os.path.join(workdir, "portal.json")
         _procs._write(self.agent_config, json.dumps(agent).encode(), 0o600)
         _procs._write(self.portal_config, json.dumps(portal).encode(), 0o600)
@@ -440,24 +443,22 @@ def test_a_reload_takes_a_renewed_certificate_and_keeps_the_sessions(cluster, pk
 
 # --- the serial console in the browser: the relay ----------------------------------------------------
 
-def one_guest_portal(pki, squid_factory, tmp_path_factory, prefix, make_guest):
-    """Yields one node whose vm1 is the boot-sector guest ``make_guest(folder, disk)`` starts, behind squid and a
-    portal; stops them all after."""
+@contextlib.contextmanager
+def guest_portal(pki, start_squid, prefix, make_guest, **portal_options):
+    """One node whose vm1 is the boot-sector guest ``make_guest(folder, disk)`` starts, behind squid
+    (``start_squid(signers, self_name=..., vms=...)``, e.g. the ``squid_factory`` fixture) and a portal
+    (``PortalNode`` with ``portal_options``); stops the guest and the portal after. For the tests and the benchmarks."""
     from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
-    if not _procs.have_qemu():
-        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
-    if not have_aiohttp():
-        pytest.skip("aiohttp is not installed")
-    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / ("%sguest.img" % prefix)))
     folder = _procs.short_tmpdir(prefix)
     made = []
     try:
+        disk = guest_image.write_image(os.path.join(folder, "guest.img"))
         vm = make_guest(folder, disk)
         made.append(vm)
-        squid = squid_factory([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
+        squid = start_squid([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
             "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": vm.vnc_port,
             "serial_port": vm.serial_port}})
-        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port())
+        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port(), **portal_options)
         made.append(node)
         yield node
     finally:
@@ -466,12 +467,22 @@ def one_guest_portal(pki, squid_factory, tmp_path_factory, prefix, make_guest):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def one_guest_portal(pki, squid_factory, prefix, make_guest):
+    """``guest_portal`` for a fixture: skipped without QEMU or aiohttp."""
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    if not have_aiohttp():
+        pytest.skip("aiohttp is not installed")
+    with guest_portal(pki, squid_factory, prefix, make_guest) as node:
+        yield node
+
+
 @pytest.fixture
-def serial_portal(pki, squid_factory, tmp_path_factory):
+def serial_portal(pki, squid_factory):
     """One node whose vm1 is the boot-sector guest with a TLS serial console (it prints a line every second and
     echoes what it receives), behind squid and a portal."""
     from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SerialGuest  # pylint: disable=import-outside-toplevel
-    yield from one_guest_portal(pki, squid_factory, tmp_path_factory, "vmc-relay-",
+    yield from one_guest_portal(pki, squid_factory, "vmc-relay-",
                                 lambda folder, disk: SerialGuest("vm1", folder, disk=disk, pki_dir=pki.dir))
 
 
@@ -482,15 +493,17 @@ def relay_ticket(browser, vm="vm1"):
     return re.search(r'data-ticket="([^"]+)"', page).group(1)
 
 
-async def open_relay(browser, ticket, origin=None, cookie=True):
-    """(WebSocket, session) of the relay, the ticket sent; the caller closes both."""
+async def open_relay(browser, ticket, origin=None, cookie=True, **options):
+    """(WebSocket, session) of the relay, the ticket sent; the caller closes both. ``options`` go to aiohttp's
+    ``ws_connect`` (e.g. ``compress=15``: offer permessage-deflate, as Chromium does)."""
     import aiohttp  # pylint: disable=import-outside-toplevel
     headers = {"Origin": origin or browser.node.url}
     if cookie and browser.cookie:
         headers["Cookie"] = "vmc_session=%s" % browser.cookie
     session = aiohttp.ClientSession()
     try:
-        sock = await session.ws_connect(browser.node.url + "/relay/v1", ssl=browser.context, headers=headers)
+        sock = await session.ws_connect(browser.node.url + "/relay/v1", ssl=browser.context, headers=headers,
+                                        **options)
     except aiohttp.WSServerHandshakeError as exc:
         await session.close()
         return exc.status, None
@@ -725,10 +738,10 @@ class VncGuest(_procs.QemuVM):
 
 
 @pytest.fixture(params=[False, True], ids=["verify-peer-off", "verify-peer-on"])
-def vnc_portal(request, pki, squid_factory, tmp_path_factory):
+def vnc_portal(request, pki, squid_factory):
     """One node whose vm1 is the boot-sector guest with a VGA screen on VeNCrypt VNC (and its TLS serial console),
     behind squid and a portal. Parametrized: QEMU without and with a client certificate check."""
-    yield from one_guest_portal(pki, squid_factory, tmp_path_factory, "vmc-vnc-",
+    yield from one_guest_portal(pki, squid_factory, "vmc-vnc-",
                                 lambda folder, disk: VncGuest("vm1", folder, disk=disk, pki_dir=pki.dir,
                                                               verify_peer=request.param))
 
