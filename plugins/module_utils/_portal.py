@@ -733,6 +733,11 @@ CLOSE_UNREACHABLE = 4502     # the VM's node or its console cannot be reached, o
 CLOSE_SESSION_ENDED = 4001   # logout, or the session expired
 CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the console again
 SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
+# No permessage-deflate on the relays, though browsers offer it: the consoles' bytes are compressed by their own
+# protocols where it pays (SPICE, noVNC's encodings) or tiny (keys), deflate cut the relay's throughput to a third
+# and doubled its memory (measured with the browser relay benchmark), and it would compress what a person types with
+# what a page can influence, under one TLS length.
+RELAY_COMPRESS = False
 
 
 # What each browser console's page loads: (title, scripts, stylesheets, Content-Security-Policy).
@@ -790,7 +795,7 @@ async def relay(request):
     browser and the console (through the VM node's proxy with the person's token, TLS to QEMU), until either side
     ends, the session ends, the token expires or the console is cut."""
     portal, cookie, session = _relay_session(request)
-    sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
+    sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16, compress=RELAY_COMPRESS)
     await sock.prepare(request)
     try:
         first = await sock.receive(timeout=10)
@@ -951,7 +956,7 @@ async def relay_spice(request):
     .vv (``_relay_spice``); then bytes both ways until either side ends, the session ends or the token expires."""
     portal, cookie, session = _relay_session(request)
     ticket = request.query.get("ticket")
-    sock = web.WebSocketResponse(protocols=("binary",), heartbeat=30, max_msg_size=1 << 20)
+    sock = web.WebSocketResponse(protocols=("binary",), heartbeat=30, max_msg_size=1 << 20, compress=RELAY_COMPRESS)
     await sock.prepare(request)
 
     async def receive():
