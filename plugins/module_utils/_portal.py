@@ -508,6 +508,14 @@ class Portal:
             raise Refused(status, "%s: %s" % (vm, answer.get("message")), answer.get("error") or "agent")
         return entry, answer
 
+    async def vnc_done(self, node, vm, user, lease):
+        """Tell ``node``'s agent that the VNC handshake of ``lease`` is over (``_portal_agent.vnc_done``). A failure
+        is left to the lease's own lapse and the ticket's expiry."""
+        try:
+            await self.agent(node, dict(op="vnc_done", vm=vm, user=user, lease=lease or "", portal_node=self.config.node))
+        except (OSError, ValueError, asyncio.TimeoutError, ClientError):
+            pass
+
     async def disconnect(self, identity, vm, request):
         """Every session of ``vm`` cut on every node (the VM's own node locks its consoles)."""
         await self.locate(identity, vm, need="operator")
@@ -822,9 +830,12 @@ async def relay(request):
             node = entry["node"]
             proxy = urlsplit(answer.get("proxy") or portal.config.proxy or "")
             if found.console == "vnc":
-                reader, writer = await open_vnc(proxy.hostname, proxy.port or 3128, answer["node"], answer["vnc_port"],
-                                                answer["proxy_username"], answer["token"], answer["password"],
-                                                portal.client_context)
+                try:
+                    reader, writer = await open_vnc(proxy.hostname, proxy.port or 3128, answer["node"],
+                                                    answer["vnc_port"], answer["proxy_username"], answer["token"],
+                                                    answer["password"], portal.client_context)
+                finally:                                # the ticket expired, the VM's next VNC relay may set its own
+                    await portal.vnc_done(node, found.vm, identity.user, answer.get("lease"))
                 try:
                     early = await _greet_vnc_browser(sock)
                 except RelayError:

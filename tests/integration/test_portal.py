@@ -842,6 +842,32 @@ def test_the_vnc_console_in_the_browser_through_the_relay(vnc_portal):
     assert_no_secret(node, ticket, browser.cookie)
 
 
+def test_vnc_relays_of_one_vm_opened_at_once_all_get_in(vnc_portal):
+    """QEMU has one VNC password: each relay's ticket replaced the one before, so relays opened together refused all
+    but the last. The agent now lets one relay's ticket at a time live until its handshake is over, then expires it."""
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    browser = Browser(node)
+    browser.login("alice")
+    tickets = [vnc_relay_ticket(browser) for dummy in range(4)]       # the person's limit
+
+    async def scenario():
+        opened = await asyncio.gather(*(open_relay(browser, ticket) for ticket in tickets))
+        try:
+            return await asyncio.gather(*(rfb_viewer(sock) for sock, dummy in opened), return_exceptions=True)
+        finally:
+            for sock, session in opened:
+                await sock.close()
+                await session.close()
+    shown = asyncio.run(scenario())
+    assert [one[3] if isinstance(one, tuple) else repr(one) for one in shown] == [b"QEMU (vm1)"] * 4
+    records = _procs.wait_until(lambda: len([r for r in node.audit() if r["event"] == "portal_relay"]) >= 8 and
+                                [r for r in node.audit() if r["event"] == "portal_relay"], 20, what="eight relay audit lines")
+    assert sorted((r["result"], r.get("reason")) for r in records) == [("closed", "browser_closed")] * 4 + [("open", None)] * 4
+    issued = [json.loads(line) for line in _procs.read_log(node.tickets_log, 10 ** 6).splitlines() if line.strip()]
+    assert [r["protocol"] for r in issued] == ["vnc"] * 4
+
+
 def test_the_vnc_relay_refuses_other_origins_and_ends_at_logout(vnc_portal):
     import asyncio  # pylint: disable=import-outside-toplevel
     node = vnc_portal
