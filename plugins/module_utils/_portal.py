@@ -78,6 +78,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
     RelayError,
     RelayLimits,
     RelayTickets,
+    VncTurns,
     open_through_proxy,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import BrowserBytes, greet_browser, open_vnc, vendored_static
@@ -357,6 +358,7 @@ class Portal:
         self.clock = clock
         self._where = None                              # (when, cluster_vms()) for issuances
         self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
+        self.vnc_turns = VncTurns()
         self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
         self.static = StaticFiles(zip_path=config.static_zip, folder=config.static_dir)
         self.static_files = dict(STATIC_FILES, **vendored_static(self.static.read))
@@ -508,13 +510,26 @@ class Portal:
             raise Refused(status, "%s: %s" % (vm, answer.get("message")), answer.get("error") or "agent")
         return entry, answer
 
+    async def issue_vnc(self, request, identity, vm):
+        """:meth:`issue` (op vnc) in the VM's turn (``_relay.VncTurns``): the relay's ticket is the VM's VNC password
+        until the relay calls :meth:`vnc_done`, which ends the turn."""
+        await self.vnc_turns.take(vm)
+        try:
+            return await self.issue(request, identity, vm, "vnc")
+        except BaseException:
+            self.vnc_turns.give(vm)
+            raise
+
     async def vnc_done(self, node, vm, user, lease):
-        """Tell ``node``'s agent that the VNC handshake of ``lease`` is over (``_portal_agent.vnc_done``). A failure
-        is left to the lease's own lapse and the ticket's expiry."""
+        """Tell ``node``'s agent that the VNC handshake of ``lease`` is over (``_portal_agent.vnc_done``: the ticket
+        expired, the agent's lease released), then end the VM's turn here. A failure is left to the lease's own lapse
+        and the ticket's expiry."""
         try:
             await self.agent(node, dict(op="vnc_done", vm=vm, user=user, lease=lease or "", portal_node=self.config.node))
         except (OSError, ValueError, asyncio.TimeoutError, ClientError):
             pass
+        finally:
+            self.vnc_turns.give(vm)
 
     async def disconnect(self, identity, vm, request):
         """Every session of ``vm`` cut on every node (the VM's own node locks its consoles)."""
@@ -826,7 +841,10 @@ async def relay(request):
     portal.relays[session.id].add(ended)
     try:
         try:
-            entry, answer = await portal.issue(request, identity, found.vm, found.console)
+            if found.console == "vnc":
+                entry, answer = await portal.issue_vnc(request, identity, found.vm)
+            else:
+                entry, answer = await portal.issue(request, identity, found.vm, found.console)
             node = entry["node"]
             proxy = urlsplit(answer.get("proxy") or portal.config.proxy or "")
             if found.console == "vnc":
