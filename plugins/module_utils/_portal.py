@@ -757,9 +757,9 @@ CLOSE_SESSION_ENDED = 4001   # logout, or the session expired
 CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the console again
 SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
 # No permessage-deflate on the relays, though browsers offer it: the consoles' bytes are compressed by their own
-# protocols where it pays (SPICE, noVNC's encodings) or tiny (keys), deflate cut the relay's throughput to a third
-# and doubled its memory (measured with the browser relay benchmark), and it would compress what a person types with
-# what a page can influence, under one TLS length.
+# protocols where it pays (SPICE, noVNC's encodings) or tiny (keys), deflate cut the relay's throughput to about a
+# third and added about 150 KiB per relay (measured with the browser relay benchmark), and it would compress what a
+# person types with what a page can influence, under one TLS length.
 RELAY_COMPRESS = False
 
 
