@@ -103,7 +103,7 @@ STATIC_DIR = "/usr/lib/vmconsole/portal/static"
 # The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
 STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
                 "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript",
-                "spice-console.js": "text/javascript"}
+                "spice-console.js": "text/javascript", "spice-keys.js": "text/javascript"}
 # ...and the vendored noVNC's ES modules (novnc/core/..., novnc/vendor/...), as its vendor.json lists them.
 # spice-html5's ES modules, served as /static/spice-html5/NAME from spice_html5_dir (Debian's package spice-html5).
 SPICE_HTML5_DIR = "/usr/share/spice-html5"
@@ -963,7 +963,8 @@ def _spice_page(identity, vm, ticket):
     data attribute, the script a file of its own."""
     body = ('<div id="spice-area"><div id="spice-screen" data-ticket="%s" data-vm="%s"></div></div>'
             '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
-            '<script type="module" src="/static/spice-console.js"></script>' % (_e(ticket), _e(vm)))
+            '<script type="module" src="/static/spice-console.js"></script>'
+            '<script type="module" src="/static/spice-keys.js"></script>' % (_e(ticket), _e(vm)))
     return web.Response(text=page("SPICE console of %s" % vm, body, identity.user, identity.session.csrf),
                         content_type="text/html", headers={"Content-Security-Policy": SPICE_CSP})
 
