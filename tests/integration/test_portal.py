@@ -456,7 +456,7 @@ def guest_portal(pki, start_squid, prefix, make_guest, **portal_options):
         vm = make_guest(folder, disk)
         made.append(vm)
         squid = start_squid([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
-            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": vm.vnc_port,
+            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": vm.vnc_port,
             "serial_port": vm.serial_port}})
         node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port(), **portal_options)
         made.append(node)
@@ -711,18 +711,18 @@ def test_typing_in_the_browsers_serial_console_reaches_the_guest(serial_portal, 
 class VncGuest(_procs.QemuVM):
     """The boot-sector guest (COM1 on a TLS chardev, as for the serial tests) with a VGA screen and VNC as qemu_vm
     starts it: 127.0.0.1, VeNCrypt with the node's X.509 certificate (tls-creds-x509, verify-peer as given;
-    qemu_vm's is off), password=on (only a ticket set over QMP gets in)."""
+    qemu_vm's is off), password=on (only a ticket set over QMP gets in); ``vnc_connections``: QEMU's limit of VNC
+    clients at once (its default: 32)."""
 
-    def __init__(self, name, workdir, *, disk, pki_dir, verify_peer=False, **kwargs):
-        self.disk, self.verify_peer = disk, verify_peer
+    def __init__(self, name, workdir, *, disk, pki_dir, verify_peer=False, vnc_connections=None, **kwargs):
+        self.disk, self.verify_peer, self.vnc_connections = disk, verify_peer, vnc_connections
         self.serial_port = None
         super().__init__(name, workdir, pki_dir=pki_dir, spice=False, **kwargs)
 
     def _argv(self, pki_dir, **options):
         from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SERIAL_PORTS  # pylint: disable=import-outside-toplevel
-        self.tls_port = self.plain_port = None
+        self.tls_port = self.plain_port = self.vnc_port = None
         self.serial_port = _procs.free_console_port(*SERIAL_PORTS)
-        self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
         return [
             _procs.QEMU_BINARY, "-accel", "tcg", "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
@@ -731,10 +731,24 @@ class VncGuest(_procs.QemuVM):
             "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
                         "tls-creds=vmconsole-serial-tls" % self.serial_port,
             "-serial", "chardev:vmconsole-serial",
-            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=%s,dir=%s"
-                       % ("on" if self.verify_peer else "off", pki_dir),
-            "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900),
-        ]
+        ] + self._screen(pki_dir)
+
+    def _screen(self, pki_dir):
+        self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
+        return ["-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=%s,dir=%s"
+                           % ("on" if self.verify_peer else "off", pki_dir),
+                "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on%s" % (
+                    self.vnc_port - 5900, ",connections=%d" % self.vnc_connections if self.vnc_connections else "")]
+
+
+class SpiceGuest(VncGuest):
+    """The same guest with SPICE instead of VNC, as qemu_vm starts it: 127.0.0.1, a TLS port in the console range,
+    every channel TLS, ticketing on (only a ticket set over QMP gets in)."""
+
+    def _screen(self, pki_dir):
+        self.tls_port = _procs.free_console_port()
+        return ["-spice", "addr=127.0.0.1,tls-port=%d,x509-dir=%s,tls-channel=default,seamless-migration=on"
+                % (self.tls_port, pki_dir)]
 
 
 @pytest.fixture(params=[False, True], ids=["verify-peer-off", "verify-peer-on"])
@@ -1238,3 +1252,51 @@ def test_spice_in_chromium_shows_the_vms_screen(cluster, chromium, tmp_path):
     wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
                     "end of the console at logout")
     _procs.wait_until(lambda: not spice_clients(node.vm), 20, what="QEMU to drop the relay's channels")
+
+
+@pytest.fixture
+def spice_guest_portal(pki, squid_factory):
+    """One node whose vm1 is the boot-sector guest with a VGA screen on SPICE (TLS) and its TLS serial console."""
+    yield from one_guest_portal(pki, squid_factory, "vmc-spk-",
+                                lambda folder, disk: SpiceGuest("vm1", folder, disk=disk, pki_dir=pki.dir))
+
+
+def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium):
+    """The keys typed into spice-html5 reach the guest as the physical keys they are, as noVNC's do: the guest (its
+    BIOS, on COM1) reports each key's scan code, read through the serial relay."""
+    from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    if not os.path.exists("/usr/share/spice-html5/main.js"):
+        pytest.skip("Debian's spice-html5 is not installed")
+    node, driver = spice_guest_portal, chromium
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    driver.find_element(By.ID, "browser-spice-vm1").click()
+    wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
+                    "SPICE main channel")
+    canvas = wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "spice_surface_0"), 30, "display canvas")[0]
+    _procs.wait_until(lambda: 3 in {c["channel-type"] for c in spice_clients(node.vm)}, 30,
+                      what="the relay's inputs channel in query-spice")
+    other = Browser(node)
+    other.login("alice")
+    tap = SerialTap(other)
+    try:
+        ActionChains(driver).click(canvas).send_keys("hello").perform()
+        wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
+                        "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
+        # The German keyboard of the VNC test: the key labelled Z (where a US keyboard has Y) must reach the guest as
+        # that key (scan code 15; the guest's own layout makes the "z"), and AltGr+Q ("@") as right Alt + Q (the
+        # BIOS: Alt+Q, scan code 10, no ASCII).
+        german_key(driver, "KeyY", "z", 0x5A)
+        wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30,
+                        "the guest's report of de 'z' (COM1: %r)" % tap.text()[-200:])
+        german_key(driver, "KeyQ", "@", 0x51, altgr=True)
+        wait_in_browser(driver, node, lambda d: b"[10\x00]" in tap.text(), 30,
+                        "the guest's report of de '@' (COM1: %r)" % tap.text()[-200:])
+    finally:
+        tap.close()
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors                                 # no script blocked, no CSP violation
