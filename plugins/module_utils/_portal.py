@@ -78,6 +78,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
     RelayError,
     RelayLimits,
     RelayTickets,
+    VncTurns,
     open_through_proxy,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import BrowserBytes, greet_browser, open_vnc, vendored_static
@@ -102,7 +103,7 @@ STATIC_DIR = "/usr/lib/vmconsole/portal/static"
 # The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
 STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
                 "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript",
-                "spice-console.js": "text/javascript"}
+                "spice-console.js": "text/javascript", "spice-keys.js": "text/javascript"}
 # ...and the vendored noVNC's ES modules (novnc/core/..., novnc/vendor/...), as its vendor.json lists them.
 # spice-html5's ES modules, served as /static/spice-html5/NAME from spice_html5_dir (Debian's package spice-html5).
 SPICE_HTML5_DIR = "/usr/share/spice-html5"
@@ -357,6 +358,7 @@ class Portal:
         self.clock = clock
         self._where = None                              # (when, cluster_vms()) for issuances
         self.relay_limits = RelayLimits(per_user=config.relays["per_user"], per_vm=config.relays["per_vm"])
+        self.vnc_turns = VncTurns()
         self.relays = collections.defaultdict(set)      # session id -> an asyncio.Event per open browser console
         self.static = StaticFiles(zip_path=config.static_zip, folder=config.static_dir)
         self.static_files = dict(STATIC_FILES, **vendored_static(self.static.read))
@@ -507,6 +509,27 @@ class Portal:
             status = 409 if answer.get("error") == "not_here" else 502
             raise Refused(status, "%s: %s" % (vm, answer.get("message")), answer.get("error") or "agent")
         return entry, answer
+
+    async def issue_vnc(self, request, identity, vm):
+        """:meth:`issue` (op vnc) in the VM's turn (``_relay.VncTurns``): the relay's ticket is the VM's VNC password
+        until the relay calls :meth:`vnc_done`, which ends the turn."""
+        await self.vnc_turns.take(vm)
+        try:
+            return await self.issue(request, identity, vm, "vnc")
+        except BaseException:
+            self.vnc_turns.give(vm)
+            raise
+
+    async def vnc_done(self, node, vm, user, lease):
+        """Tell ``node``'s agent that the VNC handshake of ``lease`` is over (``_portal_agent.vnc_done``: the ticket
+        expired, the agent's lease released), then end the VM's turn here. A failure is left to the lease's own lapse
+        and the ticket's expiry."""
+        try:
+            await self.agent(node, dict(op="vnc_done", vm=vm, user=user, lease=lease or "", portal_node=self.config.node))
+        except (OSError, ValueError, asyncio.TimeoutError, ClientError):
+            pass
+        finally:
+            self.vnc_turns.give(vm)
 
     async def disconnect(self, identity, vm, request):
         """Every session of ``vm`` cut on every node (the VM's own node locks its consoles)."""
@@ -733,6 +756,11 @@ CLOSE_UNREACHABLE = 4502     # the VM's node or its console cannot be reached, o
 CLOSE_SESSION_ENDED = 4001   # logout, or the session expired
 CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the console again
 SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
+# No permessage-deflate on the relays, though browsers offer it: the consoles' bytes are compressed by their own
+# protocols where it pays (SPICE, noVNC's encodings) or tiny (keys), deflate cut the relay's throughput to about a
+# third and added about 150 KiB per relay (measured with the browser relay benchmark), and it would compress what a
+# person types with what a page can influence, under one TLS length.
+RELAY_COMPRESS = False
 
 
 # What each browser console's page loads: (title, scripts, stylesheets, Content-Security-Policy).
@@ -790,7 +818,7 @@ async def relay(request):
     browser and the console (through the VM node's proxy with the person's token, TLS to QEMU), until either side
     ends, the session ends, the token expires or the console is cut."""
     portal, cookie, session = _relay_session(request)
-    sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
+    sock = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16, compress=RELAY_COMPRESS)
     await sock.prepare(request)
     try:
         first = await sock.receive(timeout=10)
@@ -813,13 +841,19 @@ async def relay(request):
     portal.relays[session.id].add(ended)
     try:
         try:
-            entry, answer = await portal.issue(request, identity, found.vm, found.console)
+            if found.console == "vnc":
+                entry, answer = await portal.issue_vnc(request, identity, found.vm)
+            else:
+                entry, answer = await portal.issue(request, identity, found.vm, found.console)
             node = entry["node"]
             proxy = urlsplit(answer.get("proxy") or portal.config.proxy or "")
             if found.console == "vnc":
-                reader, writer = await open_vnc(proxy.hostname, proxy.port or 3128, answer["node"], answer["vnc_port"],
-                                                answer["proxy_username"], answer["token"], answer["password"],
-                                                portal.client_context)
+                try:
+                    reader, writer = await open_vnc(proxy.hostname, proxy.port or 3128, answer["node"],
+                                                    answer["vnc_port"], answer["proxy_username"], answer["token"],
+                                                    answer["password"], portal.client_context)
+                finally:                                # the ticket expired, the VM's next VNC relay may set its own
+                    await portal.vnc_done(node, found.vm, identity.user, answer.get("lease"))
                 try:
                     early = await _greet_vnc_browser(sock)
                 except RelayError:
@@ -929,7 +963,8 @@ def _spice_page(identity, vm, ticket):
     data attribute, the script a file of its own."""
     body = ('<div id="spice-area"><div id="spice-screen" data-ticket="%s" data-vm="%s"></div></div>'
             '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
-            '<script type="module" src="/static/spice-console.js"></script>' % (_e(ticket), _e(vm)))
+            '<script type="module" src="/static/spice-console.js"></script>'
+            '<script type="module" src="/static/spice-keys.js"></script>' % (_e(ticket), _e(vm)))
     return web.Response(text=page("SPICE console of %s" % vm, body, identity.user, identity.session.csrf),
                         content_type="text/html", headers={"Content-Security-Policy": SPICE_CSP})
 
@@ -951,7 +986,7 @@ async def relay_spice(request):
     .vv (``_relay_spice``); then bytes both ways until either side ends, the session ends or the token expires."""
     portal, cookie, session = _relay_session(request)
     ticket = request.query.get("ticket")
-    sock = web.WebSocketResponse(protocols=("binary",), heartbeat=30, max_msg_size=1 << 20)
+    sock = web.WebSocketResponse(protocols=("binary",), heartbeat=30, max_msg_size=1 << 20, compress=RELAY_COMPRESS)
     await sock.prepare(request)
 
     async def receive():

@@ -25,7 +25,13 @@ ticket code of its own. What needs root goes through this agent, a root service 
   ``{"op": "vnc", "vm": V, "user": U, "proxy": URL, "client": ADDRESS}``
       for the portal's VNC relay (``_relay_vnc``): a VNC ticket set on V (which must run here) and a proxy token
       for U to V's VNC console (``_issue``, protocol=vnc, relay); the answer holds both, the port and the node. The
-      relay authenticates to QEMU with the ticket; the browser never sees it.
+      relay authenticates to QEMU with the ticket; the browser never sees it. QEMU has one VNC password per display:
+      a ticket set while another relay's handshake runs would refuse that relay. So a VM's VNC ticket is set under a
+      lease (:class:`VncLeases`): the next ``vnc`` for the VM waits until the relay that holds it says
+      ``vnc_done`` (or the lease lapses after :data:`VNC_LEASE` s); the answer names its ``lease``.
+  ``{"op": "vnc_done", "vm": V, "user": U, "lease": L}``
+      the relay's VNC handshake with the ticket of lease L is over (done or failed): the ticket is expired at once
+      (QMP ``expire_password`` ``now``; a session already open stays) and the next relay may set its own.
   ``{"op": "cut", "vm": V, "user": BY, "client": ADDRESS}``
       every console session of V cut and its tokens revoked on this node (``_sessions``, the code
       of ``console_session``); V need not run here (a hop through this node's proxy is cut too).
@@ -43,10 +49,13 @@ import collections
 import json
 import os
 import pwd
+import secrets
 import socket
 import socketserver
 import struct
 import sys
+import threading
+import time
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._console import (
     Failed,
@@ -68,14 +77,18 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._vv import check_
 
 AGENT_SOCKET = "/run/vmconsole-portal/agent.sock"
 MAX_REQUEST = 8192
-OPS = ("vms", "spice", "serial", "vnc", "cut")
-ERRORS = ("bad_request", "unknown_vm", "not_here", "console", "failed")
+OPS = ("vms", "spice", "serial", "vnc", "vnc_done", "cut")
+ERRORS = ("bad_request", "unknown_vm", "not_here", "console", "failed", "busy")
+# A relay's VNC handshake (``_relay_vnc.HANDSHAKE_TIMEOUT``, 10 s) and a margin: how long a lease may stay unreleased.
+VNC_LEASE = 15.0
+# How long a ``vnc`` request waits for the VM's lease: less than the portal waits for the agent (2 x 5 s).
+VNC_LEASE_WAIT = 8.0
 # QMP run states in which the VM is this node's (a migration target waits in "inmigrate", a source that
 # handed over is "postmigrate").
 HERE_STATES = ("running", "paused", "suspended")
 # Which ports of the qemu_vm fact make which console.
 CONSOLE_PORTS = (("spice", "spice_tls_port"), ("vnc", "vnc_port"), ("serial", "serial_port"))
-_FIELDS = {"op": str, "vm": str, "user": str, "proxy": str, "client": str, "portal_node": str}
+_FIELDS = {"op": str, "vm": str, "user": str, "proxy": str, "client": str, "portal_node": str, "lease": str}
 
 
 _AGENT_FIELDS = ("node vms_fact proxy_fact socket_dir cluster_vms allowed_uids audit_log ticket_ttl token_ttl timeout "
@@ -131,6 +144,51 @@ class Refusal(Exception):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
+
+
+class VncLeases:
+    """Who may set a VM's VNC ticket now: one relay per VM from its ticket to the end of its handshake.
+
+    :meth:`take` waits (at most ``wait`` s, :data:`VNC_LEASE_WAIT` by default) until nobody holds the VM's lease or the holder's lapsed (``lease`` s
+    after it was taken: a relay that died), then gives a new lease id; None when the wait is over first.
+    :meth:`holds` tells whether a lease id is still the VM's; :meth:`release` ends it. Thread-safe (the agent
+    answers each request in a thread of its own)."""
+
+    def __init__(self, lease=VNC_LEASE, wait=VNC_LEASE_WAIT, clock=time.monotonic):
+        self.lease, self.wait, self.clock = lease, wait, clock
+        self._held = {}                             # vm -> (lease id, lapses at)
+        self._changed = threading.Condition()
+
+    def take(self, vm, wait=None):
+        with self._changed:
+            give_up = self.clock() + (self.wait if wait is None else wait)
+            while True:
+                now = self.clock()
+                held = self._held.get(vm)
+                if held is None or held[1] <= now:
+                    lease = secrets.token_urlsafe(16)
+                    self._held[vm] = (lease, now + self.lease)
+                    return lease
+                if now >= give_up:
+                    return None
+                self._changed.wait(min(held[1], give_up) - now)
+
+    def holds(self, vm, lease):
+        with self._changed:
+            held = self._held.get(vm)
+            return held is not None and held[0] == lease and held[1] > self.clock()
+
+    def release(self, vm, lease):
+        with self._changed:
+            held = self._held.get(vm)
+            if held is None or held[0] != lease:
+                return False
+            del self._held[vm]
+            self._changed.notify_all()
+            return True
+
+
+_LEASES = VncLeases()
 
 
 def local_vms(config):
@@ -201,11 +259,44 @@ def _audit_fields(request):
                 portal_node=request.get("portal_node"))
 
 
-def issue_console(config, request):
-    """op spice, serial or vnc: issue through ``_issue`` on the VM, which must run on this node."""
+def issue_console(config, request, leases=_LEASES):
+    """op spice, serial or vnc: issue through ``_issue`` on the VM, which must run on this node (vnc: under a lease
+    of ``leases``, released here when the ticket cannot be set)."""
     vm, protocol = request["vm"], request["op"]
     if vm not in local_vms(config) or vm_state(config, vm) not in HERE_STATES:
         raise Refusal("not_here", "vm %s does not run on %s" % (vm, config.node))
+    if protocol != "vnc":
+        return _issue_console(config, request)
+    lease = leases.take(vm)
+    if lease is None:
+        raise Refusal("busy", "another VNC console of %s is being opened; try again" % vm)
+    try:
+        return dict(_issue_console(config, request), lease=lease)
+    except BaseException:
+        leases.release(vm, lease)
+        raise
+
+
+def vnc_done(config, request, leases=_LEASES):
+    """op vnc_done: the ticket of the request's lease expired at once, and the lease released (a lease that is no
+    longer the VM's, because it lapsed, changes nothing: the ticket set since is another relay's)."""
+    vm, lease = request["vm"], request.get("lease")
+    if not leases.holds(vm, lease):
+        return dict(node=config.node, expired=False)
+    client = QMPClient(os.path.join(config.socket_dir, vm + ".qmp"), timeout=config.timeout)
+    try:
+        client.connect()
+        client.execute("expire_password", {"protocol": "vnc", "time": "now"})
+    except QMPError as exc:
+        raise Refusal("console", "the VNC ticket of %s could not be expired: %s" % (vm, exc)) from None
+    finally:
+        client.close()
+        leases.release(vm, lease)
+    return dict(node=config.node, expired=True)
+
+
+def _issue_console(config, request):
+    vm, protocol = request["vm"], request["op"]
     try:
         fact = read_proxy_fact(config.proxy_fact) or {}
     except ValueError as exc:
@@ -263,15 +354,17 @@ def cut_console(config, request):
                 tunnels_cut=len(result["tunnels"]["cut"]), warnings=module.warnings)
 
 
-def handle(config, request):
-    """The answer to one request (a dict, never raises for bad input)."""
+def handle(config, request, leases=_LEASES):
+    """The answer to one request (a dict, never raises for bad input); ``leases``: the VMs' VNC ticket leases."""
     try:
         request = check_request(config, request)
         if request["op"] == "vms":
             return dict(ok=True, node=config.node, vms=list_vms(config))
         if request["op"] == "cut":
             return dict(cut_console(config, request), ok=True)
-        return dict(issue_console(config, request), ok=True)
+        if request["op"] == "vnc_done":
+            return dict(vnc_done(config, request, leases), ok=True)
+        return dict(issue_console(config, request, leases), ok=True)
     except Refusal as exc:
         return dict(ok=False, error=exc.code, message=str(exc))
 

@@ -13,6 +13,7 @@ Console ports stay on 127.0.0.1 and every hop is encrypted. Stdlib only.
 - :class:`RelayTickets`: what a console page holds to open its WebSocket. Single use, short-lived
   (:data:`RELAY_TICKET_TTL`), bound to the person's session, the VM and the console; kept as a hash.
 - :class:`RelayLimits`: at most so many relays per person and per VM at once.
+- :class:`VncTurns`: one VNC relay of a VM at a time between its ticket and its handshake.
 - :func:`open_through_proxy`: the CONNECT (with the proxy token) and the TLS handshake.
 """
 
@@ -96,6 +97,23 @@ class RelayLimits:
             for counter, key in ((self._users, user), (self._vms, vm)):
                 if counter[key] <= 0:
                     del counter[key]
+
+
+class VncTurns:
+    """One VNC relay of a VM at a time in this portal, from its VNC ticket to the end of its handshake (QEMU has one
+    VNC password per display; the agent's lease, ``_portal_agent.VncLeases``, covers relays of other portals). A
+    relay waiting for its turn holds no thread: :meth:`take` awaits an asyncio lock, :meth:`give` releases it."""
+
+    def __init__(self):
+        self._locks = {}
+
+    async def take(self, vm):
+        await self._locks.setdefault(vm, asyncio.Lock()).acquire()
+
+    def give(self, vm):
+        lock = self._locks.get(vm)
+        if lock is not None and lock.locked():
+            lock.release()
 
 
 class RelayError(Exception):

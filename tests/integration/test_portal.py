@@ -15,6 +15,7 @@ the cross-node tests: its VM is opened through the first node's portal, which as
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -56,7 +57,7 @@ def have_aiohttp():
 class PortalNode:
     """One node's portal (web process and agent) in ``workdir``: ``port``, ``url``, ``audit_log``, ``tickets_log``."""
 
-    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True):
+    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True, relays=None):
         self.workdir, self.name, self.pki, self.squid, self.vm = workdir, name, pki, squid, vm
         cert, key = pki.issue([("CN", name)], node=True)
         self.cert_file, self.key_file = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
@@ -76,6 +77,8 @@ class PortalNode:
                       session_absolute=3600, login=dict(max_failures=3, window=300, lockout=900), static_dir=STATIC,
                       users={user: {"password_hash": hash_password(password), "groups": []}
                              for user, password in PASSWORDS.items()})
+        if relays:
+            portal["relays"] = relays                   # {per_user, per_vm}: the relay limits (default 4 and 8)
         self.agent_config, self.portal_config = os.path.join(workdir, "agent.json"), os.path.join(workdir, "portal.json")
         _procs._write(self.agent_config, json.dumps(agent).encode(), 0o600)
         _procs._write(self.portal_config, json.dumps(portal).encode(), 0o600)
@@ -440,24 +443,22 @@ def test_a_reload_takes_a_renewed_certificate_and_keeps_the_sessions(cluster, pk
 
 # --- the serial console in the browser: the relay ----------------------------------------------------
 
-def one_guest_portal(pki, squid_factory, tmp_path_factory, prefix, make_guest):
-    """Yields one node whose vm1 is the boot-sector guest ``make_guest(folder, disk)`` starts, behind squid and a
-    portal; stops them all after."""
+@contextlib.contextmanager
+def guest_portal(pki, start_squid, prefix, make_guest, **portal_options):
+    """One node whose vm1 is the boot-sector guest ``make_guest(folder, disk)`` starts, behind squid
+    (``start_squid(signers, self_name=..., vms=...)``, e.g. the ``squid_factory`` fixture) and a portal
+    (``PortalNode`` with ``portal_options``); stops the guest and the portal after. For the tests and the benchmarks."""
     from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
-    if not _procs.have_qemu():
-        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
-    if not have_aiohttp():
-        pytest.skip("aiohttp is not installed")
-    disk = guest_image.write_image(str(tmp_path_factory.mktemp("guest") / ("%sguest.img" % prefix)))
     folder = _procs.short_tmpdir(prefix)
     made = []
     try:
+        disk = guest_image.write_image(os.path.join(folder, "guest.img"))
         vm = make_guest(folder, disk)
         made.append(vm)
-        squid = squid_factory([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
-            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": None, "vnc_port": vm.vnc_port,
+        squid = start_squid([new_proxy_signer()], self_name=pki.cn, vms={"vm1": {
+            "state": "started", "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": vm.vnc_port,
             "serial_port": vm.serial_port}})
-        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port())
+        node = PortalNode(folder, name=pki.cn, pki=pki, squid=squid, vm=vm, port=_procs.free_port(), **portal_options)
         made.append(node)
         yield node
     finally:
@@ -466,12 +467,22 @@ def one_guest_portal(pki, squid_factory, tmp_path_factory, prefix, make_guest):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def one_guest_portal(pki, squid_factory, prefix, make_guest):
+    """``guest_portal`` for a fixture: skipped without QEMU or aiohttp."""
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    if not have_aiohttp():
+        pytest.skip("aiohttp is not installed")
+    with guest_portal(pki, squid_factory, prefix, make_guest) as node:
+        yield node
+
+
 @pytest.fixture
-def serial_portal(pki, squid_factory, tmp_path_factory):
+def serial_portal(pki, squid_factory):
     """One node whose vm1 is the boot-sector guest with a TLS serial console (it prints a line every second and
     echoes what it receives), behind squid and a portal."""
     from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SerialGuest  # pylint: disable=import-outside-toplevel
-    yield from one_guest_portal(pki, squid_factory, tmp_path_factory, "vmc-relay-",
+    yield from one_guest_portal(pki, squid_factory, "vmc-relay-",
                                 lambda folder, disk: SerialGuest("vm1", folder, disk=disk, pki_dir=pki.dir))
 
 
@@ -482,15 +493,17 @@ def relay_ticket(browser, vm="vm1"):
     return re.search(r'data-ticket="([^"]+)"', page).group(1)
 
 
-async def open_relay(browser, ticket, origin=None, cookie=True):
-    """(WebSocket, session) of the relay, the ticket sent; the caller closes both."""
+async def open_relay(browser, ticket, origin=None, cookie=True, **options):
+    """(WebSocket, session) of the relay, the ticket sent; the caller closes both. ``options`` go to aiohttp's
+    ``ws_connect`` (e.g. ``compress=15``: offer permessage-deflate, as Chromium does)."""
     import aiohttp  # pylint: disable=import-outside-toplevel
     headers = {"Origin": origin or browser.node.url}
     if cookie and browser.cookie:
         headers["Cookie"] = "vmc_session=%s" % browser.cookie
     session = aiohttp.ClientSession()
     try:
-        sock = await session.ws_connect(browser.node.url + "/relay/v1", ssl=browser.context, headers=headers)
+        sock = await session.ws_connect(browser.node.url + "/relay/v1", ssl=browser.context, headers=headers,
+                                        **options)
     except aiohttp.WSServerHandshakeError as exc:
         await session.close()
         return exc.status, None
@@ -698,18 +711,18 @@ def test_typing_in_the_browsers_serial_console_reaches_the_guest(serial_portal, 
 class VncGuest(_procs.QemuVM):
     """The boot-sector guest (COM1 on a TLS chardev, as for the serial tests) with a VGA screen and VNC as qemu_vm
     starts it: 127.0.0.1, VeNCrypt with the node's X.509 certificate (tls-creds-x509, verify-peer as given;
-    qemu_vm's is off), password=on (only a ticket set over QMP gets in)."""
+    qemu_vm's is off), password=on (only a ticket set over QMP gets in); ``vnc_connections``: QEMU's limit of VNC
+    clients at once (its default: 32)."""
 
-    def __init__(self, name, workdir, *, disk, pki_dir, verify_peer=False, **kwargs):
-        self.disk, self.verify_peer = disk, verify_peer
+    def __init__(self, name, workdir, *, disk, pki_dir, verify_peer=False, vnc_connections=None, **kwargs):
+        self.disk, self.verify_peer, self.vnc_connections = disk, verify_peer, vnc_connections
         self.serial_port = None
         super().__init__(name, workdir, pki_dir=pki_dir, spice=False, **kwargs)
 
     def _argv(self, pki_dir, **options):
         from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SERIAL_PORTS  # pylint: disable=import-outside-toplevel
-        self.tls_port = self.plain_port = None
+        self.tls_port = self.plain_port = self.vnc_port = None
         self.serial_port = _procs.free_console_port(*SERIAL_PORTS)
-        self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
         return [
             _procs.QEMU_BINARY, "-accel", "tcg", "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "std", "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
@@ -718,17 +731,31 @@ class VncGuest(_procs.QemuVM):
             "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
                         "tls-creds=vmconsole-serial-tls" % self.serial_port,
             "-serial", "chardev:vmconsole-serial",
-            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=%s,dir=%s"
-                       % ("on" if self.verify_peer else "off", pki_dir),
-            "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900),
-        ]
+        ] + self._screen(pki_dir)
+
+    def _screen(self, pki_dir):
+        self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
+        return ["-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=%s,dir=%s"
+                           % ("on" if self.verify_peer else "off", pki_dir),
+                "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on%s" % (
+                    self.vnc_port - 5900, ",connections=%d" % self.vnc_connections if self.vnc_connections else "")]
+
+
+class SpiceGuest(VncGuest):
+    """The same guest with SPICE instead of VNC, as qemu_vm starts it: 127.0.0.1, a TLS port in the console range,
+    every channel TLS, ticketing on (only a ticket set over QMP gets in)."""
+
+    def _screen(self, pki_dir):
+        self.tls_port = _procs.free_console_port()
+        return ["-spice", "addr=127.0.0.1,tls-port=%d,x509-dir=%s,tls-channel=default,seamless-migration=on"
+                % (self.tls_port, pki_dir)]
 
 
 @pytest.fixture(params=[False, True], ids=["verify-peer-off", "verify-peer-on"])
-def vnc_portal(request, pki, squid_factory, tmp_path_factory):
+def vnc_portal(request, pki, squid_factory):
     """One node whose vm1 is the boot-sector guest with a VGA screen on VeNCrypt VNC (and its TLS serial console),
     behind squid and a portal. Parametrized: QEMU without and with a client certificate check."""
-    yield from one_guest_portal(pki, squid_factory, tmp_path_factory, "vmc-vnc-",
+    yield from one_guest_portal(pki, squid_factory, "vmc-vnc-",
                                 lambda folder, disk: VncGuest("vm1", folder, disk=disk, pki_dir=pki.dir,
                                                               verify_peer=request.param))
 
@@ -827,6 +854,32 @@ def test_the_vnc_console_in_the_browser_through_the_relay(vnc_portal):
     issued = [json.loads(line) for line in _procs.read_log(node.tickets_log, 10 ** 6).splitlines() if line.strip()]
     assert [(r["protocol"], r["proxy_user"]) for r in issued] == [("vnc", "alice")]
     assert_no_secret(node, ticket, browser.cookie)
+
+
+def test_vnc_relays_of_one_vm_opened_at_once_all_get_in(vnc_portal):
+    """QEMU has one VNC password: each relay's ticket replaced the one before, so relays opened together refused all
+    but the last. The agent now lets one relay's ticket at a time live until its handshake is over, then expires it."""
+    import asyncio  # pylint: disable=import-outside-toplevel
+    node = vnc_portal
+    browser = Browser(node)
+    browser.login("alice")
+    tickets = [vnc_relay_ticket(browser) for dummy in range(4)]       # the person's limit
+
+    async def scenario():
+        opened = await asyncio.gather(*(open_relay(browser, ticket) for ticket in tickets))
+        try:
+            return await asyncio.gather(*(rfb_viewer(sock) for sock, dummy in opened), return_exceptions=True)
+        finally:
+            for sock, session in opened:
+                await sock.close()
+                await session.close()
+    shown = asyncio.run(scenario())
+    assert [one[3] if isinstance(one, tuple) else repr(one) for one in shown] == [b"QEMU (vm1)"] * 4
+    records = _procs.wait_until(lambda: len([r for r in node.audit() if r["event"] == "portal_relay"]) >= 8 and
+                                [r for r in node.audit() if r["event"] == "portal_relay"], 20, what="eight relay audit lines")
+    assert sorted((r["result"], r.get("reason")) for r in records) == [("closed", "browser_closed")] * 4 + [("open", None)] * 4
+    issued = [json.loads(line) for line in _procs.read_log(node.tickets_log, 10 ** 6).splitlines() if line.strip()]
+    assert [r["protocol"] for r in issued] == ["vnc"] * 4
 
 
 def test_the_vnc_relay_refuses_other_origins_and_ends_at_logout(vnc_portal):
@@ -1199,3 +1252,51 @@ def test_spice_in_chromium_shows_the_vms_screen(cluster, chromium, tmp_path):
     wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
                     "end of the console at logout")
     _procs.wait_until(lambda: not spice_clients(node.vm), 20, what="QEMU to drop the relay's channels")
+
+
+@pytest.fixture
+def spice_guest_portal(pki, squid_factory):
+    """One node whose vm1 is the boot-sector guest with a VGA screen on SPICE (TLS) and its TLS serial console."""
+    yield from one_guest_portal(pki, squid_factory, "vmc-spk-",
+                                lambda folder, disk: SpiceGuest("vm1", folder, disk=disk, pki_dir=pki.dir))
+
+
+def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium):
+    """The keys typed into spice-html5 reach the guest as the physical keys they are, as noVNC's do: the guest (its
+    BIOS, on COM1) reports each key's scan code, read through the serial relay."""
+    from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    if not os.path.exists("/usr/share/spice-html5/main.js"):
+        pytest.skip("Debian's spice-html5 is not installed")
+    node, driver = spice_guest_portal, chromium
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    driver.find_element(By.ID, "browser-spice-vm1").click()
+    wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
+                    "SPICE main channel")
+    canvas = wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "spice_surface_0"), 30, "display canvas")[0]
+    _procs.wait_until(lambda: 3 in {c["channel-type"] for c in spice_clients(node.vm)}, 30,
+                      what="the relay's inputs channel in query-spice")
+    other = Browser(node)
+    other.login("alice")
+    tap = SerialTap(other)
+    try:
+        ActionChains(driver).click(canvas).send_keys("hello").perform()
+        wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
+                        "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
+        # The German keyboard of the VNC test: the key labelled Z (where a US keyboard has Y) must reach the guest as
+        # that key (scan code 15; the guest's own layout makes the "z"), and AltGr+Q ("@") as right Alt + Q (the
+        # BIOS: Alt+Q, scan code 10, no ASCII).
+        german_key(driver, "KeyY", "z", 0x5A)
+        wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30,
+                        "the guest's report of de 'z' (COM1: %r)" % tap.text()[-200:])
+        german_key(driver, "KeyQ", "@", 0x51, altgr=True)
+        wait_in_browser(driver, node, lambda d: b"[10\x00]" in tap.text(), 30,
+                        "the guest's report of de '@' (COM1: %r)" % tap.text()[-200:])
+    finally:
+        tap.close()
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors                                 # no script blocked, no CSP violation

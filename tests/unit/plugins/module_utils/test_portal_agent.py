@@ -149,3 +149,75 @@ def test_the_socket_is_silent_to_any_other_uid(tmp_path):
 def test_refusal_is_an_exception_with_a_code():
     exc = Refusal("not_here", "vm x does not run on hv1")
     assert (exc.code, str(exc)) == ("not_here", "vm x does not run on hv1")
+
+
+# --- VNC tickets: one relay's handshake at a time per VM -------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_vms_vnc_lease_waits_for_the_holder_and_lapses_if_it_never_comes_back():
+    clock = Clock()
+    leases = _portal_agent.VncLeases(lease=15, clock=clock)
+    first = leases.take("vm1")
+    assert first and leases.holds("vm1", first)
+    assert leases.take("vm1", wait=0) is None                   # held: the next relay's ticket must wait
+    assert leases.take("vm2", wait=0)                           # another VM's is its own
+    assert leases.release("vm1", "not-the-lease") is False and leases.holds("vm1", first)
+    order, got = [], []
+
+    def second():
+        got.append(leases.take("vm1", wait=30))
+        order.append("second took it")
+    thread = threading.Thread(target=second)
+    thread.start()
+    order.append("first released")
+    assert leases.release("vm1", first)
+    thread.join(10)
+    assert order == ["first released", "second took it"] and got[0] not in (None, first)
+    clock.now += 15                                             # the second relay never said it was done
+    assert not leases.holds("vm1", got[0])
+    third = leases.take("vm1", wait=0)
+    assert third and leases.release("vm1", got[0]) is False and leases.holds("vm1", third)
+
+
+def test_vnc_issues_under_a_lease_and_vnc_done_expires_the_ticket_at_once(tmp_path):
+    server = FakeQMPServer(qemu({"query-status": {"status": "running", "running": True}, "expire_password": {}}),
+                           path=str(tmp_path / "vm1.qmp")).start()
+    config = make_config(tmp_path, vms={"vm1": {"state": "started", "vnc_port": 5901}})
+    leases = _portal_agent.VncLeases()
+    try:
+        lease = leases.take("vm1")                              # another relay's handshake runs
+        answer = handle(config, {"op": "vnc_done", "vm": "vm1", "user": "alice", "lease": "stale"}, leases)
+        assert answer == dict(ok=True, node="hv1", expired=False) and "expire_password" not in server.commands
+        answer = handle(config, {"op": "vnc_done", "vm": "vm1", "user": "alice", "lease": lease}, leases)
+        assert answer == dict(ok=True, node="hv1", expired=True)
+        assert [r["arguments"] for r in server.requests if r.get("execute") == "expire_password"] == [
+            {"protocol": "vnc", "time": "now"}]
+        assert leases.take("vm1", wait=0)                       # released
+    finally:
+        server.stop()
+
+
+def test_a_vnc_ticket_that_cannot_be_set_releases_its_lease(tmp_path, monkeypatch):
+    server = FakeQMPServer(qemu({"query-status": {"status": "running", "running": True}}),
+                           path=str(tmp_path / "vm1.qmp")).start()
+    config = make_config(tmp_path, vms={"vm1": {"state": "started", "vnc_port": 5901}})
+    leases = _portal_agent.VncLeases(wait=0)
+
+    def refused(_config, _request):
+        raise Refusal("console", "no VNC display")
+    monkeypatch.setattr(_portal_agent, "_issue_console", refused)
+    try:
+        answer = handle(config, {"op": "vnc", "vm": "vm1", "user": "alice"}, leases)
+        assert answer["error"] == "console"
+        assert leases.take("vm1", wait=0)                       # not left held for VNC_LEASE seconds
+        answer = handle(config, {"op": "vnc", "vm": "vm1", "user": "alice"}, leases)
+        assert (answer["error"], answer["message"]) == ("busy", "another VNC console of vm1 is being opened; try again")
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
     RelayError,
     RelayLimits,
     RelayTickets,
+    VncTurns,
     connect_request,
     open_through_proxy,
 )
@@ -79,6 +80,28 @@ def test_limits_per_person_and_per_vm():
     assert not limits.acquire("dave", "vm1")                        # vm1 has 3
     limits.release("alice", "vm1")
     assert limits.acquire("dave", "vm1") and limits.acquire("alice", "vm3")
+
+
+def test_a_vms_vnc_relays_take_turns_and_other_vms_do_not_wait():
+    async def scenario():
+        turns, order = VncTurns(), []
+        await turns.take("vm1")
+        await asyncio.wait_for(turns.take("vm2"), 1)                    # another VM: its own turn at once
+
+        async def second():
+            await turns.take("vm1")
+            order.append("second")
+        waiting = asyncio.ensure_future(second())
+        await asyncio.sleep(0)                                          # it runs up to its wait
+        assert not waiting.done()
+        order.append("first done")
+        turns.give("vm1")
+        await asyncio.wait_for(waiting, 1)
+        turns.give("vm1")
+        turns.give("vm1")                                               # giving a turn nobody holds changes nothing
+        await asyncio.wait_for(turns.take("vm1"), 1)
+        return order
+    assert asyncio.run(scenario()) == ["first done", "second"]
 
 
 def test_the_connect_request_carries_the_token():
