@@ -106,7 +106,7 @@ STATIC_DIR = "/usr/lib/vmconsole/portal/static"
 # The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
 STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
                 "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript",
-                "spice-console.js": "text/javascript"}
+                "spice-console.js": "text/javascript", "console-reconnect.js": "text/javascript"}
 # ...and the vendored noVNC's ES modules (novnc/core/..., novnc/vendor/...), as its vendor.json lists them.
 # spice-html5's ES modules, served as /static/spice-html5/NAME from spice_html5_dir (Debian's package spice-html5).
 SPICE_HTML5_DIR = "/usr/share/spice-html5"
@@ -750,7 +750,8 @@ SESSION_CHECK = 5            # seconds between checks that the relay's session s
 
 # What each browser console's page loads: (title, scripts, stylesheets, Content-Security-Policy).
 CONSOLE_PAGES = {
-    "serial": ("Serial", '<script src="/static/xterm/xterm.js"></script><script src="/static/browser-console.js"></script>',
+    "serial": ("Serial", '<script src="/static/xterm/xterm.js"></script>'
+               '<script type="module" src="/static/browser-console.js"></script>',
                ["/static/xterm/xterm.css"], CONSOLE_CSP),
     "vnc": ("VNC", '<script type="module" src="/static/vnc-console.js"></script>', [], VNC_CSP),
 }
