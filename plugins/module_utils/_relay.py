@@ -40,9 +40,10 @@ MOVED, STAYED, TRANSIT, ENDED = "moved", "stayed", "transit", "ended"
 TRANSIT_STATES = ("inmigrate", "postmigrate", "finish-migrate")
 FOLLOW_WITHIN = 15.0        # seconds a relay waits for a VM in transit to run somewhere before it calls it ended
 FOLLOW_INTERVAL = 0.25      # seconds between two questions where the VM runs, while it is in transit
-# The page's bounds for opening a moved console again (rendered into the page, read by its script): at most
-# RECONNECT_TRIES new relay tickets, each try RECONNECT_DELAY * 2**n seconds after the last, all within
-# RECONNECT_WITHIN seconds of the close; then the page says the console is lost.
+# The page's bounds for opening a moved console again (rendered into the page, read by its script,
+# console-reconnect.js): at most RECONNECT_TRIES new relay tickets, the first at once, try n (from 1) RECONNECT_DELAY *
+# 2**(n-1) seconds after the last, all within RECONNECT_WITHIN seconds of the close; then the page says the console is
+# lost.
 RECONNECT_TRIES = 5
 RECONNECT_DELAY = 0.25
 RECONNECT_WITHIN = 30
