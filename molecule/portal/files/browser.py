@@ -297,20 +297,21 @@ SCREEN_BOX = {"spice": "spice-screen", "vnc": "console"}
 
 
 def follow(driver, job, result):
-    """The "follow" action after the login: each console's page open in a window, "ready" in job["ready"], then each
-    page connected again after the migration."""
-    result["cookie"], _csrf = session_state(driver)
+    """The "follow" action: the login, each console's page open in a window, "ready" in job["ready"] (else why not),
+    then each page connected again after the migration."""
     windows = {}
     try:
+        log_in_with_password(driver, job["portal"], job["user"], job["password"])
+        result["cookie"], _csrf = session_state(driver)
         for console in ("spice", "vnc"):
             if job.get(console):
                 if windows:
                     driver.switch_to.new_window("window")
                     driver.get(job["portal"] + "/")
                 windows[console] = (driver.current_window_handle, screen_console(driver, console, job[console]))
-    except SystemExit:
+    except (SystemExit, WebDriverException):
         with open(job["ready"], "w", encoding="utf-8") as handle:
-            handle.write("the consoles did not open (see the task's stderr)\n")
+            handle.write("the consoles did not open (see the script's stderr)\n")
         raise
     with open(job["ready"], "w", encoding="utf-8") as handle:
         handle.write("ready\n")
@@ -352,7 +353,6 @@ def main():
             wait_for("the page after the login", lambda: driver.title != "Console portal")
             after_login(driver, downloads, job, result)
         elif job["action"] == "follow":
-            log_in_with_password(driver, job["portal"], job["user"], job["password"])
             follow(driver, job, result)
         elif job["action"] == "lockout":
             answers = []
