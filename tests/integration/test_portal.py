@@ -1288,6 +1288,13 @@ def console_clients(vm):
                 len(qmp.execute("query-vnc")["clients"]))
 
 
+def relays_on(vm):
+    """QEMU's clients (:func:`console_clients`) when they are one SPICE session with all four channels and one VNC
+    client: the relays of one SPICE page and one VNC page; else None."""
+    found = console_clients(vm)
+    return found if found[0].count(MAIN) == 1 and len(found[0]) >= 4 and found[1] == 1 else None
+
+
 def spice_canvas_colours(driver):
     """How many distinct colours spice-html5's display canvas shows (1: blank, 0: none)."""
     return driver.execute_script(
@@ -1319,9 +1326,7 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
     driver.find_element(By.ID, "browser-vnc-vm1").click()
     wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30, "noVNC")
     wait_in_browser(driver, first, lambda d: canvas_colours(d) > 1, 30, "the VM's screen on the VNC canvas")
-    spice_types, vnc_clients = _procs.wait_until(
-        lambda: (lambda found: found[0].count(MAIN) == 1 and len(found[0]) >= 4 and found[1] == 1 and found)(
-            console_clients(source)), 30, what="the relays' SPICE channels and VNC client on the source")
+    _procs.wait_until(lambda: relays_on(source), 30, what="the relays' SPICE channels and VNC client on the source")
     assert console_clients(target) == ([], 0)
 
     # The live migration, as migrate.yml does it: the target runs vm1, the facts follow, the source QEMU quits.
@@ -1341,8 +1346,7 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
                                 60, "the SPICE page connected again, the VM's screen on its canvas")
     vnc_gap = wait_in_browser(driver, first, lambda d: reconnected(vnc_window, "console", canvas_colours), 60,
                               "the VNC page connected again, the VM's screen on its canvas")
-    found = _procs.wait_until(lambda: (lambda found: found[0].count(MAIN) == 1 and len(found[0]) >= 4 and found[1] == 1
-                                       and found)(console_clients(target)), 30,
+    found = _procs.wait_until(lambda: relays_on(target), 30,
                               what="the new relays' SPICE channels and VNC client on the target")
     seen = time.monotonic() - quit_at
     print("\nreconnect gap after the migration (the relay's close to connected again, as the page measured it): "

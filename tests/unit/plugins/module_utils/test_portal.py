@@ -285,7 +285,6 @@ def test_issuances_within_a_moment_ask_where_once(portal):
     assert len([r for dummy, r in agents.asked if r["op"] == "vms"]) == 2     # hv1 and hv2, once
 
 
-
 # --- a relay whose console's end closed: the VM moved, or was cut ------------------------------------------------
 
 class PumpSocket:
