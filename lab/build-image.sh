@@ -36,7 +36,7 @@ base_packages=python3,systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,
 # for the portal's pages (Chromium, its WebDriver, NSS's tools, curl, python3-venv for Selenium).
 stack_packages=(qemu-system-x86 squid logrotate python3-cryptography openssl
                 virt-viewer xvfb imagemagick libvirt-clients libsasl2-modules python3-aiohttp
-                chromium chromium-driver libnss3-tools curl python3-venv)
+                chromium chromium-driver libnss3-tools curl python3-venv spice-html5)
 case $suite in
   bookworm) ;;
   trixie) stack_packages+=(qemu-system-modules-spice) ;;

@@ -21,9 +21,11 @@ if [ "$what" = test ]; then
   # Real components of the integration tests: QEMU with SPICE, a SPICE client on a
   # virtual screen, a screenshot tool, squid (the tests start their own on free loopback
   # ports), Cyrus SASL (saslpasswd2 and the SCRAM plugin, for VNC with SASL) and a real
-  # browser for the console portal's pages (headless Chromium, driven by Selenium).
+  # browser for the console portal's pages (headless Chromium, driven by Selenium) with
+  # Debian's spice-html5, which the portal serves for SPICE in the browser (without it the
+  # SPICE page tests have nothing to load).
   apt_packages+=(qemu-system-x86 qemu-utils seabios virt-viewer xvfb imagemagick
-                 squid sasl2-bin libsasl2-modules chromium chromium-driver)
+                 squid sasl2-bin libsasl2-modules chromium chromium-driver spice-html5)
 fi
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
