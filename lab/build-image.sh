@@ -32,7 +32,7 @@ base_packages=python3,systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,
 # and qemu_source installs both of qemu_spice's methods there.
 # The QEMU packages are the qemu_spice role's per release (roles/qemu_spice/vars/): Debian 13
 # ships SPICE and qxl in qemu-system-modules-spice.
-# The console portal's aiohttp is here too (scenario portal, the demo), and the clients' browser
+# The console portal's aiohttp and spice-html5 are here too (scenario portal, the demo), and the clients' browser
 # for the portal's pages (Chromium, its WebDriver, NSS's tools, curl, python3-venv for Selenium).
 stack_packages=(qemu-system-x86 squid logrotate python3-cryptography openssl
                 virt-viewer xvfb imagemagick libvirt-clients libsasl2-modules python3-aiohttp
