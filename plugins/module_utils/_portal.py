@@ -74,11 +74,15 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth impo
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
     CONSOLES as RELAY_CONSOLES,
+    MOVED,
     RELAY_TICKET_TTL,
     RelayError,
     RelayLimits,
     RelayTickets,
+    follow_console,
     open_through_proxy,
+    placement_of,
+    reconnect_bounds,
 )
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import BrowserBytes, greet_browser, open_vnc, vendored_static
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_spice import (
@@ -102,7 +106,7 @@ STATIC_DIR = "/usr/lib/vmconsole/portal/static"
 # The files under /static/ (from static_dir; portal.css is built in): name -> content type. Nothing else is served.
 STATIC_FILES = {"browser-console.js": "text/javascript", "xterm/xterm.js": "text/javascript",
                 "xterm/xterm.css": "text/css", "vnc-console.js": "text/javascript",
-                "spice-console.js": "text/javascript"}
+                "spice-console.js": "text/javascript", "console-reconnect.js": "text/javascript"}
 # ...and the vendored noVNC's ES modules (novnc/core/..., novnc/vendor/...), as its vendor.json lists them.
 # spice-html5's ES modules, served as /static/spice-html5/NAME from spice_html5_dir (Debian's package spice-html5).
 SPICE_HTML5_DIR = "/usr/share/spice-html5"
@@ -517,6 +521,14 @@ class Portal:
                   if not answer or not answer.get("ok")}
         return answers, failed
 
+    def follower(self, vm, entry):
+        """For :func:`_pump`: a coroutine function that says what became of ``vm`` (which ran as ``entry`` said when
+        the relay opened) once its console's end closed (``_relay.follow_console``, every node asked afresh)."""
+        async def where():
+            found, _down = await self.cluster_vms()
+            return found.get(vm)
+        return functools.partial(follow_console, where, placement_of(entry))
+
 
 # --- handlers ---------------------------------------------------------------------------------------
 
@@ -732,12 +744,14 @@ CLOSE_LIMIT = 4429           # the person or the VM has as many browser consoles
 CLOSE_UNREACHABLE = 4502     # the VM's node or its console cannot be reached, or the ACL no longer allows it
 CLOSE_SESSION_ENDED = 4001   # logout, or the session expired
 CLOSE_TOKEN_EXPIRED = 4408   # the proxy token's lifetime is over: open the console again
+CLOSE_MOVED = 4301           # the VM moved (live migration, or a new QEMU): the page takes a new relay ticket and reopens
 SESSION_CHECK = 5            # seconds between checks that the relay's session still exists
 
 
 # What each browser console's page loads: (title, scripts, stylesheets, Content-Security-Policy).
 CONSOLE_PAGES = {
-    "serial": ("Serial", '<script src="/static/xterm/xterm.js"></script><script src="/static/browser-console.js"></script>',
+    "serial": ("Serial", '<script src="/static/xterm/xterm.js"></script>'
+               '<script type="module" src="/static/browser-console.js"></script>',
                ["/static/xterm/xterm.css"], CONSOLE_CSP),
     "vnc": ("VNC", '<script type="module" src="/static/vnc-console.js"></script>', [], VNC_CSP),
 }
@@ -765,9 +779,9 @@ async def browser_console(request):
     if console == "spice":
         return _spice_page(identity, vm, ticket)
     title, scripts, styles, policy = CONSOLE_PAGES[console]
-    body = ('<div id="console" data-ticket="%s" data-vm="%s" data-console="%s"></div>'
+    body = ('<div id="console" data-ticket="%s" data-vm="%s" data-console="%s" %s></div>'
             '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>%s'
-            % (_e(ticket), _e(vm), _e(console), scripts))
+            % (_e(ticket), _e(vm), _e(console), reconnect_bounds(), scripts))
     return web.Response(text=page("%s console of %s" % (title, vm), body, identity.user,
                                   identity.session.csrf, styles=styles),
                         content_type="text/html", headers={"Content-Security-Policy": policy})
@@ -808,7 +822,7 @@ async def relay(request):
         await sock.close(code=CLOSE_LIMIT, message=b"too many browser consoles")
         return sock
     identity = Identity(session.user, tuple(session.groups), session.method, session)
-    started, counts, reason, node = time.monotonic(), [0, 0], "refused", None
+    started, counts, reason, node, moved = time.monotonic(), [0, 0], "refused", None, {}
     ended = asyncio.Event()
     portal.relays[session.id].add(ended)
     try:
@@ -837,7 +851,8 @@ async def relay(request):
             return sock
         portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
                      result="open", session=session.id, proxy_token_expires=answer.get("proxy_token_expires"))
-        reason = await _pump(portal, sock, reader, writer, counts, cookie, answer.get("proxy_token_expires"), ended)
+        reason = await _pump(portal, sock, reader, writer, counts, cookie, answer.get("proxy_token_expires"), ended,
+                             portal.follower(found.vm, entry), moved)
         return sock
     finally:
         portal.relays[session.id].discard(ended)
@@ -846,7 +861,7 @@ async def relay(request):
         portal.relay_limits.release(found.user, found.vm)
         portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
                      result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
-                     seconds=round(time.monotonic() - started, 1), session=session.id)
+                     seconds=round(time.monotonic() - started, 1), session=session.id, **moved)
 
 
 async def _greet_vnc_browser(sock):
@@ -863,9 +878,14 @@ async def _greet_vnc_browser(sock):
     return browser.rest
 
 
-async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
+async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended, follow=None, moved=None):
     """Copy bytes both ways until one side ends, the session is gone (``ended`` set at logout, or found gone) or the
-    token expires; why it ended."""
+    token expires; why it ended.
+
+    When the console's end closed and ``follow`` is given (:meth:`Portal.follower`), the relay asks what became of the
+    VM before it closes the browser's side: a VM that moved is closed with :data:`CLOSE_MOVED` and the reason
+    ``moved`` (``moved`` gets ``moved_to``, the node, for the audit record), so the page opens it again; a VM that runs
+    where it ran (a cut) or nowhere is closed as before."""
 
     async def browser_to_console():
         async for message in sock:
@@ -916,7 +936,13 @@ async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
         for task in tasks:
             task.cancel()
         writer.close()
-    codes = {"token_expired": CLOSE_TOKEN_EXPIRED, "session_ended": CLOSE_SESSION_ENDED}
+    if reason == "console_closed" and follow is not None and not sock.closed:
+        fate, entry = await follow()
+        if fate == MOVED:
+            reason = "moved"
+            if moved is not None:
+                moved["moved_to"] = entry["node"]
+    codes = {"token_expired": CLOSE_TOKEN_EXPIRED, "session_ended": CLOSE_SESSION_ENDED, "moved": CLOSE_MOVED}
     if not sock.closed:
         await sock.close(code=codes.get(reason, 1000), message=reason.encode("ascii"))
     return reason
@@ -927,9 +953,9 @@ async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended):
 def _spice_page(identity, vm, ticket):
     """The SPICE page: spice-html5 (an ES module from /static) draws into #spice-screen; the relay ticket is in a
     data attribute, the script a file of its own."""
-    body = ('<div id="spice-area"><div id="spice-screen" data-ticket="%s" data-vm="%s"></div></div>'
+    body = ('<div id="spice-area"><div id="spice-screen" data-ticket="%s" data-vm="%s" %s></div></div>'
             '<p class="note" id="console-state">connecting</p><p><a href="/">Back</a></p>'
-            '<script type="module" src="/static/spice-console.js"></script>' % (_e(ticket), _e(vm)))
+            '<script type="module" src="/static/spice-console.js"></script>' % (_e(ticket), _e(vm), reconnect_bounds()))
     return web.Response(text=page("SPICE console of %s" % vm, body, identity.user, identity.session.csrf),
                         content_type="text/html", headers={"Content-Security-Policy": SPICE_CSP})
 
@@ -999,7 +1025,7 @@ async def _spice_main(portal, request, sock, browser, mess, ticket, cookie, sess
         await sock.close(code=CLOSE_LIMIT, message=b"too many browser consoles")
         return sock
     identity = Identity(session.user, tuple(session.groups), session.method, session)
-    started, counts, reason, node, main = time.monotonic(), [0, 0], "refused", None, None
+    started, counts, reason, node, main, moved = time.monotonic(), [0, 0], "refused", None, None, {}
     ended = asyncio.Event()
     _track(portal, session, ended, True)
     try:
@@ -1017,7 +1043,7 @@ async def _spice_main(portal, request, sock, browser, mess, ticket, cookie, sess
         portal.audit("portal_relay", request, user=found.user, vm=found.vm, console="spice", channel="main", node=node,
                      result="open", session=session.id, proxy_token_expires=console["expires"])
         reason = await _pump(portal, sock, TappedReader(reader, watch), writer, counts, cookie, console["expires"],
-                             ended)
+                             ended, portal.follower(found.vm, entry), moved)
         return sock
     finally:
         if main is not None:
@@ -1026,7 +1052,7 @@ async def _spice_main(portal, request, sock, browser, mess, ticket, cookie, sess
         portal.relay_limits.release(found.user, found.vm)
         portal.audit("portal_relay", request, user=found.user, vm=found.vm, console="spice", channel="main", node=node,
                      result="closed", reason=reason, bytes_to_console=counts[0], bytes_to_browser=counts[1],
-                     seconds=round(time.monotonic() - started, 1), session=session.id)
+                     seconds=round(time.monotonic() - started, 1), session=session.id, **moved)
 
 
 async def _spice_channel(portal, request, sock, browser, mess, ticket, cookie, session):

@@ -159,14 +159,29 @@ def vm_state(config, name):
         client.close()
 
 
+def qemu_instance(config, name):
+    """Which QEMU process serves the VM's QMP socket now (text), or None when there is no socket: QEMU creates the
+    socket when it starts, so a new QEMU on this node (a restart, a migration between two QEMUs here) gives another
+    value. The portal's relays tell a moved VM from a cut by it (``_relay.console_fate``)."""
+    try:
+        found = os.stat(os.path.join(config.socket_dir, name + ".qmp"))
+    except OSError:
+        return None
+    return "%x-%x" % (found.st_ino, found.st_mtime_ns)
+
+
 def list_vms(config):
-    """The VMs of this node: [{"name", "state", "here", "consoles"}], by name."""
+    """The VMs of this node: [{"name", "state", "here", "consoles", "instance"}], by name (``instance``: a running
+    VM's :func:`qemu_instance`)."""
     answer = []
     for name, entry in sorted(local_vms(config).items()):
         entry = entry if isinstance(entry, dict) else {}
         state = vm_state(config, name)
-        answer.append(dict(name=name, state=state, here=state in HERE_STATES,
-                           consoles=[console for console, key in CONSOLE_PORTS if entry.get(key)]))
+        vm = dict(name=name, state=state, here=state in HERE_STATES,
+                  consoles=[console for console, key in CONSOLE_PORTS if entry.get(key)])
+        if vm["here"]:
+            vm["instance"] = qemu_instance(config, name)
+        answer.append(vm)
     return answer
 
 

@@ -14,6 +14,9 @@ Console ports stay on 127.0.0.1 and every hop is encrypted. Stdlib only.
   (:data:`RELAY_TICKET_TTL`), bound to the person's session, the VM and the console; kept as a hash.
 - :class:`RelayLimits`: at most so many relays per person and per VM at once.
 - :func:`open_through_proxy`: the CONNECT (with the proxy token) and the TLS handshake.
+- :func:`console_fate` and :func:`follow_console`: when a relay's console end closes, what became of the VM: it moved
+  (another node, or a new QEMU on the same node: a live migration; the page gets :data:`MOVED` and opens the console
+  again), it runs where it ran (a cut, or the console closed it: no reconnection) or it runs nowhere.
 """
 
 from __future__ import annotations
@@ -30,7 +33,79 @@ RELAY_TICKET_TTL = 30
 RELAY_TICKETS_MAX = 10000
 CONSOLES = ("serial", "vnc", "spice")
 
+# What became of a VM whose console end closed under a relay (:func:`console_fate`).
+MOVED, STAYED, TRANSIT, ENDED = "moved", "stayed", "transit", "ended"
+# QMP run states of a VM that is being moved: the target's "inmigrate", the source's "postmigrate" (it handed over)
+# and "finish-migrate" (the source's last step).
+TRANSIT_STATES = ("inmigrate", "postmigrate", "finish-migrate")
+FOLLOW_WITHIN = 15.0        # seconds a relay waits for a VM in transit to run somewhere before it calls it ended
+FOLLOW_INTERVAL = 0.25      # seconds between two questions where the VM runs, while it is in transit
+# The page's bounds for opening a moved console again (rendered into the page, read by its script,
+# console-reconnect.js): at most RECONNECT_TRIES new relay tickets, the first at once, try n (from 1) RECONNECT_DELAY *
+# 2**(n-1) seconds after the last, all within RECONNECT_WITHIN seconds of the close; then the page says the console is
+# lost.
+RECONNECT_TRIES = 5
+RECONNECT_DELAY = 0.25
+RECONNECT_WITHIN = 30
+
 Relay = collections.namedtuple("Relay", "user vm console session expires")
+# Where a relay's VM ran when the relay opened: the node and the QEMU there (the agent's ``instance``; None unknown).
+Placement = collections.namedtuple("Placement", "node instance")
+
+
+def placement_of(entry):
+    """The :class:`Placement` of a VM entry of the portal's list of where VMs run (``node``, ``instance``)."""
+    return Placement(entry["node"], entry.get("instance"))
+
+
+def console_fate(before, entry):
+    """What became of the VM a relay reached at ``before`` (:class:`Placement`) now that the console's end closed,
+    by ``entry``, the VM in the portal's list of where VMs run now (None: no node lists it).
+
+    - :data:`MOVED`: it runs on another node, or on the same node in another QEMU (a new ``instance``): a live
+      migration (or a restart) took the console away; the browser opens it again.
+    - :data:`STAYED`: it runs where it ran, in the same QEMU: a cut (``console_session``, "disconnect everyone") or
+      the console itself closed the connection. No reconnection: a cut does not move the VM.
+    - :data:`TRANSIT`: no node runs it, one holds it in a migration state: ask again in a moment.
+    - :data:`ENDED`: it runs nowhere (stopped, or no node lists it).
+    """
+    if not entry:
+        return ENDED
+    if entry.get("here"):
+        if entry.get("node") != before.node:
+            return MOVED
+        instance = entry.get("instance")
+        if instance is not None and before.instance is not None and instance != before.instance:
+            return MOVED
+        return STAYED
+    return TRANSIT if entry.get("state") in TRANSIT_STATES else ENDED
+
+
+async def follow_console(where, before, within=FOLLOW_WITHIN, interval=FOLLOW_INTERVAL, clock=time.monotonic,
+                         sleep=asyncio.sleep):
+    """(fate, the VM's entry) of :func:`console_fate`, asking ``where()`` (a coroutine: the VM's entry now, None when
+    no node lists it) again while the VM is in transit, at most ``within`` seconds; a VM still in transit then is
+    :data:`ENDED`. A ``where`` that raises OSError, ValueError or a timeout (the nodes cannot be asked) is ENDED too:
+    the page does not retry blind."""
+    deadline = clock() + within
+    while True:
+        try:
+            entry = await where()
+        except (OSError, ValueError, asyncio.TimeoutError):
+            return ENDED, None
+        fate = console_fate(before, entry)
+        if fate != TRANSIT:
+            return fate, entry
+        left = deadline - clock()
+        if left <= 0:
+            return ENDED, entry
+        await sleep(min(interval, left))
+
+
+def reconnect_bounds():
+    """The page's bounds for opening a moved console again, as data attributes of its console element (text)."""
+    return ('data-reconnect-tries="%d" data-reconnect-delay="%g" data-reconnect-within="%d"'
+            % (RECONNECT_TRIES, RECONNECT_DELAY, RECONNECT_WITHIN))
 
 
 def _key(ticket):

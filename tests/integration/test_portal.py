@@ -56,7 +56,7 @@ def have_aiohttp():
 class PortalNode:
     """One node's portal (web process and agent) in ``workdir``: ``port``, ``url``, ``audit_log``, ``tickets_log``."""
 
-    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True):
+    def __init__(self, workdir, *, name, pki, squid, vm, port, nodes=None, public=True, server_cert_file=None):
         self.workdir, self.name, self.pki, self.squid, self.vm = workdir, name, pki, squid, vm
         cert, key = pki.issue([("CN", name)], node=True)
         self.cert_file, self.key_file = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
@@ -69,7 +69,8 @@ class PortalNode:
         self.url = "https://127.0.0.1:%d" % self.port
         agent = dict(node=name, allowed_users=["root"], vms_fact=squid.facts_file, proxy_fact=squid.proxy_fact,
                      socket_dir=os.path.dirname(vm.qmp_path), cluster_vms=[], audit_log=self.tickets_log,
-                     ticket_ttl=60, token_ttl=600, ca_file=pki.ca_file, server_cert_file=pki.server_cert_file)
+                     ticket_ttl=60, token_ttl=600, ca_file=pki.ca_file,
+                     server_cert_file=server_cert_file or pki.server_cert_file)
         portal = dict(node=name, public=public, hosts=[], port=self.port, nodes=nodes or {}, proxy=None,
                       agent_socket=self.socket, acl=ACL, vm_nodes={}, cert_file=self.cert_file,
                       key_file=self.key_file, ca_file=pki.ca_file, audit_log=self.audit_log, session_idle=900,
@@ -639,7 +640,10 @@ def chromium(tmp_path):
                      "--user-data-dir=%s" % (tmp_path / "chromium-profile"),
                      # The test CA is not in Chromium's store; what the portal's TLS is worth is proven by the
                      # tests above with a verifying client. Here: what the page and its script do.
-                     "--ignore-certificate-errors"):
+                     "--ignore-certificate-errors",
+                     # Pages in other windows keep their timers (a console that reconnects is not a foreground one).
+                     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                     "--disable-backgrounding-occluded-windows"):
         options.add_argument(argument)
     service = Service(shutil.which("chromedriver"), log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
@@ -1199,3 +1203,180 @@ def test_spice_in_chromium_shows_the_vms_screen(cluster, chromium, tmp_path):
     wait_in_browser(driver, node, lambda d: "session ended" in d.find_element(By.ID, "console-state").text, 30,
                     "end of the console at logout")
     _procs.wait_until(lambda: not spice_clients(node.vm), 20, what="QEMU to drop the relay's channels")
+
+
+# --- after a live migration the browser consoles open again by themselves --------------------------------------
+
+class MigratingGuest(_procs.ConsoleRangeVM):
+    """A guest as qemu_vm starts one with SPICE and ``vnc: true``: SPICE over TLS in the console range, VeNCrypt VNC
+    with the node's X.509 certificate and password=on (only a ticket set over QMP gets in). The same devices on both
+    nodes, so it migrates; ``extra_args`` ``-incoming defer`` makes the target."""
+
+    def _argv(self, **options):
+        argv = super()._argv(**dict(options, vnc=False))
+        self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
+        return argv + [
+            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=off,dir=%s" % options["pki_dir"],
+            "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900)]
+
+
+def guest_fact(vm, state="started"):
+    return {"state": state, "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": vm.vnc_port,
+            "serial_port": None}
+
+
+@pytest.fixture
+def migration(pki, squid_factory):
+    """Two nodes, each a squid, an agent and a portal: vm1 runs on the first (``source``) and waits on the second as a
+    migration target (``target``, QEMU with ``-incoming defer``, the node's own certificate), as migrate.yml leaves
+    them before the migration: both facts list vm1. Yields (first node, second node, source, target)."""
+    if not _procs.have_qemu():
+        pytest.skip("%s is not installed" % _procs.QEMU_BINARY)
+    if not have_aiohttp():
+        pytest.skip("aiohttp is not installed")
+    names, signers, made, folders = [pki.cn, "vmc-portal-node1"], [new_proxy_signer(), new_proxy_signer()], [], []
+    try:
+        folders = [_procs.short_tmpdir("vmc-move-"), _procs.short_tmpdir("vmc-move-")]
+        # The second node's QEMU has a certificate of its own name (the relay checks it, as the pki role makes them).
+        cert, key = pki.issue([("CN", names[1])], node=True)
+        target_pki = os.path.join(folders[1], "pki")
+        os.makedirs(target_pki)
+        for name, data, mode in (("ca-cert.pem", pki.ca_pem, 0o644), ("server-cert.pem", cert, 0o644),
+                                 ("server-key.pem", key, 0o600)):
+            _procs._write(os.path.join(target_pki, name), data.encode(), mode)
+        source = MigratingGuest("vm1", folders[0], pki_dir=pki.dir)
+        made.append(source)
+        target = MigratingGuest("vm1", folders[1], pki_dir=target_pki, extra_args=["-incoming", "defer"])
+        made.append(target)
+        ports = [_procs.free_port(), _procs.free_port()]
+        urls = {name: "https://127.0.0.1:%d" % port for name, port in zip(names, ports)}
+        nodes = []
+        for index, vm in enumerate((source, target)):
+            squid = squid_factory([signers[index], signers[1 - index]], self_name=names[index], nodes=[names[1 - index]],
+                                  vms={"vm1": guest_fact(vm, "started" if index == 0 else "incoming")})
+            node = PortalNode(folders[index], name=names[index], pki=pki, squid=squid, vm=vm, port=ports[index],
+                              nodes=urls, server_cert_file=os.path.join(target_pki, "server-cert.pem") if index else None)
+            made.append(node)
+            nodes.append(node)
+        yield nodes[0], nodes[1], source, target
+    finally:
+        for thing in reversed(made):
+            thing.stop()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def migrate(source, target):
+    """vm1 from ``source`` to ``target`` over QMP (loopback TCP); returns once the target runs it."""
+    uri = "tcp:127.0.0.1:%d" % _procs.free_port()
+    with target.qmp() as qmp:
+        qmp.execute("migrate-incoming", {"uri": uri})
+    with source.qmp() as qmp:
+        qmp.execute("migrate", {"uri": uri})
+    with source.qmp() as qmp:
+        _procs.wait_until(lambda: qmp.execute("query-migrate").get("status") in ("completed", "failed", "cancelled"),
+                          60, what="the migration")
+        assert qmp.execute("query-migrate")["status"] == "completed"
+    with target.qmp() as qmp:
+        _procs.wait_until(lambda: qmp.execute("query-status")["status"] == "running", 30, what="the target to run vm1")
+
+
+def console_clients(vm):
+    """(SPICE channel types, number of VNC clients) QEMU lists."""
+    with vm.qmp() as qmp:
+        return (sorted(c["channel-type"] for c in qmp.execute("query-spice")["channels"]),
+                len(qmp.execute("query-vnc")["clients"]))
+
+
+def relays_on(vm):
+    """QEMU's clients (:func:`console_clients`) when they are one SPICE session with all four channels and one VNC
+    client: the relays of one SPICE page and one VNC page; else None."""
+    found = console_clients(vm)
+    return found if found[0].count(MAIN) == 1 and len(found[0]) >= 4 and found[1] == 1 else None
+
+
+def spice_canvas_colours(driver):
+    """How many distinct colours spice-html5's display canvas shows (1: blank, 0: none)."""
+    return driver.execute_script(
+        "var c = document.getElementById('spice_surface_0'); if (!c || !c.width) { return 0; }"
+        "var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, seen = new Set();"
+        "for (var i = 0; i < d.length; i += 4) { seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }"
+        "return seen.size;")
+
+
+def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_cut(migration, chromium):
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    if not os.path.exists("/usr/share/spice-html5/main.js"):
+        pytest.skip("Debian's spice-html5 is not installed")
+    first, second, source, target = migration
+    driver = chromium
+    driver.get(first.url + "/login")
+    driver.find_element(By.ID, "user").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, first, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    # The SPICE page in this window, the VNC page in another of the same session.
+    driver.find_element(By.ID, "browser-spice-vm1").click()
+    spice_window = driver.current_window_handle
+    wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30, "SPICE")
+    wait_in_browser(driver, first, lambda d: spice_canvas_colours(d) > 1, 30, "the VM's screen on the SPICE canvas")
+    driver.switch_to.new_window("window")
+    vnc_window = driver.current_window_handle
+    driver.get(first.url + "/")
+    driver.find_element(By.ID, "browser-vnc-vm1").click()
+    wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30, "noVNC")
+    wait_in_browser(driver, first, lambda d: canvas_colours(d) > 1, 30, "the VM's screen on the VNC canvas")
+    _procs.wait_until(lambda: relays_on(source), 30, what="the relays' SPICE channels and VNC client on the source")
+    assert console_clients(target) == ([], 0)
+
+    # The live migration, as migrate.yml does it: the target runs vm1, the facts follow, the source QEMU quits.
+    migrate(source, target)
+    second.squid.write_facts({"vm1": guest_fact(target)})
+    first.squid.write_facts({"vm1": guest_fact(source, "stopped")})
+    quit_at = time.monotonic()
+    source.stop()
+
+    def reconnected(window, state_of, canvas):
+        driver.switch_to.window(window)
+        box = driver.find_element(By.ID, state_of)
+        if box.get_attribute("data-reconnects") != "1" or driver.find_element(By.ID, "console-state").text != "connected":
+            return False
+        return canvas(driver) > 1 and int(box.get_attribute("data-reconnect-gap"))
+    spice_gap = wait_in_browser(driver, first, lambda d: reconnected(spice_window, "spice-screen", spice_canvas_colours),
+                                60, "the SPICE page connected again, the VM's screen on its canvas")
+    vnc_gap = wait_in_browser(driver, first, lambda d: reconnected(vnc_window, "console", canvas_colours), 60,
+                              "the VNC page connected again, the VM's screen on its canvas")
+    found = _procs.wait_until(lambda: relays_on(target), 30,
+                              what="the new relays' SPICE channels and VNC client on the target")
+    seen = time.monotonic() - quit_at
+    print("\nreconnect gap after the migration (the relay's close to connected again, as the page measured it): "
+          "SPICE %d ms, VNC %d ms; from the source QEMU's exit to both pages connected to the target: %.1f s"
+          % (spice_gap, vnc_gap, seen))
+    assert found[0].count(MAIN) == 1 and found[1] == 1
+    records = first.audit()
+    moved = [(r["console"], r.get("node"), r.get("moved_to")) for r in records
+             if r["event"] == "portal_relay" and r["result"] == "closed" and r["reason"] == "moved"]
+    assert sorted(moved) == [("spice", first.name, second.name), ("vnc", first.name, second.name)], moved
+    opened = [(r["console"], r.get("node")) for r in records if r["event"] == "portal_relay" and r["result"] == "open"
+              and r.get("channel") in (None, "main")]
+    assert sorted(opened) == sorted([("spice", first.name), ("spice", second.name), ("vnc", first.name),
+                                     ("vnc", second.name)]), opened
+
+    # A cut does not move the VM: both pages end and stay ended.
+    olga = Browser(first)
+    olga.login("olga")
+    assert olga.post("/vms/vm1/disconnect")[0] == 303
+    for window, box in ((spice_window, "spice-screen"), (vnc_window, "console")):
+        driver.switch_to.window(window)
+        wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text
+                        == "disconnected: the console was closed", 30, "the end of the console at the cut")
+        assert driver.find_element(By.ID, box).get_attribute("data-reconnects") == "1"
+    closed = _procs.wait_until(
+        lambda: [(r["console"], r["reason"]) for r in first.audit() if r["event"] == "portal_relay"
+                 and r["result"] == "closed" and r.get("node") == second.name and r.get("channel") in (None, "main")],
+        20, what="the cut relays' closing lines")
+    assert sorted(closed) == [("spice", "console_closed"), ("vnc", "console_closed")], closed
+    _procs.wait_until(lambda: console_clients(target) == ([], 0), 20, what="QEMU to drop the cut relays")
+    tickets = [r for r in first.audit() if r["event"] == "portal_relay_ticket"]
+    assert len(tickets) == 4, tickets                     # two pages, one new ticket each after the move, none after the cut
+    assert_no_secret(first, olga.cookie)

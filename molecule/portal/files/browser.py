@@ -17,6 +17,13 @@ Reads one JSON object on stdin, so no password reaches a command line:
       without a prompt: the managed policy AutoSelectCertificateForUrls).
   {"action": "lockout", "portal": ..., "home": DIR, "user": U, "password": P, "failures": N}
       N wrong passwords, then the right one: the answers' messages.
+  {"action": "follow", "portal": ..., "home": DIR, "user": U, "password": P, "spice": VM, "vnc": VM,
+   "ready": FILE, "within": SECONDS}
+      log in, open the VM's "SPICE in the browser" page and its "VNC in the browser" page (each in a window of
+      its own, connected, the VM's screen on the canvas), write "ready" into FILE (the scenario migrates the VM
+      then; anything else in FILE is why the pages did not open), and wait at most SECONDS until each page has
+      opened its console again by itself (data-reconnects 1, connected, the screen on the canvas): the gap each
+      page measured, from the relay's "moved" close to connected again.
 
 DIR is the browser's HOME: Chromium reads DIR/.pki/nssdb (the cluster's CA, and for "certificate" a
 person's certificate and key). Prints one JSON object; it holds the session cookie (for the scenario's
@@ -60,7 +67,10 @@ def browser(home):
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--no-first-run", "--user-data-dir=%s" % os.path.join(home, "profile")):
+                     "--no-first-run", "--user-data-dir=%s" % os.path.join(home, "profile"),
+                     # Pages in other windows keep their timers (follow: a console that reconnects is not in front).
+                     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                     "--disable-backgrounding-occluded-windows"):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {
         "download.default_directory": downloads,
@@ -283,6 +293,49 @@ def after_login(driver, downloads, job, result):
         result["disconnect"] = " | ".join(notes[1:]) if driver.title == "Your consoles" else text_of(driver)
 
 
+SCREEN_BOX = {"spice": "spice-screen", "vnc": "console"}
+
+
+def follow(driver, job, result):
+    """The "follow" action: the login, each console's page open in a window, "ready" in job["ready"] (else why not),
+    then each page connected again after the migration."""
+    windows = {}
+    try:
+        log_in_with_password(driver, job["portal"], job["user"], job["password"])
+        result["cookie"], _csrf = session_state(driver)
+        for console in ("spice", "vnc"):
+            if job.get(console):
+                if windows:
+                    driver.switch_to.new_window("window")
+                    driver.get(job["portal"] + "/")
+                windows[console] = (driver.current_window_handle, screen_console(driver, console, job[console]))
+    except (SystemExit, WebDriverException):
+        with open(job["ready"], "w", encoding="utf-8") as handle:
+            handle.write("the consoles did not open (see the script's stderr)\n")
+        raise
+    with open(job["ready"], "w", encoding="utf-8") as handle:
+        handle.write("ready\n")
+    started = time.monotonic()
+    for console, (window, before) in windows.items():
+        driver.switch_to.window(window)
+        box = driver.find_element(By.ID, SCREEN_BOX[console])
+
+        def again():
+            if box.get_attribute("data-reconnects") != "1":
+                return None
+            if driver.find_element(By.ID, "console-state").text != "connected":
+                return None
+            colours = driver.execute_script(CANVAS_COLOURS)[2]
+            return colours >= 2 and colours
+        left = job["within"] - (time.monotonic() - started)
+        colours = wait_for("the %s page to connect again by itself after the migration (state: %s)" % (
+            console, box.get_attribute("data-state")), again, max(left, 1))
+        errors = [entry["message"][:200] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        result[console] = dict(before=before, state=driver.find_element(By.ID, "console-state").text, colours=colours,
+                               reconnects=int(box.get_attribute("data-reconnects")),
+                               gap_ms=int(box.get_attribute("data-reconnect-gap")), errors=errors)
+
+
 def main():
     job = json.load(sys.stdin)
     os.environ["SE_OFFLINE"] = "true"       # Selenium Manager must not look for drivers: Debian's are given
@@ -299,6 +352,8 @@ def main():
             button[0].click()
             wait_for("the page after the login", lambda: driver.title != "Console portal")
             after_login(driver, downloads, job, result)
+        elif job["action"] == "follow":
+            follow(driver, job, result)
         elif job["action"] == "lockout":
             answers = []
             for attempt in range(job["failures"] + 1):

@@ -4,44 +4,54 @@
 //
 // The console portal's browser console (serial, with xterm.js): opens the portal's relay
 // (wss://<this portal>/relay/v1), sends the page's single-use relay ticket as the first message,
-// then copies keystrokes to the console and the console's bytes to the terminal. No inline
-// script: the page only carries the ticket in a data attribute.
-(function () {
-  "use strict";
-  var box = document.getElementById("console");
-  var state = document.getElementById("console-state");
-  if (!box || !window.Terminal) {
-    return;
-  }
-  var reasons = {
-    1000: "closed", 4001: "your session ended: log in again", 4401: "this page's console was already used: open it again",
-    4408: "the console's token expired: open it again", 4429: "you have as many browser consoles open as allowed",
-    4502: "the VM's console cannot be reached now"
-  };
-  var term = new window.Terminal({convertEol: false, cursorBlink: true, scrollback: 5000});
+// then copies keystrokes to the console and the console's bytes to the terminal. After a live
+// migration the relay closes with "moved" and the page opens the console again with a new ticket
+// (console-reconnect.js); the terminal stays. No inline script: the page only carries the ticket in
+// a data attribute.
+import { REASONS, reconnection } from "./console-reconnect.js";
+
+const box = document.getElementById("console");
+const state = document.getElementById("console-state");
+
+function say(text) {
+  state.textContent = text;
+  box.setAttribute("data-state", text);
+}
+
+if (box && window.Terminal) {
+  const term = new window.Terminal({convertEol: false, cursorBlink: true, scrollback: 5000});
   term.open(box);
-  var decoder = new TextDecoder("utf-8");
-  var socket = new WebSocket("wss://" + window.location.host + "/relay/v1");
-  socket.binaryType = "arraybuffer";
-  function say(text) {
-    state.textContent = text;
-    box.setAttribute("data-state", text);
-  }
-  socket.onopen = function () {
-    socket.send(box.getAttribute("data-ticket"));
-    box.removeAttribute("data-ticket");
-    say("connected");
-    term.focus();
+  let socket = null;
+
+  const open = (ticket) => {
+    const decoder = new TextDecoder("utf-8");
+    const current = new WebSocket("wss://" + window.location.host + "/relay/v1");
+    let connected = false;
+    socket = current;
+    current.binaryType = "arraybuffer";
+    current.onopen = () => {
+      current.send(ticket);
+      connected = true;
+      say("connected");
+      again.connected();
+      term.focus();
+    };
+    current.onmessage = (event) => {
+      term.write(decoder.decode(new Uint8Array(event.data), {stream: true}));
+    };
+    current.onclose = (event) => {
+      if (!again.closed(event.code, connected)) {
+        say("disconnected: " + (REASONS[event.code] || ("code " + event.code)));
+      }
+    };
   };
-  socket.onmessage = function (event) {
-    term.write(decoder.decode(new Uint8Array(event.data), {stream: true}));
-  };
-  socket.onclose = function (event) {
-    say("disconnected: " + (reasons[event.code] || ("code " + event.code)));
-  };
-  term.onData(function (data) {
-    if (socket.readyState === WebSocket.OPEN) {
+  const again = reconnection(box, "serial", say, open);
+  term.onData((data) => {
+    if (socket !== null && socket.readyState === WebSocket.OPEN) {
       socket.send(data);
     }
   });
-}());
+  const ticket = box.getAttribute("data-ticket");
+  box.removeAttribute("data-ticket");
+  open(ticket);
+}

@@ -285,6 +285,74 @@ def test_issuances_within_a_moment_ask_where_once(portal):
     assert len([r for dummy, r in agents.asked if r["op"] == "vms"]) == 2     # hv1 and hv2, once
 
 
+# --- a relay whose console's end closed: the VM moved, or was cut ------------------------------------------------
+
+class PumpSocket:
+    """The browser's side of a relay for ``_pump``: says nothing, records how the relay closed it."""
+
+    def __init__(self):
+        self.closed, self.close_code, self.close_message, self.quiet = False, None, None, asyncio.Event()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await self.quiet.wait()
+        raise StopAsyncIteration
+
+    async def send_bytes(self, data):
+        pass
+
+    async def close(self, code, message):
+        self.closed, self.close_code, self.close_message = True, code, message
+
+
+class PumpWriter:
+    def write(self, data):
+        pass
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def pump_after(p, before, now):
+    """(reason, close code, audit fields) of a relay opened on ``before`` whose console's end closes (QEMU went away)
+    while the agents say ``now`` about web1."""
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_eof()
+        sock, moved = PumpSocket(), {}
+        reason = await _portal._pump(p, sock, reader, PumpWriter(), [0, 0], "cookie", None, asyncio.Event(),
+                                     p.follower("web1", before), moved)
+        return reason, sock.close_code, moved
+    p.agent.vms = now
+    return run(go())
+
+
+@pytest.mark.parametrize("now, reason, code, moved", [
+    ({"hv1": [vm("web1", here=False, state="postmigrate")], "hv2": [dict(vm("web1"), instance="b-2")]},
+     "moved", _portal.CLOSE_MOVED, {"moved_to": "hv2"}),
+    ({"hv1": [dict(vm("web1"), instance="c-3")], "hv2": []}, "moved", _portal.CLOSE_MOVED, {"moved_to": "hv1"}),
+    ({"hv1": [dict(vm("web1"), instance="a-1")], "hv2": []}, "console_closed", 1000, {}),         # a cut
+    ({"hv1": [vm("web1", here=False, state="stopped")], "hv2": []}, "console_closed", 1000, {}),  # shut down
+    ({"hv1": None, "hv2": None}, "console_closed", 1000, {}),                                    # nobody answers
+])
+def test_a_relay_closes_with_moved_only_when_the_vm_moved(portal, now, reason, code, moved):
+    p, _agents = portal
+    before = dict(vm("web1"), node="hv1", instance="a-1")
+    assert pump_after(p, before, now) == (reason, code, moved)
+    assert code not in (_portal.CLOSE_SESSION_ENDED, _portal.CLOSE_TOKEN_EXPIRED)
+
+
+def test_the_moved_close_code_is_its_own():
+    codes = [_portal.CLOSE_MOVED, _portal.CLOSE_SESSION_ENDED, _portal.CLOSE_TOKEN_EXPIRED, _portal.CLOSE_TICKET,
+             _portal.CLOSE_LIMIT, _portal.CLOSE_UNREACHABLE, 1000]
+    assert len(set(codes)) == len(codes) and 4000 <= _portal.CLOSE_MOVED < 5000
+
+
 # --- VNC in the browser: the button, the page, noVNC's files ---------------------------------------------
 
 STATIC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "console_portal", "files", "static")

@@ -23,6 +23,7 @@ from ansible_collections.vmconsole.secure.plugins.module_utils._portal_agent imp
     ask,
     check_request,
     handle,
+    qemu_instance,
     Refusal,
 )
 from ansible_collections.vmconsole.secure.tests.unit.fakeqmp import FakeQMPServer, qemu
@@ -49,9 +50,29 @@ def running_vm1(tmp_path):
 
 def test_vms_lists_the_fact_with_live_states(tmp_path, running_vm1):
     answer = handle(make_config(tmp_path), {"op": "vms"})
+    instance = answer["vms"][0].pop("instance")
     assert answer == dict(ok=True, node="hv1", vms=[
         dict(name="vm1", state="running", here=True, consoles=["spice", "serial"]),
         dict(name="vm2", state="stopped", here=False, consoles=["spice", "vnc"])])
+    assert instance == qemu_instance(make_config(tmp_path), "vm1") and instance
+
+
+def test_a_new_qemu_is_another_instance(tmp_path):
+    config = make_config(tmp_path)
+    assert qemu_instance(config, "vm1") is None                     # no QMP socket: no QEMU
+    first = FakeQMPServer(qemu({"query-status": {"status": "running"}}), path=str(tmp_path / "vm1.qmp")).start()
+    try:
+        before = handle(config, {"op": "vms"})["vms"][0]["instance"]
+        assert handle(config, {"op": "vms"})["vms"][0]["instance"] == before        # the same QEMU, asked again
+    finally:
+        first.stop()
+    if os.path.exists(str(tmp_path / "vm1.qmp")):
+        os.unlink(str(tmp_path / "vm1.qmp"))
+    second = FakeQMPServer(qemu({"query-status": {"status": "running"}}), path=str(tmp_path / "vm1.qmp")).start()
+    try:
+        assert handle(config, {"op": "vms"})["vms"][0]["instance"] not in (None, before)
+    finally:
+        second.stop()
 
 
 @pytest.mark.parametrize("status, here", [("running", True), ("paused", True), ("inmigrate", False),

@@ -14,11 +14,21 @@ import base64
 import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay import (
+    ENDED,
+    FOLLOW_WITHIN,
+    MOVED,
+    STAYED,
+    TRANSIT,
+    Placement,
     RelayError,
     RelayLimits,
     RelayTickets,
     connect_request,
+    console_fate,
+    follow_console,
     open_through_proxy,
+    placement_of,
+    reconnect_bounds,
 )
 
 
@@ -110,3 +120,89 @@ def test_an_unreachable_proxy_is_a_relay_error():
     with pytest.raises(RelayError) as info:
         asyncio.run(open_through_proxy("127.0.0.1", 1, "hv1", 62000, "u", "t", None, timeout=5))
     assert info.value.reason == "proxy_down"
+
+
+# --- what became of the VM when a relay's console end closed ------------------------------------------------
+
+HV1 = Placement("hv1", "a1-1")
+
+
+def entry(node, state="running", here=True, instance="a1-1"):
+    return dict(name="vm1", node=node, state=state, here=here, consoles=["spice"], instance=instance)
+
+
+@pytest.mark.parametrize("now, fate", [
+    (entry("hv2", instance="b7-2"), MOVED),                          # live migration to another node
+    (entry("hv2", instance=None), MOVED),                            # another node, its QEMU's instance unknown
+    (entry("hv1", instance="c3-9"), MOVED),                          # a new QEMU on the same node
+    (entry("hv1"), STAYED),                                          # same node, same QEMU: a cut, not a move
+    (entry("hv1", instance=None), STAYED),                           # same node, nothing says another QEMU
+    (entry("hv1", state="paused"), STAYED),
+    (entry("hv2", state="inmigrate", here=False), TRANSIT),          # the target has not taken over yet
+    (entry("hv1", state="postmigrate", here=False), TRANSIT),
+    (entry("hv1", state="stopped", here=False), ENDED),              # shut down: nothing to reconnect to
+    (entry("hv1", state="shutdown", here=False), ENDED),
+    (None, ENDED),                                                   # no node lists it any more
+])
+def test_the_fate_of_a_vm_whose_console_closed(now, fate):
+    assert console_fate(HV1, now) == fate
+
+
+def test_a_placement_is_the_node_and_the_qemu():
+    assert placement_of(entry("hv1")) == HV1
+    assert placement_of(dict(node="hv2", here=True)) == Placement("hv2", None)
+
+
+def test_a_relay_without_an_instance_still_sees_another_node():
+    assert console_fate(Placement("hv1", None), entry("hv1", instance="c3-9")) == STAYED
+    assert console_fate(Placement("hv1", None), entry("hv2")) == MOVED
+
+
+class Answers:
+    """``where()`` answering the given entries in turn (the last again), on a fake clock that ``sleep`` advances."""
+
+    def __init__(self, *entries):
+        self.entries, self.asked, self.clock, self.slept = list(entries), 0, Clock(), []
+
+    async def where(self):
+        self.asked += 1
+        answer = self.entries[min(self.asked, len(self.entries)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.clock.now += seconds
+
+    def follow(self, **bounds):
+        return asyncio.run(follow_console(self.where, HV1, clock=self.clock, sleep=self.sleep, **bounds))
+
+
+def test_a_cut_is_told_at_once_and_never_a_move():
+    answers = Answers(entry("hv1"))
+    assert answers.follow() == (STAYED, entry("hv1")) and answers.asked == 1 and answers.slept == []
+
+
+def test_a_vm_in_transit_is_asked_for_again_until_it_runs():
+    arrived = entry("hv2", instance="b7-2")
+    answers = Answers(entry("hv1", "postmigrate", here=False), entry("hv2", "inmigrate", here=False), arrived)
+    assert answers.follow(interval=0.25) == (MOVED, arrived)
+    assert answers.asked == 3 and answers.slept == [0.25, 0.25]
+
+
+def test_a_vm_that_stays_in_transit_is_ended_within_the_bound():
+    answers = Answers(entry("hv2", "inmigrate", here=False))
+    fate, _entry = answers.follow(within=2.0, interval=0.25)
+    assert fate == ENDED and sum(answers.slept) == pytest.approx(2.0) and answers.asked == 9
+    assert Answers(entry("hv2", "inmigrate", here=False)).follow()[0] == ENDED and FOLLOW_WITHIN <= 30
+
+
+@pytest.mark.parametrize("error", [OSError("down"), ValueError("not JSON"), asyncio.TimeoutError()])
+def test_a_cluster_that_cannot_be_asked_is_no_reconnection(error):
+    assert Answers(error).follow() == (ENDED, None)
+
+
+def test_the_pages_reconnection_bounds():
+    text = reconnect_bounds()
+    assert text == 'data-reconnect-tries="5" data-reconnect-delay="0.25" data-reconnect-within="30"'

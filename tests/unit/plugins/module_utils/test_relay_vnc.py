@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.vmconsole.secure.plugins.module_utils._portal import StaticFiles
+from ansible_collections.vmconsole.secure.plugins.module_utils._portal import SPICE_HTML5_FILES, STATIC_FILES, StaticFiles
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay import RelayError
 from ansible_collections.vmconsole.secure.plugins.module_utils._relay_vnc import (
     BrowserBytes,
@@ -205,11 +205,14 @@ def test_the_vendored_novnc_modules_are_served_and_nothing_else(tmp_path):
     assert found["novnc/core/rfb.js"] == "text/javascript"
     assert "novnc/vendor/pako/lib/zlib/inflate.js" in found and "novnc/LICENSE.txt" not in found
     imported = set()
-    for name in list(found) + ["vnc-console.js"]:                       # every module the page imports is served
+    pages = ["vnc-console.js", "spice-console.js", "browser-console.js", "console-reconnect.js"]
+    for name in list(found) + pages:                                    # every module the pages import is served
         with open(os.path.join(STATIC, name), encoding="utf-8") as handle:
             for target in re.findall(r"""^\s*import\b[^'"]*['"]([^'"]+)['"]""", handle.read(), re.M):
                 imported.add(os.path.normpath(os.path.join(os.path.dirname(name), target)))
-    assert imported and imported <= set(found)
+    spice_html5 = {name for name in imported if name.startswith("spice-html5/")}     # Debian's, served from its folder
+    assert imported and imported - spice_html5 <= set(found) | set(STATIC_FILES)
+    assert {name[len("spice-html5/"):] for name in spice_html5} <= SPICE_HTML5_FILES
     assert vendored_static(StaticFiles(folder=str(tmp_path)).read) == {}
     (tmp_path / "novnc").mkdir()
     (tmp_path / "novnc" / "vendor.json").write_text(json.dumps({"sha256": {"../x.js": "", "a.js": "", "b.txt": ""}}))
