@@ -949,6 +949,12 @@ class SerialTap:
         with self.lock:
             return self.seen
 
+    def wait_connected(self):
+        """Until the guest's line arrived through the relay. QEMU drops what the guest writes on COM1 while no client
+        is connected: a key typed before the tap's relay is open would be reported to nobody (seen under load)."""
+        _procs.wait_until(lambda: b"vmconsole serial console ok " in self.text(), 30,
+                          what="the guest's line on COM1 through the tap's serial relay")
+
     def close(self):
         self.stop.set()
         self.thread.join(10)
@@ -1002,6 +1008,7 @@ def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_port
     other.login("alice")
     tap = SerialTap(other)
     try:
+        tap.wait_connected()
         ActionChains(driver).click(canvas).send_keys("hello").perform()
         wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
                         "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
@@ -1289,6 +1296,7 @@ def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium
     other.login("alice")
     tap = SerialTap(other)
     try:
+        tap.wait_connected()
         ActionChains(driver).click(canvas).send_keys("hello").perform()
         wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
                         "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
