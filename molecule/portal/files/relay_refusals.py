@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: vmconsole.secure contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -170,7 +169,7 @@ async def main(config):
         out["other_session"] = await closed(in_olgas)
 
         opened = []
-        for _ in range(config["limit"]):
+        for _count in range(config["limit"]):
             result = await open_vnc(alice, config["vnc"])
             opened.append(result[0])
             if result[0] == "open":
@@ -193,8 +192,7 @@ async def main(config):
         out["logout"] = {"before": state}
         if state == "open":
             saved = {c.key: c.value for c in alice.http.cookie_jar}
-            status, _ = await alice.post("/logout")
-            out["logout"]["logout"] = status
+            out["logout"]["logout"] = (await alice.post("/logout"))[0]
             out["logout"]["code"] = await closed(ws)
             old = Person(portal, context)                    # the cookie kept from before the logout
             old.http.cookie_jar.update_cookies(saved)
