@@ -986,8 +986,31 @@ def german_key(driver, code, key, vk, altgr=False):
         send("keyUp", "AltRight", "AltGraph", 0x12)
 
 
-def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_portal, chromium, tmp_path):
+def assert_keys_reach_the_guest(driver, node, canvas):
+    """Types into the console page's ``canvas`` and checks the boot-sector guest's report of each key on COM1 (read
+    through a serial relay of another session of alice's): "hello", then a German keyboard's key labelled Z (where a
+    US keyboard has Y) and AltGr+Q ("@"). The page must send the physical keys (scan codes): the guest's own (de) layout
+    makes the characters; the BIOS here maps with the US layout: "y" for scan code 15, Alt+Q (scan code 10, no ASCII)
+    for AltGr+Q (the BIOS reports right and left Alt alike)."""
     from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
+    other = Browser(node)
+    other.login("alice")
+    tap = SerialTap(other)
+    try:
+        tap.wait_connected()
+        ActionChains(driver).click(canvas).send_keys("hello").perform()
+        for report, press in ((b"[23h][12e][26l][26l][18o]", None),
+                              (b"[15y]", ("KeyY", "z", 0x5A, False)),
+                              (b"[10\x00]", ("KeyQ", "@", 0x51, True))):
+            if press:
+                german_key(driver, *press)
+            wait_in_browser(driver, node, lambda d, report=report: report in tap.text(), 30,
+                            "the guest's report %r (COM1: %r)" % (report, tap.text()[-200:]))
+    finally:
+        tap.close()
+
+
+def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_portal, chromium, tmp_path):
     from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
     node, driver = vnc_portal, chromium
     driver.get(node.url + "/login")
@@ -1004,24 +1027,7 @@ def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_port
     assert driver.find_element(By.ID, "console").get_attribute("data-desktop") == "QEMU (vm1)"
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors                                 # no script blocked, no CSP violation
-    other = Browser(node)
-    other.login("alice")
-    tap = SerialTap(other)
-    try:
-        tap.wait_connected()
-        ActionChains(driver).click(canvas).send_keys("hello").perform()
-        wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
-                        "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
-        # A German keyboard: the key labelled Z is where a US keyboard has Y, and "@" is AltGr+Q. noVNC sends the
-        # physical keys (QEMU's extended key events), so the guest gets their scan codes and its own (de) layout
-        # makes the characters; the BIOS here maps with the US layout: "y" for scan code 15, Alt+Q (scan code 10,
-        # no ASCII) for AltGr+Q.
-        german_key(driver, "KeyY", "z", 0x5A)
-        wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30, "the guest's report of de 'z'")
-        german_key(driver, "KeyQ", "@", 0x51, altgr=True)
-        wait_in_browser(driver, node, lambda d: b"[10\x00]" in tap.text(), 30, "the guest's report of de '@'")
-    finally:
-        tap.close()
+    assert_keys_reach_the_guest(driver, node, canvas)
     # Logging out (in another tab of the same session) ends the console in this one, with a clear message.
     driver.switch_to.new_window("tab")
     driver.get(node.url + "/")
@@ -1320,7 +1326,6 @@ def spice_guest_portal(pki, squid_factory):
 def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium):
     """The keys typed into spice-html5 reach the guest as the physical keys they are, as noVNC's do: the guest (its
     BIOS, on COM1) reports each key's scan code, read through the serial relay."""
-    from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
     from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
     if not os.path.exists("/usr/share/spice-html5/main.js"):
         pytest.fail("Debian's spice-html5 is not installed (tools/bootstrap.sh test installs it)")
@@ -1336,25 +1341,7 @@ def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium
     canvas = wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "spice_surface_0"), 30, "display canvas")[0]
     _procs.wait_until(lambda: 3 in {c["channel-type"] for c in spice_clients(node.vm)}, 30,
                       what="the relay's inputs channel in query-spice")
-    other = Browser(node)
-    other.login("alice")
-    tap = SerialTap(other)
-    try:
-        tap.wait_connected()
-        ActionChains(driver).click(canvas).send_keys("hello").perform()
-        wait_in_browser(driver, node, lambda d: b"[23h][12e][26l][26l][18o]" in tap.text(), 30,
-                        "the guest's report of the keys typed (COM1: %r)" % tap.text()[-200:])
-        # The German keyboard of the VNC test: the key labelled Z (where a US keyboard has Y) must reach the guest as
-        # that key (scan code 15; the guest's own layout makes the "z"), and AltGr+Q ("@") as right Alt + Q (the
-        # BIOS: Alt+Q, scan code 10, no ASCII).
-        german_key(driver, "KeyY", "z", 0x5A)
-        wait_in_browser(driver, node, lambda d: b"[15y]" in tap.text(), 30,
-                        "the guest's report of de 'z' (COM1: %r)" % tap.text()[-200:])
-        german_key(driver, "KeyQ", "@", 0x51, altgr=True)
-        wait_in_browser(driver, node, lambda d: b"[10\x00]" in tap.text(), 30,
-                        "the guest's report of de '@' (COM1: %r)" % tap.text()[-200:])
-    finally:
-        tap.close()
+    assert_keys_reach_the_guest(driver, node, canvas)
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors                                 # no script blocked, no CSP violation
 
