@@ -688,11 +688,7 @@ def terminal_text(driver):
 def test_typing_in_the_browsers_serial_console_reaches_the_guest(serial_portal, chromium):
     from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
     node, driver = serial_portal, chromium
-    driver.get(node.url + "/login")
-    driver.find_element(By.ID, "user").send_keys("alice")
-    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
-    driver.find_element(By.ID, "login").click()
-    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    login_in_chromium(driver, node)
     driver.find_element(By.ID, "browser-serial-vm1").click()
     wait_in_browser(driver, node, lambda d: re.search(r"vmconsole serial console ok \d+", terminal_text(d)), 30,
                     "guest's line in the terminal")
@@ -960,6 +956,16 @@ class SerialTap:
         self.thread.join(10)
 
 
+def login_in_chromium(driver, node, user="alice"):
+    """``user`` logs in with the password form in Chromium, and the portal's list of VMs (with vm1) shows."""
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+    driver.get(node.url + "/login")
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS[user])
+    driver.find_element(By.ID, "login").click()
+    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+
+
 def canvas_colours(driver):
     """How many distinct colours noVNC's canvas shows (1: blank)."""
     return driver.execute_script(
@@ -1013,11 +1019,7 @@ def assert_keys_reach_the_guest(driver, node, canvas):
 def test_the_vnc_page_shows_the_vms_screen_and_typing_reaches_the_guest(vnc_portal, chromium, tmp_path):
     from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
     node, driver = vnc_portal, chromium
-    driver.get(node.url + "/login")
-    driver.find_element(By.ID, "user").send_keys("alice")
-    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
-    driver.find_element(By.ID, "login").click()
-    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    login_in_chromium(driver, node)
     driver.find_element(By.ID, "browser-vnc-vm1").click()
     wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
                     "noVNC connected")
@@ -1265,11 +1267,7 @@ def test_spice_in_chromium_shows_the_vms_screen(cluster, chromium, tmp_path):
     if not os.path.exists("/usr/share/spice-html5/main.js"):
         pytest.fail("Debian's spice-html5 is not installed (tools/bootstrap.sh test installs it)")
     (node,), driver = cluster(1), chromium
-    driver.get(node.url + "/login")
-    driver.find_element(By.ID, "user").send_keys("alice")
-    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
-    driver.find_element(By.ID, "login").click()
-    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    login_in_chromium(driver, node)
     driver.find_element(By.ID, "browser-spice-vm1").click()
     wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
                     "SPICE main channel")
@@ -1330,11 +1328,7 @@ def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium
     if not os.path.exists("/usr/share/spice-html5/main.js"):
         pytest.fail("Debian's spice-html5 is not installed (tools/bootstrap.sh test installs it)")
     node, driver = spice_guest_portal, chromium
-    driver.get(node.url + "/login")
-    driver.find_element(By.ID, "user").send_keys("alice")
-    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
-    driver.find_element(By.ID, "login").click()
-    wait_in_browser(driver, node, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    login_in_chromium(driver, node)
     driver.find_element(By.ID, "browser-spice-vm1").click()
     wait_in_browser(driver, node, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30,
                     "SPICE main channel")
@@ -1451,11 +1445,7 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
         pytest.fail("Debian's spice-html5 is not installed (tools/bootstrap.sh test installs it)")
     first, second, source, target = migration
     driver = chromium
-    driver.get(first.url + "/login")
-    driver.find_element(By.ID, "user").send_keys("alice")
-    driver.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
-    driver.find_element(By.ID, "login").click()
-    wait_in_browser(driver, first, lambda d: d.find_elements(By.ID, "vm-vm1"), 20, "list of VMs")
+    login_in_chromium(driver, first)
     # The SPICE page in this window, the VNC page in another of the same session.
     driver.find_element(By.ID, "browser-spice-vm1").click()
     spice_window = driver.current_window_handle
