@@ -205,6 +205,13 @@ echo "time table (seconds; scenarios overlap, 'molecule (wall)' is their stage; 
 echo "cpu: how busy both cores were meanwhile, near 100 % only less work is faster):"
 python3 tools/time_table.py "$out"
 echo
+# What failed in each failed scenario, last: the end of a run is often all a CI page keeps.
+for f in "${failures[@]}"; do
+  case $f in molecule-*)
+    echo "-- ${f}: the failed task (tools/failure_excerpt.py $out/$f.log)"
+    python3 tools/failure_excerpt.py "$out/$f.log" --blocks 2 | sed 's/^/   /' ;;
+  esac
+done
 [ ${#failures[@]} -eq 0 ] || echo "failed stages: ${failures[*]}"
 echo "summary: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
