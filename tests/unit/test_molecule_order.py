@@ -50,6 +50,27 @@ def test_the_last_run_wins_over_the_known_seconds(tmp_path, capsys):
     paths = ["molecule/%s/molecule.yml" % n for n in ("pki", "qemu_source", "firewall")]
     assert molecule_order.main(["x", str(times), "3"] + paths) == 0
     assert capsys.readouterr().out.split() == ["qemu_source", "pki", "firewall"]
-    # A fresh clone, one at a time: every order ends at the same time, so longest first.
+    # A fresh clone, one at a time: every order ends at the same time, so longest first (qemu_source: warm or cold, longest here).
     assert molecule_order.main(["x", str(tmp_path / "none"), "1"] + paths) == 0
     assert capsys.readouterr().out.split() == ["qemu_source", "pki", "firewall"]
+
+
+def test_a_fresh_clone_starts_a_cold_source_build_first(tmp_path):
+    cache = tmp_path / "qemu-source"
+    names = sorted(molecule_order.KNOWN)
+    # The lab's cache has no source tarball for bookworm: a cold compile, so qemu_source starts first.
+    seconds = dict((n, molecule_order.expected(n, {}, {}, str(cache))) for n in names)
+    assert seconds["qemu_source"] == molecule_order.COLD["qemu_source"]
+    assert molecule_order.best_order(seconds, 3)[0] == "qemu_source"
+    # With the tarball of that release (a build ran before): the warm seconds; another release's does not count.
+    (cache / "trixie").mkdir(parents=True)
+    (cache / "trixie" / "qemu-debian-source.tar.gz").write_bytes(b"x")
+    assert molecule_order.cold("qemu_source", {"VMC_QEMU_SOURCE_RELEASE": "trixie"}, str(cache)) is False
+    assert molecule_order.cold("qemu_source", {}, str(cache)) is True
+    (cache / "bookworm").mkdir()
+    (cache / "bookworm" / "qemu-debian-source.tar.gz").write_bytes(b"x")
+    assert molecule_order.expected("qemu_source", {}, {}, str(cache)) == molecule_order.KNOWN["qemu_source"]
+    assert molecule_order.best_order(dict((n, molecule_order.expected(n, {}, {}, str(cache))) for n in names), 3)[0] != "qemu_source"
+    # The last run's seconds win over both; other scenarios are never cold.
+    assert molecule_order.expected("qemu_source", {"qemu_source": 7}, {}, str(tmp_path / "none")) == 7
+    assert molecule_order.cold("pki", {}, str(tmp_path / "none")) is False
