@@ -184,7 +184,10 @@ def forgery(driver, portal, cookie, csrf, downloads):
 
         def log_message(self, *args):
             pass
-    server = http.server.HTTPServer(("127.0.0.1", 0), Attacker)
+    # Threads: Chromium opens a spare connection beside the one it uses and leaves it idle; a server of one thread
+    # sat in it, and shutdown() below waited for Chromium to give it up (about 60 s).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         driver.get("http://127.0.0.1:%d/" % server.server_address[1])
@@ -193,6 +196,7 @@ def forgery(driver, portal, cookie, csrf, downloads):
         out["cross-site form in the browser"] = text_of(driver)
     finally:
         server.shutdown()
+        server.server_close()
     time.sleep(1)
     if os.listdir(downloads):
         fail("the cross-site form made Chromium save %s" % os.listdir(downloads))
