@@ -9,7 +9,8 @@ SeaBIOS loads it from any bootable disk (IDE or virtio-blk) to 0000:7C00 in real
 sets COM1 (I/O 0x3F8) to 115200 baud, 8N1, FIFOs on, no UART interrupts, then forever:
 
 - prints ``vmconsole serial console ok <n>\\r\\n`` (n = 0, 1, 2, ... in decimal),
-- for about one second (18 BIOS timer ticks of 55 ms), echoes every byte received on COM1
+- for about one second (18 BIOS timer ticks of 55 ms; the second starts again at each byte
+  received or key reported, so a line never splits what is typed in one go), echoes every byte received on COM1
   back to COM1, and writes every key the BIOS keyboard buffer gets (INT 16h) to COM1 as
   ``[`` + its scan code in two upper-case hex digits + the BIOS's ASCII byte (US layout; 0 for
   none) + ``]`` (e.g. ``[15y]`` for the key right of T), sleeping with ``hlt`` between timer
@@ -117,6 +118,9 @@ def boot_sector():
     op([0xE8], ("rel16", "putc"))           # call putc
     op([0x45])                              # inc  bp
 
+    # After a byte echoed or a key reported too ("again"): the next line comes a second after the last of
+    # them, so it never splits what is typed in one go (a word's echo, a run of keys) in two.
+    label("again")
     op(bytes([0x8B, 0x1E]) + _u16(BDA_TICKS))  # mov  bx, [0x046C]  (tick count at the start)
     label("wait")
     op(bytes([0xBA]) + _u16(COM1_LSR))      # mov  dx, COM1+5    (line status)
@@ -126,7 +130,7 @@ def boot_sector():
     op(bytes([0xBA]) + _u16(COM1))          # mov  dx, COM1
     op([0xEC])                              # in   al, dx        (the received byte)
     op([0xE8], ("rel16", "putc"))           # call putc          (echo it)
-    op([0xEB], ("rel8", "wait"))            # jmp  wait          (drain the FIFO first)
+    op([0xEB], ("rel8", "again"))           # jmp  again         (drain the FIFO first)
     label("idle")
     op([0xB4, 0x01])                        # mov  ah, 1
     op([0xCD, 0x16])                        # int  16h           (a key waiting? ZF=0 if so)
@@ -150,7 +154,7 @@ def boot_sector():
     op([0xE8], ("rel16", "putc"))           # call putc          (the ASCII byte)
     op([0xB0, ord("]")])                    # mov  al, ']'
     op([0xE8], ("rel16", "putc"))           # call putc
-    op([0xEB], ("rel8", "wait"))            # jmp  wait
+    op([0xEB], ("rel8", "again"))           # jmp  again
     label("ticks")
     op(bytes([0xA1]) + _u16(BDA_TICKS))     # mov  ax, [0x046C]
     op([0x29, 0xD8])                        # sub  ax, bx
