@@ -1,4 +1,5 @@
-#!/usr/bin/env python3
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What failed in a Molecule scenario's log, in a few lines: the failing task, where it is, and its message.
 
