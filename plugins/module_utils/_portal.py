@@ -891,7 +891,7 @@ async def relay(request):
         portal.audit("portal_relay", request, user=found.user, vm=found.vm, console=found.console, node=node,
                      result="open", session=session.id, proxy_token_expires=answer.get("proxy_token_expires"))
         reason = await _pump(portal, sock, reader, writer, counts, cookie, answer.get("proxy_token_expires"), ended,
-                             portal.follower(found.vm, entry), moved)
+                             portal.follower(found.vm, entry), moved, coalesce=found.console != "serial")
         return sock
     finally:
         portal.relays[session.id].discard(ended)
@@ -917,9 +917,14 @@ async def _greet_vnc_browser(sock):
     return browser.rest
 
 
-async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended, follow=None, moved=None):
+async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended, follow=None, moved=None, coalesce=True):
     """Copy bytes both ways until one side ends, the session is gone (``ended`` set at logout, or found gone) or the
     token expires; why it ended.
+
+    ``coalesce``: the browser's messages that came in together go to the console in one write. Not for the serial
+    console: QEMU's TLS serial port reads only what the guest's UART takes (a byte without a FIFO) and is not woken for
+    the rest of a TLS record, so keys typed together would wait there until the next ones (each key its own write, as
+    before, reaches the guest).
 
     When the console's end closed and ``follow`` is given (:meth:`Portal.follower`), the relay asks what became of the
     VM before it closes the browser's side: a VM that moved is closed with :data:`CLOSE_MOVED` and the reason
@@ -949,12 +954,17 @@ async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended, fo
             # drain() waits while the console's end has more than its high-water mark unsent, and raises when it
             # went away (a cut resets the proxy's tunnel).
             try:
-                await writer.drain()
+                if coalesce:
+                    await writer.drain()
+                else:
+                    writer.write(data)
+                    await writer.drain()
             except OSError:
                 return "console_closed"
-            if not pending:
-                loop.call_soon(flush)
-            pending.append(data)
+            if coalesce:
+                if not pending:
+                    loop.call_soon(flush)
+                pending.append(data)
             counts[0] += len(data)
         flush()
         return "browser_closed"

@@ -413,9 +413,11 @@ class BrowserMessages:
 
 
 @pytest.mark.parametrize("kind", LOOPS)
-def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind):
-    """What the browser sends reaches the console in order, the messages that came in together in one write; what the
-    console sends reaches the browser in order, in messages of at most RELAY_CHUNK bytes; the counts are right."""
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind, coalesce):
+    """What the browser sends reaches the console in order, the messages that came in together in one write (without
+    ``coalesce``, the serial console's relay: one write each); what the console sends reaches the browser in order, in
+    messages of at most RELAY_CHUNK bytes; the counts are right."""
     p, _agents = portal
     up = [bytes([n % 251]) * (1 + n * 997 % 40000) for n in range(60)] + ["a key"]
     down = os.urandom(3 * 1024 * 1024 + 7)
@@ -439,7 +441,7 @@ def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind):
         write = writer.write
         writer.write = lambda data: (writes.append(len(data)), write(data))
         sock, counts = BrowserMessages(up, len(down)), [0, 0]
-        reason = await _portal._pump(p, sock, reader, writer, counts, "cookie", None, asyncio.Event())
+        reason = await _portal._pump(p, sock, reader, writer, counts, "cookie", None, asyncio.Event(), coalesce=coalesce)
         await asyncio.wait_for(finished.wait(), 10)    # the console read to the end: the relay closed its side
         others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         await asyncio.gather(*others, return_exceptions=True)          # the pump's cancelled tasks
@@ -451,7 +453,10 @@ def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind):
     assert reason == "browser_closed" and sock.closed and sock.close_code == 1000
     assert received == sent_up and b"".join(sock.sent) == down
     assert counts == [len(sent_up), len(down)]
-    assert writes == [len(sent_up)]                     # 61 messages that were there at once: one write
+    if coalesce:
+        assert writes == [len(sent_up)]                 # 61 messages that were there at once: one write
+    else:
+        assert writes == [len(m) for m in up]           # a key per write
     assert max(len(m) for m in sock.sent) <= _portal.RELAY_CHUNK
 
 
