@@ -31,6 +31,9 @@ import threading
 import time
 
 RELAY_TICKET_TTL = 30
+# The buffer limit of a relay's stream from the console (asyncio's StreamReader pauses reading at twice this; its
+# default is 64 KiB): the relay reads up to this much at once (``_portal.RELAY_CHUNK``).
+RELAY_STREAM_LIMIT = 1 << 18
 RELAY_TICKETS_MAX = 10000
 CONSOLES = ("serial", "vnc", "spice")
 
@@ -213,7 +216,8 @@ async def open_through_proxy(proxy_host, proxy_port, node, port, username, token
     ``context`` None: the tunnel as it is, for a console that starts TLS inside its own protocol (VNC's VeNCrypt,
     ``_relay_vnc``)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(proxy_host, proxy_port), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(proxy_host, proxy_port,
+                                                                        limit=RELAY_STREAM_LIMIT), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
         raise RelayError("proxy_down", "the proxy %s:%s cannot be reached: %s" % (proxy_host, proxy_port, exc)) from None
     try:

@@ -772,7 +772,7 @@ class WSBytes:
     """Exact reads from a relay WebSocket's binary messages (aiohttp client)."""
 
     def __init__(self, sock):
-        self.sock, self.buffer = sock, b""
+        self.sock, self.buffer = sock, bytearray()      # a bytearray: appending and cutting its head copy once
 
     async def read(self, size, timeout=20):
         import aiohttp  # pylint: disable=import-outside-toplevel
@@ -781,7 +781,8 @@ class WSBytes:
             if message.type != aiohttp.WSMsgType.BINARY:
                 raise AssertionError("the relay ended: %s %s %r" % (message.type, self.sock.close_code, message.extra))
             self.buffer += message.data
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
         return data
 
 

@@ -14,6 +14,8 @@ import ipaddress
 import json
 import os
 import re
+import sys
+import types
 
 import pytest
 import struct
@@ -314,6 +316,9 @@ class PumpWriter:
     async def drain(self):
         pass
 
+    def is_closing(self):
+        return False
+
     def close(self):
         pass
 
@@ -345,6 +350,114 @@ def test_a_relay_closes_with_moved_only_when_the_vm_moved(portal, now, reason, c
     before = dict(vm("web1"), node="hv1", instance="a-1")
     assert pump_after(p, before, now) == (reason, code, moved)
     assert code not in (_portal.CLOSE_SESSION_ENDED, _portal.CLOSE_TOKEN_EXPIRED)
+
+
+# --- the relay's byte pump, on asyncio's event loop and on uvloop's -----------------------------------------------
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run_on(kind, coroutine):
+    """Run ``coroutine`` on a new event loop of ``kind``: asyncio's, or uvloop's as the portal takes it."""
+    if kind == "uvloop":
+        pytest.importorskip("uvloop")
+        loop = _portal.event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
+def test_the_portal_runs_on_uvloop_when_it_is_there(monkeypatch):
+    uvloop = pytest.importorskip("uvloop")
+    loop = _portal.event_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)           # not installed: asyncio's own loop (run_app's default)
+    assert _portal.event_loop() is None
+
+
+class BrowserMessages:
+    """The browser's side of a relay for ``_pump``: ``messages`` (bytes: binary, text: text) at once, then the end
+    of the WebSocket once the console's ``expected`` bytes came through; what the relay sent is in ``sent``."""
+
+    def __init__(self, messages, expected):
+        self.messages, self.expected = list(messages), expected
+        self.sent, self.got, self.closed, self.close_code = [], 0, False, None
+        self.all_there = asyncio.Event()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.messages:
+            data = self.messages.pop(0)
+            binary = isinstance(data, bytes)
+            return types.SimpleNamespace(type=aiohttp.WSMsgType.BINARY if binary else aiohttp.WSMsgType.TEXT,
+                                         data=data)
+        await self.all_there.wait()
+        raise StopAsyncIteration
+
+    async def send_bytes(self, data):
+        self.sent.append(bytes(data))
+        self.got += len(data)
+        if self.got >= self.expected:
+            self.all_there.set()
+
+    async def close(self, code, message):
+        self.closed, self.close_code = True, code
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind, coalesce):
+    """What the browser sends reaches the console in order, the messages that came in together in one write (without
+    ``coalesce``, the serial console's relay: one write each); what the console sends reaches the browser in order, in
+    messages of at most RELAY_CHUNK bytes; the counts are right."""
+    p, _agents = portal
+    up = [bytes([n % 251]) * (1 + n * 997 % 40000) for n in range(60)] + ["a key"]
+    down = os.urandom(3 * 1024 * 1024 + 7)
+
+    async def go():
+        received, writes, finished = bytearray(), [], asyncio.Event()
+
+        async def console(reader, writer):
+            writer.write(down)
+            await writer.drain()
+            while True:
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                received.extend(data)
+            writer.close()
+            finished.set()
+        server = await asyncio.start_server(console, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=_portal.RELAY_STREAM_LIMIT)
+        write = writer.write
+        writer.write = lambda data: (writes.append(len(data)), write(data))
+        sock, counts = BrowserMessages(up, len(down)), [0, 0]
+        reason = await _portal._pump(p, sock, reader, writer, counts, "cookie", None, asyncio.Event(), coalesce=coalesce)
+        await asyncio.wait_for(finished.wait(), 10)    # the console read to the end: the relay closed its side
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)          # the pump's cancelled tasks
+        server.close()
+        await server.wait_closed()
+        return reason, counts, bytes(received), writes, sock
+    reason, counts, received, writes, sock = run_on(kind, go())
+    sent_up = b"".join(m if isinstance(m, bytes) else m.encode() for m in up)
+    assert reason == "browser_closed" and sock.closed and sock.close_code == 1000
+    assert received == sent_up and b"".join(sock.sent) == down
+    assert counts == [len(sent_up), len(down)]
+    if coalesce:
+        assert writes == [len(sent_up)]                 # 61 messages that were there at once: one write
+    else:
+        assert writes == [len(m) for m in up]           # a key per write
+    assert max(len(m) for m in sock.sent) <= _portal.RELAY_CHUNK
 
 
 def test_the_moved_close_code_is_its_own():
