@@ -669,15 +669,21 @@ def chromium(tmp_path):
         driver.quit()
 
 
+def without_secrets(page):
+    """A page's source with its relay ticket and CSRF token blanked (for a failure message)."""
+    return re.sub(r'(data-ticket="|name="csrf" value=")[^"]*"', r'\1(hidden)"', page)
+
+
 def wait_in_browser(driver, node, condition, timeout, what):
-    """WebDriverWait, failing with what the page, the browser's console and the portal said."""
+    """WebDriverWait, failing with what the page (no ticket, no CSRF token), the browser's console and the portal
+    said."""
     from selenium.common.exceptions import TimeoutException  # pylint: disable=import-outside-toplevel
     from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=import-outside-toplevel
     try:
         return WebDriverWait(driver, timeout).until(condition)
     except TimeoutException:
         raise AssertionError("no %s within %s s\npage: %s\nbrowser log: %s\nportal: %s\naudit: %s" % (
-            what, timeout, driver.page_source[:2000], driver.get_log("browser"),
+            what, timeout, without_secrets(driver.page_source)[:2000], driver.get_log("browser"),
             _procs.read_log(os.path.join(node.workdir, "portal.out")), node.audit()[-5:])) from None
 
 
