@@ -1350,12 +1350,12 @@ def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium
 # --- after a live migration the browser consoles open again by themselves --------------------------------------
 
 class MigratingGuest(_procs.ConsoleRangeVM):
-    """A guest as qemu_vm starts one with SPICE, ``vnc: true`` and ``serial: true``: SPICE over TLS in the console range,
-    VeNCrypt VNC with the node's X.509 certificate and password=on (only a ticket set over QMP gets in), and COM1 on a
-    TLS chardev in the serial range (verify-peer=on, ``tls-authz`` with an ``authz-list`` admitting ``serial_clients``
-    only: the portal nodes' certificates, as ``qemu_vm_serial_relays`` does). It boots tests/guest_image.py's boot
-    sector from ``disk`` (shared storage: the same file on both nodes). The same devices on both nodes, so it
-    migrates; ``extra_args`` ``-incoming defer`` makes the target."""
+    """A guest as qemu_vm starts one with SPICE, ``vnc: true`` and ``serial: true``: SPICE over TLS in the console
+    range, VeNCrypt VNC with the node's X.509 certificate and password=on (only a ticket set over QMP gets in), and
+    COM1 on a TLS chardev in the serial range (verify-peer=on, ``tls-authz`` with an ``authz-list`` admitting
+    ``serial_clients`` only: the portal nodes' certificates, as ``qemu_vm_serial_relays`` does). It boots
+    tests/guest_image.py's boot sector from ``disk`` (shared storage: the same file on both nodes). The same devices
+    on both nodes, so it migrates; ``extra_args`` ``-incoming defer`` makes the target."""
 
     def __init__(self, name, workdir, *, disk, serial_clients, **kwargs):
         self.disk, self.serial_clients, self.serial_port = disk, list(serial_clients), None
@@ -1364,15 +1364,16 @@ class MigratingGuest(_procs.ConsoleRangeVM):
     def _argv(self, **options):
         from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SERIAL_PORTS  # pylint: disable=import-outside-toplevel
         argv = super()._argv(**dict(options, vnc=False))
+        pki_dir = options["pki_dir"]
         at = argv.index("-serial")                                      # QemuVM's "-serial none" would take COM1
         del argv[at:at + 2]
         self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
         self.serial_port = _procs.free_console_port(*SERIAL_PORTS)
         return argv + [
-            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=off,dir=%s" % options["pki_dir"],
+            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=off,dir=%s" % pki_dir,
             "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900),
             "-drive", "file=%s,format=raw,if=virtio,readonly=on" % self.disk,
-            "-object", "tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=on,dir=%s" % options["pki_dir"],
+            "-object", "tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=on,dir=%s" % pki_dir,
             "-object", authz_object_json(self.serial_clients),
             "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
                         "tls-creds=vmconsole-serial-tls,tls-authz=%s" % (self.serial_port, AUTHZ_ID),
@@ -1559,8 +1560,8 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
         lambda: [(r["console"], r["reason"]) for r in first.audit() if r["event"] == "portal_relay"
                  and r["result"] == "closed" and r.get("node") == second.name and r.get("channel") in (None, "main")],
         20, what="the cut relays' closing lines")
-    assert sorted(closed) == [("serial", "console_closed"), ("spice", "console_closed"), ("vnc", "console_closed")], closed
+    assert sorted(closed) == [(console, "console_closed") for console in ("serial", "spice", "vnc")], closed
     _procs.wait_until(lambda: console_clients(target) == ([], 0), 20, what="QEMU to drop the cut relays")
     tickets = [r for r in first.audit() if r["event"] == "portal_relay_ticket"]
-    assert len(tickets) == 6, tickets                   # three pages, one new ticket each after the move, none after the cut
+    assert len(tickets) == 6, tickets       # three pages, one new ticket each after the move, none after the cut
     assert_no_secret(first, olga.cookie)
