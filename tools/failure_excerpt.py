@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What failed in a Molecule scenario's log, in a few lines: the failing task, where it is, and its message.
 
