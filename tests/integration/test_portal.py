@@ -34,6 +34,7 @@ import pytest
 
 from ansible_collections.vmconsole.secure.plugins.module_utils._migrate import default_ticket_file, read_ticket_file
 from ansible_collections.vmconsole.secure.plugins.module_utils._portal_auth import hash_password
+from ansible_collections.vmconsole.secure.plugins.module_utils._serial_clients import AUTHZ_ID, authz_object_json
 from ansible_collections.vmconsole.secure.plugins.module_utils._spice import MAIN
 from ansible_collections.vmconsole.secure.plugins.module_utils._tickets import new_proxy_signer
 from ansible_collections.vmconsole.secure.plugins.module_utils._vv import VV_MIME_TYPE, parse_vv
@@ -668,15 +669,21 @@ def chromium(tmp_path):
         driver.quit()
 
 
+def without_secrets(page):
+    """A page's source with its relay ticket and CSRF token blanked (for a failure message)."""
+    return re.sub(r'(data-ticket="|name="csrf" value=")[^"]*"', r'\1(hidden)"', page)
+
+
 def wait_in_browser(driver, node, condition, timeout, what):
-    """WebDriverWait, failing with what the page, the browser's console and the portal said."""
+    """WebDriverWait, failing with what the page (no ticket, no CSRF token), the browser's console and the portal
+    said."""
     from selenium.common.exceptions import TimeoutException  # pylint: disable=import-outside-toplevel
     from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=import-outside-toplevel
     try:
         return WebDriverWait(driver, timeout).until(condition)
     except TimeoutException:
         raise AssertionError("no %s within %s s\npage: %s\nbrowser log: %s\nportal: %s\naudit: %s" % (
-            what, timeout, driver.page_source[:2000], driver.get_log("browser"),
+            what, timeout, without_secrets(driver.page_source)[:2000], driver.get_log("browser"),
             _procs.read_log(os.path.join(node.workdir, "portal.out")), node.audit()[-5:])) from None
 
 
@@ -1344,26 +1351,45 @@ def test_typing_in_the_spice_page_reaches_the_guest(spice_guest_portal, chromium
 # --- after a live migration the browser consoles open again by themselves --------------------------------------
 
 class MigratingGuest(_procs.ConsoleRangeVM):
-    """A guest as qemu_vm starts one with SPICE and ``vnc: true``: SPICE over TLS in the console range, VeNCrypt VNC
-    with the node's X.509 certificate and password=on (only a ticket set over QMP gets in). The same devices on both
-    nodes, so it migrates; ``extra_args`` ``-incoming defer`` makes the target."""
+    """A guest as qemu_vm starts one with SPICE, ``vnc: true`` and ``serial: true``: SPICE over TLS in the console
+    range, VeNCrypt VNC with the node's X.509 certificate and password=on (only a ticket set over QMP gets in), and
+    COM1 on a TLS chardev in the serial range (verify-peer=on, ``tls-authz`` with an ``authz-list`` admitting
+    ``serial_clients`` only: the portal nodes' certificates, as ``qemu_vm_serial_relays`` does). It boots
+    tests/guest_image.py's boot sector from ``disk`` (shared storage: the same file on both nodes). The same devices
+    on both nodes, so it migrates; ``extra_args`` ``-incoming defer`` makes the target."""
+
+    def __init__(self, name, workdir, *, disk, serial_clients, **kwargs):
+        self.disk, self.serial_clients, self.serial_port = disk, list(serial_clients), None
+        super().__init__(name, workdir, **kwargs)
 
     def _argv(self, **options):
+        from ansible_collections.vmconsole.secure.tests.integration.test_serial_console import SERIAL_PORTS  # pylint: disable=import-outside-toplevel
         argv = super()._argv(**dict(options, vnc=False))
+        pki_dir = options["pki_dir"]
+        at = argv.index("-serial")                                      # QemuVM's "-serial none" would take COM1
+        del argv[at:at + 2]
         self.vnc_port = _procs.free_port(5900, 5999)                   # the proxy's VNC range in these tests
+        self.serial_port = _procs.free_console_port(*SERIAL_PORTS)
         return argv + [
-            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=off,dir=%s" % options["pki_dir"],
-            "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900)]
+            "-object", "tls-creds-x509,id=vmconsole-vnc-tls,endpoint=server,verify-peer=off,dir=%s" % pki_dir,
+            "-vnc", "127.0.0.1:%d,tls-creds=vmconsole-vnc-tls,password=on" % (self.vnc_port - 5900),
+            "-drive", "file=%s,format=raw,if=virtio,readonly=on" % self.disk,
+            "-object", "tls-creds-x509,id=vmconsole-serial-tls,endpoint=server,verify-peer=on,dir=%s" % pki_dir,
+            "-object", authz_object_json(self.serial_clients),
+            "-chardev", "socket,id=vmconsole-serial,host=127.0.0.1,port=%d,server=on,wait=off,"
+                        "tls-creds=vmconsole-serial-tls,tls-authz=%s" % (self.serial_port, AUTHZ_ID),
+            "-serial", "chardev:vmconsole-serial"]
 
 
 def guest_fact(vm, state="started"):
     return {"state": state, "qmp": vm.qmp_path, "spice_tls_port": vm.tls_port, "vnc_port": vm.vnc_port,
-            "serial_port": None}
+            "serial_port": vm.serial_port}
 
 
 @pytest.fixture
 def migration(pki, squid_factory):
-    """Two nodes, each a squid, an agent and a portal: vm1 runs on the first (``source``) and waits on the second as a
+    """Two nodes, each a squid, an agent and a portal: vm1 (:class:`MigratingGuest`: SPICE, VNC and a serial console
+    that admits both portal nodes' certificates) runs on the first (``source``) and waits on the second as a
     migration target (``target``, QEMU with ``-incoming defer``, the node's own certificate), as migrate.yml leaves
     them before the migration: both facts list vm1. Yields (first node, second node, source, target)."""
     if not _procs.have_qemu():
@@ -1380,9 +1406,13 @@ def migration(pki, squid_factory):
         for name, data, mode in (("ca-cert.pem", pki.ca_pem, 0o644), ("server-cert.pem", cert, 0o644),
                                  ("server-key.pem", key, 0o600)):
             _procs._write(os.path.join(target_pki, name), data.encode(), mode)
-        source = MigratingGuest("vm1", folders[0], pki_dir=pki.dir)
+        from ansible_collections.vmconsole.secure.tests import guest_image  # pylint: disable=import-outside-toplevel
+        disk = guest_image.write_image(os.path.join(folders[0], "guest.img"))
+        relays = ["CN=%s" % name for name in names]                    # the portal nodes' certificates (CN only)
+        source = MigratingGuest("vm1", folders[0], pki_dir=pki.dir, disk=disk, serial_clients=relays)
         made.append(source)
-        target = MigratingGuest("vm1", folders[1], pki_dir=target_pki, extra_args=["-incoming", "defer"])
+        target = MigratingGuest("vm1", folders[1], pki_dir=target_pki, disk=disk, serial_clients=relays,
+                                extra_args=["-incoming", "defer"])
         made.append(target)
         ports = [_procs.free_port(), _procs.free_port()]
         urls = {name: "https://127.0.0.1:%d" % port for name, port in zip(names, ports)}
@@ -1431,6 +1461,11 @@ def relays_on(vm):
     return found if found[0].count(MAIN) == 1 and len(found[0]) >= 4 and found[1] == 1 else None
 
 
+def serial_lines(driver):
+    """The numbers of the guest's lines ("vmconsole serial console ok N") the serial page's terminal shows."""
+    return [int(n) for n in re.findall(r"vmconsole serial console ok (\d+)", terminal_text(driver))]
+
+
 def spice_canvas_colours(driver):
     """How many distinct colours spice-html5's display canvas shows (1: blank, 0: none)."""
     return driver.execute_script(
@@ -1458,6 +1493,13 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
     driver.find_element(By.ID, "browser-vnc-vm1").click()
     wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text == "connected", 30, "noVNC")
     wait_in_browser(driver, first, lambda d: canvas_colours(d) > 1, 30, "the VM's screen on the VNC canvas")
+    # The serial page (xterm.js) in a third window: the guest's lines show.
+    driver.switch_to.new_window("window")
+    serial_window = driver.current_window_handle
+    driver.get(first.url + "/")
+    driver.find_element(By.ID, "browser-serial-vm1").click()
+    wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text == "connected"
+                    and serial_lines(d), 30, "the guest's line on the serial page")
     _procs.wait_until(lambda: relays_on(source), 30, what="the relays' SPICE channels and VNC client on the source")
     assert console_clients(target) == ([], 0)
 
@@ -1474,6 +1516,8 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
         if box.get_attribute("data-reconnects") != "1" or driver.find_element(By.ID, "console-state").text != "connected":
             return False
         return canvas(driver) > 1 and int(box.get_attribute("data-reconnect-gap"))
+    serial_gap = wait_in_browser(driver, first, lambda d: reconnected(serial_window, "console", lambda dd: 2),
+                                 60, "the serial page connected again")
     spice_gap = wait_in_browser(driver, first, lambda d: reconnected(spice_window, "spice-screen", spice_canvas_colours),
                                 60, "the SPICE page connected again, the VM's screen on its canvas")
     vnc_gap = wait_in_browser(driver, first, lambda d: reconnected(vnc_window, "console", canvas_colours), 60,
@@ -1482,23 +1526,33 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
                               what="the new relays' SPICE channels and VNC client on the target")
     seen = time.monotonic() - quit_at
     print("\nreconnect gap after the migration (the relay's close to connected again, as the page measured it): "
-          "SPICE %d ms, VNC %d ms; from the source QEMU's exit to both pages connected to the target: %.1f s"
-          % (spice_gap, vnc_gap, seen))
+          "serial %d ms, SPICE %d ms, VNC %d ms; from the source QEMU's exit to all three pages connected to the "
+          "target: %.1f s" % (serial_gap, spice_gap, vnc_gap, seen))
     assert found[0].count(MAIN) == 1 and found[1] == 1
+    # The serial page shows a line of the guest that came after the reconnection (its count goes on from where it
+    # was: the same guest, moved) and the guest's echo of a word typed now: both ways through the new relay.
+    driver.switch_to.window(serial_window)
+    last = max(serial_lines(driver), default=-1)
+    wait_in_browser(driver, first, lambda d: max(serial_lines(d), default=-1) > last, 30,
+                    "a new line of the guest on the serial page after the move")
+    driver.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys("typed-after-the-move")
+    wait_in_browser(driver, first, lambda d: "typed-after-the-move" in terminal_text(d), 30,
+                    "the guest's echo of a word typed after the move")
     records = first.audit()
     moved = [(r["console"], r.get("node"), r.get("moved_to")) for r in records
              if r["event"] == "portal_relay" and r["result"] == "closed" and r["reason"] == "moved"]
-    assert sorted(moved) == [("spice", first.name, second.name), ("vnc", first.name, second.name)], moved
+    assert sorted(moved) == [("serial", first.name, second.name), ("spice", first.name, second.name),
+                             ("vnc", first.name, second.name)], moved
     opened = [(r["console"], r.get("node")) for r in records if r["event"] == "portal_relay" and r["result"] == "open"
               and r.get("channel") in (None, "main")]
-    assert sorted(opened) == sorted([("spice", first.name), ("spice", second.name), ("vnc", first.name),
-                                     ("vnc", second.name)]), opened
+    assert sorted(opened) == sorted([("serial", first.name), ("serial", second.name), ("spice", first.name),
+                                     ("spice", second.name), ("vnc", first.name), ("vnc", second.name)]), opened
 
-    # A cut does not move the VM: both pages end and stay ended.
+    # A cut does not move the VM: the three pages end and stay ended.
     olga = Browser(first)
     olga.login("olga")
     assert olga.post("/vms/vm1/disconnect")[0] == 303
-    for window, box in ((spice_window, "spice-screen"), (vnc_window, "console")):
+    for window, box in ((spice_window, "spice-screen"), (vnc_window, "console"), (serial_window, "console")):
         driver.switch_to.window(window)
         wait_in_browser(driver, first, lambda d: d.find_element(By.ID, "console-state").text
                         == "disconnected: the console was closed", 30, "the end of the console at the cut")
@@ -1507,8 +1561,8 @@ def test_the_browser_consoles_reconnect_after_a_live_migration_and_not_after_a_c
         lambda: [(r["console"], r["reason"]) for r in first.audit() if r["event"] == "portal_relay"
                  and r["result"] == "closed" and r.get("node") == second.name and r.get("channel") in (None, "main")],
         20, what="the cut relays' closing lines")
-    assert sorted(closed) == [("spice", "console_closed"), ("vnc", "console_closed")], closed
+    assert sorted(closed) == [(console, "console_closed") for console in ("serial", "spice", "vnc")], closed
     _procs.wait_until(lambda: console_clients(target) == ([], 0), 20, what="QEMU to drop the cut relays")
     tickets = [r for r in first.audit() if r["event"] == "portal_relay_ticket"]
-    assert len(tickets) == 4, tickets                     # two pages, one new ticket each after the move, none after the cut
+    assert len(tickets) == 6, tickets       # three pages, one new ticket each after the move, none after the cut
     assert_no_secret(first, olga.cookie)
