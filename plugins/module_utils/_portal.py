@@ -776,9 +776,6 @@ SESSION_CHECK = 5            # seconds between checks that the relay's session s
 # third and added about 150 KiB per relay (measured with the browser relay benchmark), and it would compress what a
 # person types with what a page can influence, under one TLS length.
 RELAY_COMPRESS = False
-# The most bytes a relay reads from the console at once (what is there, up to this) and sends as one WebSocket
-# message: fewer, larger messages cost the portal, the browser and the sends less per byte (64 KiB before).
-RELAY_CHUNK = RELAY_STREAM_LIMIT
 
 
 # What each browser console's page loads: (title, scripts, stylesheets, Content-Security-Policy).
@@ -954,11 +951,9 @@ async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended, fo
             # drain() waits while the console's end has more than its high-water mark unsent, and raises when it
             # went away (a cut resets the proxy's tunnel).
             try:
-                if coalesce:
-                    await writer.drain()
-                else:
+                if not coalesce:
                     writer.write(data)
-                    await writer.drain()
+                await writer.drain()
             except OSError:
                 return "console_closed"
             if coalesce:
@@ -972,7 +967,9 @@ async def _pump(portal, sock, reader, writer, counts, cookie, expires, ended, fo
     async def console_to_browser():
         while True:
             try:
-                data = await reader.read(RELAY_CHUNK)
+                # What is there, up to the stream's limit, as one message: fewer, larger messages cost the portal,
+                # the browser and the sends less per byte (64 KiB before).
+                data = await reader.read(RELAY_STREAM_LIMIT)
             except OSError:
                 data = b""
             if not data:

@@ -32,7 +32,7 @@ import time
 
 RELAY_TICKET_TTL = 30
 # The buffer limit of a relay's stream from the console (asyncio's StreamReader pauses reading at twice this; its
-# default is 64 KiB): the relay reads up to this much at once (``_portal.RELAY_CHUNK``).
+# default is 64 KiB): the relay reads up to this much at once (``_portal._pump``).
 RELAY_STREAM_LIMIT = 1 << 18
 RELAY_TICKETS_MAX = 10000
 CONSOLES = ("serial", "vnc", "spice")

@@ -417,7 +417,7 @@ class BrowserMessages:
 def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind, coalesce):
     """What the browser sends reaches the console in order, the messages that came in together in one write (without
     ``coalesce``, the serial console's relay: one write each); what the console sends reaches the browser in order, in
-    messages of at most RELAY_CHUNK bytes; the counts are right."""
+    messages of at most RELAY_STREAM_LIMIT bytes; the counts are right."""
     p, _agents = portal
     up = [bytes([n % 251]) * (1 + n * 997 % 40000) for n in range(60)] + ["a key"]
     down = os.urandom(3 * 1024 * 1024 + 7)
@@ -457,7 +457,7 @@ def test_the_pump_carries_every_byte_in_order_both_ways(portal, kind, coalesce):
         assert writes == [len(sent_up)]                 # 61 messages that were there at once: one write
     else:
         assert writes == [len(m) for m in up]           # a key per write
-    assert max(len(m) for m in sock.sent) <= _portal.RELAY_CHUNK
+    assert max(len(m) for m in sock.sent) <= _portal.RELAY_STREAM_LIMIT
 
 
 def test_the_moved_close_code_is_its_own():
