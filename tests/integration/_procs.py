@@ -310,7 +310,7 @@ class QemuVM:
     start_attempts = 3
 
     def __init__(self, name, workdir, pki_dir=None, spice=True, tls=True, plain_port=False, vnc=False,
-                 vnc_password=True, extra_args=(), start_timeout=20.0):
+                 vnc_password=True, extra_args=(), start_timeout=20.0, accel=("tcg",)):
         if spice and not tls and not plain_port:
             raise ValueError("spice=True needs tls=True or plain_port=True")
         if spice and tls and pki_dir is None:
@@ -321,7 +321,7 @@ class QemuVM:
         self.log_path = os.path.join(workdir, name + ".log")
         self.proc = None
         self._options = dict(pki_dir=pki_dir, spice=spice, tls=tls, plain_port=plain_port, vnc=vnc,
-                             vnc_password=vnc_password, extra_args=tuple(extra_args))
+                             vnc_password=vnc_password, extra_args=tuple(extra_args), accel=tuple(accel))
         for attempt in range(1, self.start_attempts + 1):
             self.argv = self._argv(**self._options)
             try:
@@ -332,16 +332,19 @@ class QemuVM:
                     raise RuntimeError("QEMU VM %s: ports taken %d times in a row\n%s"
                                        % (name, attempt, self.log())) from None
 
-    def _argv(self, pki_dir, spice, tls, plain_port, vnc, vnc_password, extra_args):
+    def _argv(self, pki_dir, spice, tls, plain_port, vnc, vnc_password, extra_args, accel):
         self.tls_port = self.plain_port = self.vnc_port = None
-        # TCG, not KVM: these guests run no OS, and on a machine that is itself a VM (these
-        # machines, CI) a KVM guest's firmware start costs about 3.7 s of CPU, mostly the
-        # host kernel's nested exits, against 0.2 s with TCG. The integration tests start
-        # about 115 of them; KVM made them 400 s of CPU. What QEMU's accelerator does is
-        # not what these tests prove.
-        argv = [QEMU_BINARY, "-accel", "tcg", "-machine", "pc", "-m", "64",
-                "-nodefaults", "-vga", "qxl", "-display", "none", "-serial", "none", "-no-user-config",
-                "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
+        # accel: TCG by default, not KVM. These guests run no OS, and on a machine that is itself
+        # a VM (these machines, CI) a KVM guest's firmware start costs about 3.7 s of CPU, mostly
+        # the host kernel's nested exits, against 0.2 s with TCG (benchmarks/guest_start.py). The
+        # integration tests start about 115 of them. What QEMU's accelerator does is not what
+        # they prove.
+        argv = [QEMU_BINARY]
+        for name in accel:
+            argv += ["-accel", name]
+        argv += ["-machine", "pc", "-m", "64", "-nodefaults", "-vga", "qxl", "-display", "none",
+                 "-serial", "none", "-no-user-config",
+                 "-name", self.name, "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
         if spice:
             # No password and no disable-ticketing: ticketing is on and nobody gets in
             # until a ticket is set over QMP.
