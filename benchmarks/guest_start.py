@@ -67,7 +67,7 @@ def main():
     try:
         pki = _procs.make_pki(os.path.join(workdir, "pki"))
         results = {"kvm": [], "tcg": []}
-        for _ in range(args.runs):
+        for _run in range(args.runs):
             for accel in ("kvm", "tcg"):
                 results[accel].append(one_start(accel, workdir, pki, args.settle, args.idle))
     finally:
