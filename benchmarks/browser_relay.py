@@ -47,7 +47,6 @@ import argparse
 import asyncio
 import functools
 import os
-import resource
 import secrets
 import shutil
 import ssl
@@ -75,16 +74,6 @@ def percentile(values, share):
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process (all its threads); None: this process."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-    with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds spent by each of the processes a console's bytes cross, per phase."""
 
@@ -93,12 +82,12 @@ class CpuMeter:
         self.spent = {}
 
     def start(self):
-        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return {name: _procs.cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self, phase, started):
         spent = self.spent.setdefault(phase, dict.fromkeys(self.pids, 0.0))
         for name, pid in self.pids.items():
-            spent[name] += cpu_seconds(pid) - started[name]
+            spent[name] += _procs.cpu_seconds(pid) - started[name]
 
 
 def rss_kib(pid):

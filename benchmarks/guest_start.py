@@ -29,22 +29,15 @@ import time
 from ansible_collections.vmconsole.secure.tests.integration import _procs
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
-    with open("/proc/%d/stat" % pid) as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def one_start(accel, workdir, pki, settle, idle):
     """(CPU seconds until settle, CPU seconds per second of idle after it) of one guest."""
     started = time.monotonic()
     vm = _procs.QemuVM("g-%s" % accel, workdir, pki_dir=pki.dir, accel=(accel,))
     try:
         time.sleep(max(0.0, started + settle - time.monotonic()))
-        at_settle = cpu_seconds(vm.pid)
+        at_settle = _procs.cpu_seconds(vm.pid)
         time.sleep(idle)
-        return at_settle, (cpu_seconds(vm.pid) - at_settle) / idle
+        return at_settle, (_procs.cpu_seconds(vm.pid) - at_settle) / idle
     finally:
         vm.stop()
 

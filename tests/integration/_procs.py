@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import random
+import resource
 import secrets
 import shutil
 import signal
@@ -295,6 +296,16 @@ def make_pki(directory):
         subject=_subject_string(server_cert_pem, PKI_SERVER_ATTRS), cn=dict(PKI_SERVER_ATTRS)["CN"],
         ca_key=ca_key, ca_cert=ca_cert, issue=issue,
     )
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process (all its threads); None: this process."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- QEMU ------------------------------------------------------------------------------------
