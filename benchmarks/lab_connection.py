@@ -12,9 +12,11 @@ playbook (N `ansible.builtin.command` tasks and one `ansible.builtin.copy`) with
 `lab_podman` (lab/plugins/connection: nsenter into the container, modules piped in)
 and with `containers.podman.podman` (mount, then mkdir, copy, chmod + run, rm per task),
 interleaved, plus the floor under both: `podman exec` of `true` as many times as there
-are tasks, and `nsenter` of `true` likewise. Then the CPU the host (the container's
-cgroup) spends on the same playbook with and without lab/python/vmc_lab_zipcache.py (a
-second container without it). Prints medians, seconds per task and the ratios. Both
+are tasks, and `nsenter` of `true` likewise; `lab_podman` runs with its fork server
+(lab/python/vmc_lab_forkserver.py) and without it (VMC_LAB_FORK_SERVER=0). Then the CPU
+the host (the container's cgroup) spends on the same playbook with the fork server and
+lab/python/vmc_lab_zipcache.py, with the zip cache only, and with neither (a second
+container without the cache). Prints medians, seconds per task and the ratios. Both
 containers are removed at the end.
 """
 
@@ -106,22 +108,28 @@ def main():
                       "-e", "ansible_user=root", playbook]
             sides = {
                 "lab_podman": common + ["-c", "lab_podman"],
+                "lab_podman, no fork server": common + ["-c", "lab_podman"],
                 "containers.podman.podman": common + ["-c", "containers.podman.podman"],
             }
+            no_fork = dict(os.environ, VMC_LAB_FORK_SERVER="0")
+            envs = {"lab_podman, no fork server": no_fork}
             floor = "podman exec true x%d" % (args.tasks + 1)
             enter = "nsenter true x%d" % (args.tasks + 1)
             pid = run(["podman", "inspect", "--format", "{{.State.Pid}}", NAME]).strip()
             times = {name: [] for name in list(sides) + [floor, enter]}
-            host_cpu = {"with the zip cache": [], "without": []}
-            cgroups = {"with the zip cache": container_cpu_file(NAME), "without": container_cpu_file(NAME + "-nocache")}
+            host_cpu = {"fork server and zip cache": [], "zip cache only": [], "neither": []}
+            cgroups = {"fork server and zip cache": container_cpu_file(NAME), "zip cache only": container_cpu_file(NAME),
+                       "neither": container_cpu_file(NAME + "-nocache")}
             nocache = ["ansible-playbook", "-i", NAME + "-nocache,", "-e", "ansible_python_interpreter=/usr/bin/python3",
                        "-e", "ansible_user=root", "-c", "lab_podman", playbook]
             for _run in range(args.runs):
                 for name, argv in sides.items():
-                    times[name].append(timed(argv))
-                for name, argv in (("with the zip cache", sides["lab_podman"]), ("without", nocache)):
+                    times[name].append(timed(argv, env=envs.get(name)))
+                for name, argv, env in (("fork server and zip cache", sides["lab_podman"], None),
+                                        ("zip cache only", sides["lab_podman"], no_fork),
+                                        ("neither", nocache, no_fork)):
                     before = read_cpu(cgroups[name])
-                    run(argv)
+                    run(argv, env=env)
                     host_cpu[name].append(read_cpu(cgroups[name]) - before)
                 times[floor].append(timed(["sh", "-c", 'for i in $(seq %d); do podman exec "$0" true; done' % (args.tasks + 1),
                                            NAME]))
@@ -139,15 +147,18 @@ def main():
     tasks = args.tasks + 1
     med = {name: statistics.median(values) for name, values in times.items()}
     for name, value in med.items():
-        print("%-42s %7.2f s  %6.3f s/task  (%d runs)" % (name, value, value / tasks, args.runs))
-    print("%-42s %7.2f" % ("ratio containers.podman.podman / lab_podman",
+        print("%-60s %7.2f s  %6.3f s/task  (%d runs)" % (name, value, value / tasks, args.runs))
+    print("%-60s %7.2f" % ("ratio containers.podman.podman / lab_podman",
                            med["containers.podman.podman"] / med["lab_podman"]))
-    print("%-42s %7.2f" % ("ratio lab_podman / podman exec floor", med["lab_podman"] / med[floor]))
-    print("%-42s %7.3f s/task" % ("lab_podman above its nsenter floor", (med["lab_podman"] - med[enter]) / tasks))
+    print("%-60s %7.2f" % ("ratio lab_podman / podman exec floor", med["lab_podman"] / med[floor]))
+    print("%-60s %7.2f" % ("ratio lab_podman without / with fork server", med["lab_podman, no fork server"] / med["lab_podman"]))
+    print("%-60s %7.3f s/task" % ("lab_podman above its nsenter floor", (med["lab_podman"] - med[enter]) / tasks))
     cpu = {name: statistics.median(values) for name, values in host_cpu.items()}
     for name, value in cpu.items():
-        print("%-42s %7.2f s  %6.3f s/task  (%d runs)" % ("host CPU, lab_podman, " + name, value, value / tasks, args.runs))
-    print("%-42s %7.2f" % ("ratio host CPU with / without the zip cache", cpu["with the zip cache"] / cpu["without"]))
+        print("%-60s %7.2f s  %6.3f s/task  (%d runs)" % ("host CPU, lab_podman, " + name, value, value / tasks, args.runs))
+    print("%-60s %7.2f" % ("ratio host CPU zip cache only / neither", cpu["zip cache only"] / cpu["neither"]))
+    print("%-60s %7.2f" % ("ratio host CPU fork server and zip cache / zip cache only",
+                           cpu["fork server and zip cache"] / cpu["zip cache only"]))
     return 0
 
 

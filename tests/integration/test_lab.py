@@ -106,9 +106,10 @@ def test_a_stale_lab_is_refused_and_destroy_leaves_nothing(tmp_path, lab_name):
 
 
 def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_name):
-    """lab_podman: a module runs as one process entered into the container (no podman call,
-    nothing copied), in the container's cgroup and environment; copy and fetch work, and a
-    container that was replaced under the same name is found again."""
+    """lab_podman: a module runs in the container (no podman call, nothing copied), forked by the
+    fork server the connection started there, in the container's cgroup and environment; with
+    the fork server off it runs as a process entered into the container; copy and fetch work,
+    and a container that was replaced under the same name is found again."""
     spec = lab_spec(tmp_path, lab_name, [
         {"name": "hv1", "groups": ["hypervisors"], "addresses": {"cluster": "10.89.203.11"}},
     ], 203)
@@ -130,9 +131,18 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
     assert "hv1" in ran.stdout and "container=podman" in ran.stdout
     assert f":{cgroup}\n" in ran.stdout, "the command did not run in the container's cgroup"
     podman_runs = [line for line in ran.stdout.splitlines() if "RUN [" in line]
-    entered = [line for line in ran.stdout.splitlines() if "NSENTER " in line]
-    assert podman_runs == [] and len(entered) == 1, ran.stdout[-3000:]
-    assert "PUT " not in ran.stdout, "the module was copied instead of piped"
+    forked = [line for line in ran.stdout.splitlines() if f"> FORK {container} [" in line]
+    assert podman_runs == [] and len(forked) == 1, ran.stdout[-3000:]
+    # The first module on the host started the fork server (lab/python/vmc_lab_forkserver.py),
+    # inside the container: the command above ran in the container's cgroup and environment.
+    assert f"FORK SERVER {container}: started " in ran.stdout, ran.stdout[-3000:]
+    assert "NSENTER " not in ran.stdout and "PUT " not in ran.stdout, "the module was not piped to the fork server"
+    # The usual way still works, and is the way with the fork server turned off.
+    plain = subprocess.run(["ansible", "-i", str(inventory), "hv1", "-m", "ansible.builtin.command",
+                            "-a", "sh -c 'cat /proc/self/cgroup; echo container=$container'", "-vvv"],
+                           env=dict(env, VMC_LAB_FORK_SERVER="0"), capture_output=True, text=True, timeout=120, check=False)
+    assert plain.returncode == 0 and f":{cgroup}\n" in plain.stdout and "container=podman" in plain.stdout, plain.stdout[-3000:]
+    assert len([line for line in plain.stdout.splitlines() if "NSENTER " in line]) == 1 and "> FORK " not in plain.stdout
     # lab/python/vmc_lab_zipcache.py is loaded and keeps what the module's zip compiled to.
     cached = adhoc("ansible.builtin.command", "find /var/cache/vmc-lab-pycache -type f")
     assert cached.returncode == 0 and len(cached.stdout.splitlines()) > 20, cached.stdout[-3000:]
@@ -157,6 +167,7 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
         time.sleep(0.5)
     again = adhoc("ansible.builtin.command", "cat /etc/hostname", "-vvv")
     assert again.returncode == 0 and "hv1" in again.stdout, again.stdout[-3000:]
+    assert f"FORK SERVER {container}: started " in again.stdout, "the new container got no fork server of its own"
     new = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", container],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert new != old

@@ -18,11 +18,20 @@ modules are piped into the interpreter (pipelining: one process per task); files
 copied with ``cat`` inside the container, so paths and symlinks resolve as the
 container sees them. Another remote user than root goes through ``podman exec --user``.
 
+A module piped into ``/usr/bin/python3`` (the form Ansible pipelines with, nothing else on
+the command line) runs in a process forked from a warm interpreter instead: the lab's fork
+server (lab/python/vmc_lab_forkserver.py), which this connection starts in the container
+the way it runs any command, the first time a host needs it. It saves the host about half
+of what such a task costs it (the interpreter's start and the standard library's imports).
+Option ``fork_server`` (``VMC_LAB_FORK_SERVER=0``) turns it off; a server that cannot be
+started or reached is reported at -vvv and the module runs the usual way.
+
 Lab only: it is not part of the collection (galaxy.yml ignores lab/).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -30,6 +39,7 @@ import subprocess
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes, to_native
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.connection import ConnectionBase, ensure_connect
 from ansible.utils.display import Display
 from ansible_collections.containers.podman.plugins.connection.podman import Connection as PodmanConnection
@@ -41,6 +51,15 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 # sh -c JOIN_CGROUPS sh PROCS... -- COMMAND...: write the shell's PID into each cgroup.procs
 # file, then exec COMMAND in its place (same PID, so it stays in those cgroups).
 JOIN_CGROUPS = 'for f do [ "$f" = -- ] && break; { echo $$ >"$f"; } 2>/dev/null; shift; done; shift; exec "$@"'
+
+# The lab's fork server: loaded from lab/python (its code also runs in the containers).
+FORKSERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python", "vmc_lab_forkserver.py")
+_spec = importlib.util.spec_from_file_location("vmc_lab_forkserver", FORKSERVER_PATH)
+forkserver = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(forkserver)
+# The one interpreter the server stands in for, and the command line Ansible pipes a module with.
+FORK_PYTHON = "/usr/bin/python3"
+PIPELINED = ["/bin/sh", "-c", FORK_PYTHON + " && sleep 0"]
 
 # The options of containers.podman.podman (1.18), which this plugin reads through it.
 DOCUMENTATION = """
@@ -84,6 +103,12 @@ DOCUMENTATION = """
           - name: ansible_podman_executable
         env:
           - name: ANSIBLE_PODMAN_EXECUTABLE
+      fork_server:
+        description: Run modules piped into /usr/bin/python3 through the lab's fork server.
+        type: bool
+        default: true
+        env:
+          - name: VMC_LAB_FORK_SERVER
 """
 
 
@@ -150,6 +175,34 @@ class Container:
         os.replace(tmp, cache)
         return cls(name, pid, start, data["procs"], data["env"])
 
+    def fork_socket(self):
+        """The fork server's socket as this machine reaches it: through the init's root."""
+        return "/proc/%d/root%s" % (self.pid, forkserver.SOCKET)
+
+    def fork_run(self, in_data):
+        """Run the script ``in_data`` with the container's fork server, starting it when none answers.
+
+        Returns (rc, stdout, stderr), or None when no server can be started or reached (the
+        caller runs the script the usual way; nothing ran).
+        """
+        try:
+            return forkserver.request(self.fork_socket(), in_data)
+        except forkserver.NoServer as exc:
+            display.vvv("FORK SERVER %s: %s; starting it" % (self.name, exc), host=self.name)
+        with open(FORKSERVER_PATH, "rb") as f:
+            source = f.read()
+        rc, out, err = self.run([FORK_PYTHON, "-", forkserver.SOCKET], in_data=source)
+        if rc != 0:
+            display.vvv("FORK SERVER %s did not start (rc %d): %s" % (self.name, rc, to_native(err).strip()),
+                        host=self.name)
+            return None
+        display.vvv("FORK SERVER %s: %s" % (self.name, to_native(out).strip()), host=self.name)
+        try:
+            return forkserver.request(self.fork_socket(), in_data)
+        except forkserver.NoServer as exc:
+            display.vvv("FORK SERVER %s: %s" % (self.name, exc), host=self.name)
+            return None
+
     def argv(self, args):
         """The command line that runs ``args`` inside the container as root, in its cgroups.
 
@@ -205,8 +258,19 @@ class Connection(PodmanConnection):
         args = shlex.split(to_native(cmd, errors="surrogate_or_strict"))
         if not self._as_root():
             return self._podman(["exec", "--interactive", "--user", self.user], args, in_data)
+        container = self._target()
+        if args == PIPELINED and in_data and boolean(self.get_option("fork_server")):
+            display.vvv("FORK %s %r" % (self._container_id, args), host=self._container_id)
+            try:
+                ran = container.fork_run(in_data)
+            except (EOFError, OSError) as exc:
+                if start_time(container.pid) != container.start:
+                    raise AnsibleConnectionFailure("container %s stopped while a command ran" % self._container_id) from exc
+                raise AnsibleConnectionFailure("container %s: the fork server failed: %s" % (self._container_id, exc)) from exc
+            if ran is not None:
+                return ran
         display.vvv("NSENTER %s %r" % (self._container_id, args), host=self._container_id)
-        return self._target().run(args, in_data=in_data)
+        return container.run(args, in_data=in_data)
 
     @ensure_connect
     def put_file(self, in_path, out_path):
