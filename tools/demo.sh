@@ -9,6 +9,7 @@ start=$(date +%s)
 bash tools/lab.sh up
 # shellcheck source=tools/env.sh
 . tools/env.sh
+trap vmc_stop_fork_servers EXIT
 ansible-playbook playbooks/site.yml
 ansible-playbook lab/summary.yml
 ansible-playbook lab/console_check.yml

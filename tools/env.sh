@@ -16,3 +16,8 @@ export CONTAINERS_CONF="$VMC_ROOT/lab/containers.conf"
 export CONTAINERS_STORAGE_CONF="$VMC_ROOT/lab/storage.conf"
 export PYTHONPATH="$VMC_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
+# The lab's local connection (lab/plugins/connection/local.py) leaves a fork server running for
+# two idle minutes; the tools end them when they are done (tools/test.sh, demo.sh, lab.sh).
+vmc_stop_fork_servers() {
+  python3 "$VMC_ROOT/lab/python/vmc_lab_forkserver.py" --stop-all /run/vmconsole-lab/forkserver >/dev/null 2>&1 || true
+}

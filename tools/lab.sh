@@ -16,6 +16,7 @@ esac
 # shellcheck source=tools/env.sh
 . tools/env.sh
 [ -x "$VMC_VENV/bin/ansible-playbook" ] || { echo "no venv yet: run tools/bootstrap.sh" >&2; exit 1; }
+trap vmc_stop_fork_servers EXIT
 if [ "$1" = up ]; then
   mkdir -p "$VMC_WORK/lab"
   hosts="$VMC_WORK/lab/vmc-demo-hosts.json"

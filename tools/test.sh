@@ -187,7 +187,7 @@ done
 want() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 cpu_sampler > "$out/cpu.tsv" &
 sampler_pid=$! sampler_start=$(date +%s)
-trap 'kill "$sampler_pid" 2>/dev/null' EXIT
+trap 'kill "$sampler_pid" 2>/dev/null; vmc_stop_fork_servers' EXIT
 want integration && run_stage integration
 molecule_pid=
 if want molecule; then

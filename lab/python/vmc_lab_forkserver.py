@@ -39,13 +39,13 @@ import sys
 SOCKET = "/run/vmc-lab-forkserver.sock"
 # The standard library modules Ansible's module code imports (python3 -X importtime of an
 # ansible-core 2.19 module run), imported once by the server instead of once per task.
-PRELOAD = (
+PRELOAD = tuple((
     "abc argparse ast atexit base64 collections.abc contextlib copy dataclasses datetime enum errno fcntl "
     "fnmatch functools glob grp hashlib importlib.util inspect io ipaddress itertools json locale logging "
     "operator pathlib pkgutil platform pwd re select selectors shlex shutil signal socket stat string "
     "subprocess syslog tempfile textwrap threading tokenize traceback types typing urllib.parse uuid warnings "
     "weakref zipfile"
-).split()
+).split())
 MAX_FDS = 3
 
 
@@ -105,13 +105,20 @@ def exit_status(code):
     return 1
 
 
-def worker(fds):
-    """In the forked run: the request's descriptors as 0, 1 and 2, then the script from stdin."""
+def worker(fds, settings):
+    """In the forked run: the request's descriptors as 0, 1 and 2, its settings, then the script from stdin."""
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for fd in fds:
         if fd > 2:
             os.close(fd)
+    if settings.get("env") is not None:
+        os.environ.clear()
+        os.environ.update(settings["env"])
+    if settings.get("cwd") is not None:
+        os.chdir(settings["cwd"])
+    if settings.get("umask") is not None:
+        os.umask(settings["umask"])
     # The server never read or wrote sys.stdin, sys.stdout or sys.stderr: nothing buffered
     # in them belongs to another run.
     source = sys.stdin.buffer.read()
@@ -124,23 +131,43 @@ def worker(fds):
     return status
 
 
-def handle(conn):
-    """In the request's process: receive the descriptors, fork the run, send back its status."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+def receive(conn):
+    """The request: ``run N\\n`` with the three descriptors, then N bytes of JSON settings."""
     fds = array.array("i")
-    msg, ancdata, _flags, _addr = conn.recvmsg(64, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+    msg, ancdata, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
-    if msg != b"run\n" or len(fds) != 3:
+    head, sep, rest = msg.partition(b"\n")
+    word, _space, size = head.partition(b" ")
+    if not sep or word != b"run" or not size.isdigit() or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        return None, None
+    while len(rest) < int(size):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    import json  # pylint: disable=import-outside-toplevel
+    return list(fds), json.loads(rest.decode()) if int(size) else {}
+
+
+def handle(conn):
+    """In the request's process: take the request, say so, fork the run, send back its status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    fds, settings = receive(conn)
+    if fds is None:
         conn.sendall(b"error bad request\n")
         return
+    # Taken: from here on the run is this server's (the client no longer starts another).
+    conn.sendall(b"ok\n")
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
             conn.close()
-            status = worker(list(fds))
+            status = worker(fds, settings)
         finally:
             os._exit(status)  # pylint: disable=protected-access
     for fd in fds:
@@ -150,18 +177,52 @@ def handle(conn):
     conn.sendall(b"exit %d\n" % code)
 
 
-def serve(listener):
-    """Accept forever; each request in a process of its own (reaped by the kernel)."""
+class Stop(Exception):
+    """SIGTERM reached the server."""
+
+
+def stop_on_sigterm(_signum, _frame):
+    raise Stop()
+
+
+def leave(listener, path):
+    """The server's end: its socket and PID file go (under the starters' lock), then the listener."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Still this server's: a starter replaces the socket only when nobody answers.
+        for name in (path, path + ".pid"):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+        listener.close()
+
+
+def serve(listener, path, idle=None):
+    """Accept until ``idle`` seconds pass without a request; each request in a process of its own.
+
+    The request processes are reaped by the kernel. On the idle exit the socket goes first
+    (under the starters' lock), so a client either reaches this server or starts a new one;
+    a request still in the backlog is reset before it was taken, and its client starts a
+    new server.
+    """
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    listener.settimeout(idle)
     while True:
         try:
             conn, _addr = listener.accept()
         except InterruptedError:
             continue
+        except (socket.timeout, Stop):
+            leave(listener, path)
+            return
+        conn.settimeout(None)
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 listener.close()
                 handle(conn)
             except BaseException:  # pylint: disable=broad-exception-caught
@@ -171,11 +232,13 @@ def serve(listener):
         conn.close()
 
 
-def start(path=SOCKET):
+def start(path=SOCKET, idle=None, extra=()):
     """Serve on ``path`` in the background unless a server answers there; returns when it listens.
 
     "running" when one answered, else "started PID" (the new server's process). A socket file
-    nobody answers at (a server that was killed) is replaced.
+    nobody answers at (a server that was killed) is replaced. The server ends after ``idle``
+    seconds without a request (None: with its host); ``extra`` names more modules to import
+    ahead (modules of the interpreter's own site-packages, never one that comes in a module's zip).
     """
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -201,27 +264,77 @@ def start(path=SOCKET):
         pid = os.fork()
         if pid != 0:
             return "started %d" % pid
-    # The server: its own session, no terminal, nothing of its starter's output pipes.
+        # The server: its own session, no terminal, nothing of its starter's output pipes; its
+        # PID next to the socket (stop_all()), written before the lock is released.
+        with open(path + ".pid", "w") as pidfile:
+            pidfile.write("%d\n" % os.getpid())
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
-    preload()
+    code = 1
     try:
-        serve(listener)
+        preload(PRELOAD + tuple(extra))
+        serve(listener, path, idle)
+        code = 0
+    except Stop:  # while it was importing
+        leave(listener, path)
+        code = 0
     finally:
-        os._exit(1)  # pylint: disable=protected-access
+        os._exit(code)  # pylint: disable=protected-access
 
 
-def request(path, in_data, timeout=None):
+def stop_all(folder, timeout=10.0):
+    """End every server whose socket is in ``folder`` (SIGTERM: each removes its socket and exits).
+
+    A server started by another checkout ends too; its clients start a new one on their next
+    request. Returns the PIDs that were ended.
+    """
+    import glob  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+    ended = []
+    for pidfile in sorted(glob.glob(os.path.join(folder, "*.sock.pid"))):
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                # The same process, not a PID used again: its command line names the socket.
+                if pidfile[:-len(".pid")].encode() not in f.read().split(b"\0"):
+                    continue
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
+        ended.append(pid)
+    deadline = time.monotonic() + timeout
+    for pid in ended:
+        while os.path.exists("/proc/%d" % pid) and not zombie(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return ended
+
+
+def zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def request(path, in_data, settings=None, timeout=None):
     """Run the script ``in_data`` on the server at ``path``: (exit status, stdout, stderr).
 
-    Raises NoServer when no server answers there (nothing ran), EOFError when the server went
-    away or refused before the run's status came back, OSError when the socket failed.
+    ``settings``: the run's ``env`` (all of it), ``cwd`` and ``umask``, each only when given
+    (else the server's own). Raises NoServer when no server took the run (nothing ran),
+    EOFError when the server went away or refused after it took it, OSError when the socket
+    failed.
     """
+    import json  # pylint: disable=import-outside-toplevel
+    body = json.dumps(settings).encode() if settings else b""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     open_fds = set()
+    replies = None
     try:
         try:
             sock.connect(path)
@@ -231,25 +344,55 @@ def request(path, in_data, timeout=None):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         open_fds.update((stdin_r, stdin_w, out_r, out_w, err_r, err_w))
-        sock.sendmsg([b"run\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stdin_r, out_w, err_w]))])
+        replies = sock.makefile("rb")
+        try:
+            sock.sendmsg([b"run %d\n" % len(body)],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stdin_r, out_w, err_w]))])
+            sock.sendall(body)
+            taken = replies.readline()
+        except OSError as exc:  # a server that ended on its idle timeout with this request in its backlog
+            raise NoServer("the fork server at %s did not take the run: %s" % (path, exc)) from exc
+        if taken != b"ok\n":
+            if not taken:
+                raise NoServer("the fork server at %s ended before it took the run" % path)
+            raise EOFError("the fork server at %s refused the run: %s" % (path, taken.strip().decode(errors="replace")))
         for fd in (stdin_r, out_w, err_w):  # the run's ends are the server's now
             os.close(fd)
             open_fds.discard(fd)
         out, err = pump(stdin_w, out_r, err_r, in_data or b"", open_fds, timeout)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(64)
-            if not chunk:
-                raise EOFError("the fork server at %s went away during the run" % path)
-            reply += chunk
-        word, _sep, value = reply.strip().partition(b" ")
+        word, _sep, value = replies.readline().strip().partition(b" ")
         if word != b"exit":
-            raise EOFError("the fork server at %s refused the run: %s" % (path, reply.strip().decode(errors="replace")))
+            raise EOFError("the fork server at %s went away during the run" % path)
         return int(value), out, err
     finally:
         for fd in open_fds:
             os.close(fd)
+        if replies is not None:
+            replies.close()
         sock.close()
+
+
+def request_or_start(path, in_data, start_server, settings=None, log=None):
+    """request(), and when no server answers, ``start_server()`` one and ask it once more.
+
+    ``start_server`` returns (started, message). Returns (exit status, stdout, stderr), or None
+    when no server could be started or reached (nothing ran: the caller runs the script its
+    usual way). ``log(message)`` hears what happened.
+    """
+    log = log or (lambda message: None)
+    try:
+        return request(path, in_data, settings)
+    except NoServer as exc:
+        log("%s; starting it" % exc)
+    started, message = start_server()
+    log(message)
+    if not started:
+        return None
+    try:
+        return request(path, in_data, settings)
+    except NoServer as exc:
+        log(str(exc))
+        return None
 
 
 def pump(stdin_w, out_r, err_r, data, open_fds, timeout=None):
@@ -297,4 +440,10 @@ def pump(stdin_w, out_r, err_r, data, open_fds, timeout=None):
 
 
 if __name__ == "__main__":
-    print(start(sys.argv[1] if len(sys.argv) > 1 else SOCKET))
+    # python3 - [SOCKET [IDLE_SECONDS [MODULE,...]]], the source on stdin (as the lab's connections start it);
+    # python3 vmc_lab_forkserver.py --stop-all FOLDER (tools/test.sh and tools/demo.sh, at their end).
+    if sys.argv[1:2] == ["--stop-all"]:
+        print("fork servers ended: %d" % len(stop_all(sys.argv[2])))
+        sys.exit(0)
+    ARGS = sys.argv[1:] + [""] * 3
+    print(start(ARGS[0] or SOCKET, float(ARGS[1]) if ARGS[1] else None, [m for m in ARGS[2].split(",") if m]))

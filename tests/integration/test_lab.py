@@ -173,3 +173,33 @@ def test_the_lab_connection_pipes_modules_and_still_copies_files(tmp_path, lab_n
     assert new != old
     assert playbook(DESTROY, spec, tmp_path).returncode == 0
     assert leftovers(lab_name) == [], "destroy left the connection's record of the container"
+
+
+def test_the_lab_local_connection_runs_piped_modules_in_its_fork_server_as_they_run_without(tmp_path):
+    """lab/plugins/connection/local.py: on localhost a piped module runs in the lab's fork server,
+    with this run's environment, folder and umask, and gives what it gives without the server."""
+    venv_python = shutil.which("python3")
+    command = ["ansible", "-i", "localhost,", "-c", "local", "localhost", "-e", f"ansible_python_interpreter={venv_python}",
+               "-m", "ansible.builtin.command", "-a", "sh -c 'echo $VMC_PROBE; pwd; umask'", "-vvv"]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_PIPELINING="1", VMC_PROBE="probe-value")
+
+    def output(result):
+        assert result.returncode == 0, result.stdout[-3000:]
+        return result.stdout.split("CHANGED | rc=0 >>\n", 1)[1].splitlines()[:3]
+
+    forked = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert f"FORK /bin/sh -c '{venv_python} && sleep 0'" in forked.stdout, forked.stdout[-3000:]
+    plain = subprocess.run(command, cwd=tmp_path, env=dict(env, VMC_LAB_FORK_SERVER="0"), capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert "FORK" not in plain.stdout
+    assert output(forked) == output(plain) == ["probe-value", str(tmp_path), "%04o" % current_umask()]
+    # tools/test.sh ends the servers when it is done; nothing is left.
+    subprocess.run(["python3", str(ROOT / "lab" / "python" / "vmc_lab_forkserver.py"), "--stop-all",
+                    "/run/vmconsole-lab/forkserver"], check=True, capture_output=True)
+    assert not list(Path("/run/vmconsole-lab/forkserver").glob("*.sock"))
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

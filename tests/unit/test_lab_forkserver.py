@@ -25,9 +25,9 @@ sys.path.insert(0, str(LAB_PYTHON))
 import vmc_lab_forkserver  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def start(path):
-    """As lab_podman starts it: the server's source piped into python3, the socket as argument."""
-    out = subprocess.run([sys.executable, "-", path], input=SERVER.read_bytes(), capture_output=True,
+def start(path, *args):
+    """As lab_podman starts it: the server's source piped into python3, the socket (and more) as arguments."""
+    out = subprocess.run([sys.executable, "-", path, *args], input=SERVER.read_bytes(), capture_output=True,
                          timeout=30, check=True).stdout.decode().strip()
     return out
 
@@ -150,3 +150,66 @@ def test_a_second_start_finds_the_running_server_and_a_dead_ones_socket_is_repla
 
 def test_the_socket_is_for_its_owner_only(server):
     assert oct(os.stat(server).st_mode & 0o777) == "0o600"
+
+
+def test_a_run_takes_the_environment_folder_and_umask_it_is_given(server, tmp_path):
+    script = "import os\nprint(sorted(os.environ.items()), os.getcwd(), oct(os.umask(0)))\n"
+    settings = {"env": {"ONLY": "this", "PATH": "/usr/bin:/bin"}, "cwd": str(tmp_path), "umask": 0o027}
+    rc, out, _err = run(server, script, settings=settings)
+    assert rc == 0 and out.decode() == "%s %s 0o27\n" % ([("ONLY", "this"), ("PATH", "/usr/bin:/bin")], tmp_path)
+    # Its child processes see the same.
+    rc, out, _err = run(server, "import subprocess\nsubprocess.run(['sh', '-c', 'echo $ONLY; pwd'])\n", settings=settings)
+    assert out.decode() == "this\n%s\n" % tmp_path
+    # Without settings, the server's own.
+    assert run(server, "import os\nprint('ONLY' in os.environ)\n")[1] == b"False\n"
+
+
+def test_an_idle_server_ends_and_leaves_its_socket_to_the_next(tmp_path):
+    path = str(tmp_path / "fork.sock")
+    word, pid = start(path, "0.5", "json,csv").split()
+    assert word == "started"
+    assert run(path, "import sys\nprint('csv' in sys.modules)\n")[1] == b"True\n", "an extra module was not imported ahead"
+    assert gone(int(pid)), "the server did not end when idle"
+    assert not os.path.exists(path), "the idle server left its socket"
+    with pytest.raises(vmc_lab_forkserver.NoServer):
+        run(path, "print('nobody')\n")
+    word, pid = start(path, "0.5").split()
+    assert word == "started" and run(path, "print('next')\n")[1] == b"next\n"
+    assert gone(int(pid))
+
+
+def test_a_request_the_server_never_took_raises_no_server(tmp_path):
+    # A listener that closes each connection unanswered: the client must not take that as a run.
+    import socket  # pylint: disable=import-outside-toplevel
+    path = str(tmp_path / "fork.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def close_unanswered():
+        conn, _addr = listener.accept()
+        conn.recv(64)
+        conn.close()
+    thread = threading.Thread(target=close_unanswered)
+    thread.start()
+    try:
+        with pytest.raises(vmc_lab_forkserver.NoServer):
+            run(path, "print('x')\n")
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_stop_all_ends_the_servers_in_a_folder_and_they_leave_nothing(tmp_path):
+    pids = [int(start(str(tmp_path / name)).split()[1]) for name in ("a.sock", "b.sock")]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pid") == ["a.sock.pid", "b.sock.pid"]
+    # A PID file whose process is not a server of that socket is left alone.
+    (tmp_path / "c.sock.pid").write_text("%d\n" % os.getpid())
+    assert sorted(vmc_lab_forkserver.stop_all(str(tmp_path))) == sorted(pids)
+    assert all(gone(pid) for pid in pids)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["c.sock.pid"]
+    # The next request finds no server, and a new one starts where the old one was.
+    with pytest.raises(vmc_lab_forkserver.NoServer):
+        run(str(tmp_path / "a.sock"), "print(1)\n")
+    word, pid = start(str(tmp_path / "a.sock")).split()
+    assert word == "started" and vmc_lab_forkserver.stop_all(str(tmp_path)) == [int(pid)]

@@ -185,23 +185,16 @@ class Container:
         Returns (rc, stdout, stderr), or None when no server can be started or reached (the
         caller runs the script the usual way; nothing ran).
         """
-        try:
-            return forkserver.request(self.fork_socket(), in_data)
-        except forkserver.NoServer as exc:
-            display.vvv("FORK SERVER %s: %s; starting it" % (self.name, exc), host=self.name)
-        with open(FORKSERVER_PATH, "rb") as f:
-            source = f.read()
-        rc, out, err = self.run([FORK_PYTHON, "-", forkserver.SOCKET], in_data=source)
-        if rc != 0:
-            display.vvv("FORK SERVER %s did not start (rc %d): %s" % (self.name, rc, to_native(err).strip()),
-                        host=self.name)
-            return None
-        display.vvv("FORK SERVER %s: %s" % (self.name, to_native(out).strip()), host=self.name)
-        try:
-            return forkserver.request(self.fork_socket(), in_data)
-        except forkserver.NoServer as exc:
-            display.vvv("FORK SERVER %s: %s" % (self.name, exc), host=self.name)
-            return None
+        def start_server():
+            with open(FORKSERVER_PATH, "rb") as f:
+                rc, out, err = self.run([FORK_PYTHON, "-", forkserver.SOCKET], in_data=f.read())
+            if rc != 0:
+                return False, "did not start (rc %d): %s" % (rc, to_native(err).strip())
+            return True, to_native(out).strip()
+
+        return forkserver.request_or_start(
+            self.fork_socket(), in_data, start_server,
+            log=lambda message: display.vvv("FORK SERVER %s: %s" % (self.name, message), host=self.name))
 
     def argv(self, args):
         """The command line that runs ``args`` inside the container as root, in its cgroups.

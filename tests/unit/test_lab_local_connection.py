@@ -1,0 +1,46 @@
+# Copyright: vmconsole.secure contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""lab/plugins/connection/local.py: which commands go to the fork server, and which server."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PLUGIN = Path(__file__).resolve().parents[2] / "lab" / "plugins" / "connection" / "local.py"
+_spec = importlib.util.spec_from_file_location("vmc_lab_local", PLUGIN)
+local = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(local)
+
+
+@pytest.mark.parametrize("cmd, interpreter", [
+    ("/bin/sh -c '/usr/bin/python3 && sleep 0'", "/usr/bin/python3"),
+    ("/bin/sh -c '/work/x/.work/venv/bin/python3 && sleep 0'", "/work/x/.work/venv/bin/python3"),
+    # Anything else runs the usual way: settings in front, another command, a relative or odd path.
+    ("/bin/sh -c 'FOO=1 /usr/bin/python3 && sleep 0'", None),
+    ("/bin/sh -c '/usr/bin/python3 -c pass && sleep 0'", None),
+    ("/bin/sh -c 'python3 && sleep 0'", None),
+    ("/bin/sh -c '/usr/bin/python3;rm -rf / && sleep 0'", None),
+    ("/bin/sh -c '/usr/bin/python3 && sleep 0' extra", None),
+    ("/bin/sh -c 'echo ~root && sleep 0'", None),
+])
+def test_only_a_module_piped_into_an_interpreter_goes_to_the_fork_server(cmd, interpreter):
+    match = local.PIPELINED.fullmatch(cmd)
+    assert (match.group(1) if match else None) == interpreter
+
+
+def test_each_interpreter_and_each_server_version_has_a_socket_of_its_own():
+    one = local.socket_path("/usr/bin/python3", b"server v1")
+    assert one.startswith(local.SOCKET_DIR + "/") and one.endswith(".sock")
+    assert one == local.socket_path("/usr/bin/python3", b"server v1")
+    assert one != local.socket_path("/opt/venv/bin/python3", b"server v1")
+    assert one != local.socket_path("/usr/bin/python3", b"server v2")
+    assert len(one) < 108, "longer than a Unix socket's path may be"
+
+
+def test_the_builtins_options_are_this_plugins():
+    assert "name: local" in local.DOCUMENTATION and "connection_pipelining" in local.DOCUMENTATION
+    assert local.Connection.__mro__[1] is local.LocalConnection
