@@ -32,12 +32,15 @@ def test_only_a_module_piped_into_an_interpreter_goes_to_the_fork_server(cmd, in
     assert (match.group(1) if match else None) == interpreter
 
 
-def test_each_interpreter_and_each_server_version_has_a_socket_of_its_own():
-    one = local.socket_path("/usr/bin/python3", b"server v1")
+def test_each_interpreter_its_python_settings_and_each_server_version_have_a_socket_of_their_own():
+    env = {"PATH": "/usr/bin", "PYTHONPATH": "/a"}
+    one = local.socket_path("/usr/bin/python3", b"server v1", env)
     assert one.startswith(local.SOCKET_DIR + "/") and one.endswith(".sock")
-    assert one == local.socket_path("/usr/bin/python3", b"server v1")
-    assert one != local.socket_path("/opt/venv/bin/python3", b"server v1")
-    assert one != local.socket_path("/usr/bin/python3", b"server v2")
+    assert one == local.socket_path("/usr/bin/python3", b"server v1", dict(env, PATH="/bin", OTHER="x"))
+    assert one != local.socket_path("/opt/venv/bin/python3", b"server v1", env)
+    assert one != local.socket_path("/usr/bin/python3", b"server v2", env)
+    assert one != local.socket_path("/usr/bin/python3", b"server v1", dict(env, PYTHONPATH="/b"))
+    assert one != local.socket_path("/usr/bin/python3", b"server v1", dict(env, PYTHONHASHSEED="0"))
     assert len(one) < 108, "longer than a Unix socket's path may be"
 
 

@@ -9,11 +9,11 @@ this plugin answers for ``local``: the connection of ``localhost``, where the sc
 certificates (the pki role's CA host), drive podman and open viewers. Everything is
 ansible.builtin.local's, except one case: a module piped into a Python interpreter, nothing
 else on the command line and no privilege escalation, runs in a process forked from a warm
-interpreter (lab/python/vmc_lab_forkserver.py) of that same interpreter, with this run's
-environment, folder and umask. The server imports the standard library and the modules
+interpreter (lab/python/vmc_lab_forkserver.py) of that same interpreter, started with the same
+PYTHON* settings, with this run's environment, folder and umask. The server imports the standard library and the modules
 Ansible's crypto modules need (``cryptography``) once, and ends after two idle minutes. Its
-socket is under /run/vmconsole-lab/forkserver/, named by the interpreter and the server's
-code, so each checkout and each version of the server has its own.
+socket is under /run/vmconsole-lab/forkserver/, named by the interpreter, its PYTHON* settings
+and the server's code, so each checkout and each version of the server has its own.
 
 ``VMC_LAB_FORK_SERVER=0`` runs every module the usual way; a server that cannot be started
 or reached is reported at -vvv and the module runs the usual way.
@@ -63,9 +63,15 @@ EXTRA = ("cryptography.x509", "cryptography.hazmat.primitives.serialization",
          "cryptography.hazmat.primitives.asymmetric.ed25519", "cryptography.hazmat.primitives.hashes")
 
 
-def socket_path(interpreter, source):
-    """The socket of the server for ``interpreter`` running server code ``source`` (bytes)."""
-    digest = hashlib.sha256(interpreter.encode() + b"\0" + source).hexdigest()[:24]
+def socket_path(interpreter, source, environ=None):
+    """The socket of the server for ``interpreter`` running server code ``source`` (bytes).
+
+    The environment's PYTHON* settings (PYTHONPATH and the like) are part of the name: the
+    interpreter reads them when it starts, so a run with others needs a server of its own.
+    """
+    environ = os.environ if environ is None else environ
+    startup = sorted((k, v) for k, v in environ.items() if k.startswith("PYTHON"))
+    digest = hashlib.sha256(repr((interpreter, startup)).encode() + b"\0" + source).hexdigest()[:24]
     return os.path.join(SOCKET_DIR, digest + ".sock")
 
 
