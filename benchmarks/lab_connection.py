@@ -16,7 +16,10 @@ are tasks, and `nsenter` of `true` likewise; `lab_podman` runs with its fork ser
 (lab/python/vmc_lab_forkserver.py) and without it (VMC_LAB_FORK_SERVER=0). Then the CPU
 the host (the container's cgroup) spends on the same playbook with the fork server and
 lab/python/vmc_lab_zipcache.py, with the zip cache only, and with neither (a second
-container without the cache). Prints medians, seconds per task and the ratios. Both
+container without the cache). Last, the controller's side: N community.crypto
+x509_certificate_info and N command tasks on localhost, with the lab's local connection
+(lab/plugins/connection/local.py) and its fork server and without, the CPU of each
+ansible-playbook's cgroup (which the fork server it starts joins). Prints medians, seconds per task and the ratios. Both
 containers are removed at the end.
 """
 
@@ -76,6 +79,65 @@ def read_cpu(path):
     if path.endswith("cpuacct.usage"):
         return int(text) / 1e9
     return int(dict(line.split() for line in text.splitlines())["usage_usec"]) / 1e6
+
+
+LOCAL_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - community.crypto.x509_certificate_info:
+        path: %(cert)s
+      loop: "{{ range(%(tasks)d) | list }}"
+    - ansible.builtin.command: "true"
+      loop: "{{ range(%(tasks)d) | list }}"
+      changed_when: false
+"""
+
+
+def local_cpu(tasks, runs):
+    """The CPU the controller spends on localhost modules, with the lab's local fork server and without.
+
+    Each ansible-playbook runs in a cgroup of its own (cgroup v1 cpuacct or v2), which the fork
+    server it starts joins too; the servers are ended before and after (they outlive a run).
+    """
+    stop = [sys.executable, os.path.join(ROOT, "lab", "python", "vmc_lab_forkserver.py"), "--stop-all",
+            "/run/vmconsole-lab/forkserver"]
+    v1 = os.path.isdir("/sys/fs/cgroup/cpuacct")
+    group = os.path.join("/sys/fs/cgroup/cpuacct" if v1 else "/sys/fs/cgroup", "vmc-bench-local-%d" % os.getpid())
+    usage = os.path.join(group, "cpuacct.usage" if v1 else "cpu.stat")
+    os.makedirs(group)
+    cpu = {"fork server": [], "no fork server": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            from cryptography import x509  # pylint: disable=import-outside-toplevel
+            from cryptography.hazmat.primitives import hashes  # pylint: disable=import-outside-toplevel
+            from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
+            from cryptography.hazmat.primitives.serialization import Encoding  # pylint: disable=import-outside-toplevel
+            import datetime  # pylint: disable=import-outside-toplevel
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "bench")])
+            now = datetime.datetime.now(datetime.timezone.utc)
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                    .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                    .sign(key, hashes.SHA256()))
+            cert_path = os.path.join(tmp, "cert.pem")
+            with open(cert_path, "wb") as f:
+                f.write(cert.public_bytes(Encoding.PEM))
+            playbook = os.path.join(tmp, "local.yml")
+            with open(playbook, "w") as f:
+                f.write(LOCAL_PLAYBOOK % {"cert": cert_path, "tasks": tasks})
+            argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', group, "ansible-playbook", "-i", "localhost,",
+                    "-c", "local", "-e", "ansible_python_interpreter=%s" % sys.executable, playbook]
+            run(stop)
+            for _run in range(runs):
+                for side, flag in (("fork server", "1"), ("no fork server", "0")):
+                    before = read_cpu(usage)
+                    run(argv, env=dict(os.environ, VMC_LAB_FORK_SERVER=flag, ANSIBLE_PIPELINING="1"))
+                    cpu[side].append(read_cpu(usage) - before)
+    finally:
+        run(stop)
+        os.rmdir(group)
+    return {side: statistics.median(values) for side, values in cpu.items()}
 
 
 def main():
@@ -159,6 +221,11 @@ def main():
     print("%-60s %7.2f" % ("ratio host CPU zip cache only / neither", cpu["zip cache only"] / cpu["neither"]))
     print("%-60s %7.2f" % ("ratio host CPU fork server and zip cache / zip cache only",
                            cpu["fork server and zip cache"] / cpu["zip cache only"]))
+    local = local_cpu(args.tasks, args.runs)
+    for name, value in local.items():
+        print("%-60s %7.2f s  %6.3f s/task  (%d runs)" % ("controller CPU, localhost modules, " + name, value,
+                                                         value / (2 * args.tasks), args.runs))
+    print("%-60s %7.2f" % ("ratio controller CPU with / without fork server", local["fork server"] / local["no fork server"]))
     return 0
 
 
