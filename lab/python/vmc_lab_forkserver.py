@@ -294,7 +294,7 @@ def stop_all(folder, timeout=10.0):
     """
     import glob  # pylint: disable=import-outside-toplevel
     import time  # pylint: disable=import-outside-toplevel
-    ended = []
+    stopped = []
     for pidfile in sorted(glob.glob(os.path.join(folder, "*.sock.pid"))):
         try:
             with open(pidfile) as f:
@@ -306,15 +306,16 @@ def stop_all(folder, timeout=10.0):
             os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError):
             continue
-        ended.append(pid)
+        stopped.append(pid)
     deadline = time.monotonic() + timeout
-    for pid in ended:
-        while os.path.exists("/proc/%d" % pid) and not zombie(pid) and time.monotonic() < deadline:
+    for pid in stopped:
+        while not ended(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-    return ended
+    return stopped
 
 
-def zombie(pid):
+def ended(pid):
+    """Process ``pid`` is gone, or a zombie (its parent exited; reaping it is not ours to do)."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as stat:
             return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
