@@ -223,8 +223,8 @@ def main():
                            cpu["fork server and zip cache"] / cpu["zip cache only"]))
     local = local_cpu(args.tasks, args.runs)
     for name, value in local.items():
-        print("%-60s %7.2f s  %6.3f s/task  (%d runs)" % ("controller CPU, localhost modules, " + name, value,
-                                                         value / (2 * args.tasks), args.runs))
+        label = "controller CPU, localhost modules, " + name
+        print("%-60s %7.2f s  %6.3f s/task  (%d runs)" % (label, value, value / (2 * args.tasks), args.runs))
     print("%-60s %7.2f" % ("ratio controller CPU with / without fork server", local["fork server"] / local["no fork server"]))
     return 0
 

@@ -44,6 +44,14 @@ def test_each_interpreter_its_python_settings_and_each_server_version_have_a_soc
     assert len(one) < 108, "longer than a Unix socket's path may be"
 
 
-def test_the_builtins_options_are_this_plugins():
-    assert "name: local" in local.DOCUMENTATION and "connection_pipelining" in local.DOCUMENTATION
+def test_every_option_of_the_installed_builtin_is_this_plugins_too():
+    import yaml  # pylint: disable=import-outside-toplevel
+    builtin = yaml.safe_load(local._builtin.DOCUMENTATION)  # pylint: disable=protected-access
+    ours = yaml.safe_load(local.DOCUMENTATION)
+    assert ours["name"] == "local"
+    for name, spec in (builtin.get("options") or {}).items():
+        assert name in ours["options"], "the builtin local connection has an option %s this plugin lacks" % name
+        assert {k: v for k, v in spec.items() if k not in ("description", "version_added")} == \
+            {k: v for k, v in ours["options"][name].items() if k != "description"}
+    assert ours["extends_documentation_fragment"] == builtin["extends_documentation_fragment"]
     assert local.Connection.__mro__[1] is local.LocalConnection

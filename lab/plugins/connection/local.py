@@ -45,10 +45,38 @@ def _load(name, path):
 
 
 # Ansible loads this file as ansible.plugins.connection.local, the builtin's own name: the
-# builtin is loaded from its file under a name of its own. Its options are this plugin's.
+# builtin is loaded from its file under a name of its own.
 _builtin = _load("vmc_lab_builtin_local", os.path.join(os.path.dirname(ansible.plugins.connection.__file__), "local.py"))
-DOCUMENTATION = _builtin.DOCUMENTATION
 LocalConnection = _builtin.Connection
+
+# The builtin's options (ansible-core 2.19-2.21; 2.16-2.18 have only pipelining), as a literal:
+# ansible-lint reads plugin documentation from the source. tests/unit/test_lab_local_connection.py
+# checks that every option of the installed builtin is here.
+DOCUMENTATION = """
+    name: local
+    short_description: execute on controller (the lab's, with a fork server for piped modules)
+    description:
+        - ansible.builtin.local; a module piped into a Python interpreter runs in the lab's fork server.
+    author: vmconsole.secure contributors
+    options:
+        become_success_timeout:
+            type: int
+            default: 10
+            description:
+                - Number of seconds to wait for become to succeed when enabled.
+                - The default will be used if the configured value is less than 1.
+            vars:
+                - name: ansible_local_become_success_timeout
+        become_strip_preamble:
+            type: bool
+            default: true
+            description:
+                - Strip internal become output preceding command execution. Disable for additional diagnostics.
+            vars:
+                - name: ansible_local_become_strip_preamble
+    extends_documentation_fragment:
+        - connection_pipelining
+"""
 
 FORKSERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python", "vmc_lab_forkserver.py")
 forkserver = _load("vmc_lab_forkserver", FORKSERVER_PATH)
