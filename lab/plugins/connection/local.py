@@ -30,6 +30,7 @@ import re
 import subprocess
 
 import ansible.plugins.connection
+from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.utils.display import Display
@@ -133,9 +134,12 @@ class Connection(LocalConnection):
         display.vvv("FORK %s" % to_native(cmd), host=self._play_context.remote_addr)
         # self.cwd is relative (b"." by default): to this process's folder, as Popen(cwd=...) takes it.
         settings = {"env": dict(os.environ), "cwd": os.path.abspath(to_native(self.cwd or ".")), "umask": current_umask()}
-        ran = forkserver.request_or_start(
-            path, in_data, start_server, settings,
-            log=lambda message: display.vvv("FORK SERVER local: %s" % message, host=self._play_context.remote_addr))
+        try:
+            ran = forkserver.request_or_start(
+                path, in_data, start_server, settings,
+                log=lambda message: display.vvv("FORK SERVER local: %s" % message, host=self._play_context.remote_addr))
+        except (EOFError, OSError) as exc:  # after the server took the run: never run it a second time
+            raise AnsibleConnectionFailure("localhost: the fork server failed: %s" % exc) from exc
         if ran is None:
             return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         return ran
